@@ -1,0 +1,101 @@
+"""Configuration: frozen, keyword-only dataclasses with the secure choice as the default.
+
+Every field has a docstring; every invalid value raises ``ConfigurationError`` when
+the object is built, so a mistake stops the app at start-up instead of at the first
+request.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import ConfigurationError
+from .keys import Secret
+
+__all__ = ["Config", "Limits"]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Limits:
+    """Bounds on what one call may make bastion read, parse or hold.
+
+    A hostile body costs at most these; each excess is refused before any handler runs.
+    """
+
+    max_body_bytes: int = 1 * MiB
+    """Bytes of request body read for one call, whatever the content type, counted while
+    streaming (a missing or lying ``Content-Length`` changes nothing). Excess: 413."""
+
+    max_fields: int = 1000
+    """Form fields, multipart parts or JSON object keys in one body. Excess: 413."""
+
+    max_field_name_length: int = 128
+    """Characters in one field name. Longer names: 400."""
+
+    max_json_depth: int = 32
+    """Nesting of JSON arrays and objects. Deeper: 400."""
+
+    max_files: int = 10
+    """Uploaded files in one multipart body (only for inputs that declare uploads). Excess: 413."""
+
+    max_file_bytes: int = 10 * MiB
+    """Bytes of one uploaded file. Excess: 413. The body cap applies too, so an action
+    taking large files raises ``max_body_bytes`` as well."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_body_bytes",
+            "max_fields",
+            "max_field_name_length",
+            "max_json_depth",
+            "max_files",
+            "max_file_bytes",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"Limits.{name} must be a positive integer, not {value!r}")
+
+
+def check_timeout(timeout: float, where: str) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise ConfigurationError(f"{where} must be a number of seconds, not {timeout!r}")
+    if not (math.isfinite(timeout) and timeout > 0):
+        raise ConfigurationError(f"{where} must be a positive number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Config:
+    """Everything a ``Bastion`` is set up with, resolved and checked."""
+
+    secret_key: Secret
+    """The root secret (at least 32 bytes). Every purpose key is derived from it with
+    HKDF, so an action ID can never verify as anything else."""
+
+    secret_key_fallbacks: tuple[Secret, ...] = ()
+    """Older root secrets, newest first: they still verify and open what they made,
+    so a key can be rotated without breaking forms already rendered."""
+
+    debug: bool = False
+    """Adds the exception type and message to 500 replies under ``debug`` and allows an
+    ephemeral key. Refused unless the server listens on a loopback address."""
+
+    prefix: str = "/_actions"
+    """Where actions are mounted: an action answers at ``POST {prefix}/{action_id}``."""
+
+    limits: Limits = field(default_factory=Limits)
+    """The default bounds for every action; an action may override some of them."""
+
+    timeout: float = 30.0
+    """Seconds a handler may run before the call is answered 504."""
+
+    def __post_init__(self) -> None:
+        if not (self.prefix.startswith("/") and not self.prefix.endswith("/")):
+            raise ConfigurationError(
+                f"prefix must start with '/' and not end with one, not {self.prefix!r}"
+            )
+        check_timeout(self.timeout, "timeout")

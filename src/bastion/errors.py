@@ -1,0 +1,167 @@
+"""Bastion's exceptions.
+
+Two families, kept apart on purpose::
+
+    BastionError
+    ├── ConfigurationError        a mistake in the app's set-up, raised at start-up
+    └── ActionError               a refusal sent to the client: status, code, public message
+        ├── BadRequest            400 malformed
+        ├── Unauthorized          401 unauthorized
+        ├── Forbidden             403 forbidden
+        ├── NotFound              404 not_found
+        ├── MethodNotAllowed      405 method_not_allowed
+        ├── PayloadTooLarge       413 payload_too_large
+        ├── UnsupportedMediaType  415 unsupported_media_type
+        ├── ValidationFailed      422 invalid, with a message per field
+        ├── RateLimited           429 rate_limited, with Retry-After
+        ├── ServiceUnavailable    503 unavailable
+        └── Timeout               504 timeout
+
+An ``ActionError``'s message is public: it is sent to the client as it is, so it
+must never carry a submitted value, a secret or an internal detail. Handlers raise
+``ActionError("That title is taken.", code="title_taken", status=409)`` to refuse
+with their own words. Any exception outside this tree becomes a generic 500 whose
+only link to the traceback in the server log is its digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "ActionError",
+    "BadRequest",
+    "BastionError",
+    "ConfigurationError",
+    "Forbidden",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "RateLimited",
+    "ServiceUnavailable",
+    "Timeout",
+    "Unauthorized",
+    "UnsupportedMediaType",
+    "ValidationFailed",
+]
+
+
+class BastionError(Exception):
+    """The root of every exception bastion raises."""
+
+
+class ConfigurationError(BastionError):
+    """The app is set up in a way bastion refuses to run: fix the code or the environment."""
+
+
+class ActionError(BastionError):
+    """A refusal the client is told about.
+
+    ``message`` is public and sent as it is; ``code`` is a stable machine-readable
+    word; ``status`` is the HTTP status of the reply.
+    """
+
+    status: int = 400
+    code: str = "bad_request"
+    message: str = "The request could not be processed."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if message is not None:
+            self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            if not 400 <= status <= 599:
+                raise ValueError(f"an ActionError status must be 4xx or 5xx, not {status}")
+            self.status = status
+        self.headers: dict[str, str] = dict(headers or {})
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, code={self.code!r})"
+
+
+class BadRequest(ActionError):
+    status = 400
+    code = "malformed"
+    message = "The request body is malformed."
+
+
+class Unauthorized(ActionError):
+    status = 401
+    code = "unauthorized"
+    message = "Please sign in first."
+
+
+class Forbidden(ActionError):
+    status = 403
+    code = "forbidden"
+    message = "You are not allowed to do that."
+
+
+class NotFound(ActionError):
+    status = 404
+    code = "not_found"
+    message = "Not found."
+
+
+class MethodNotAllowed(ActionError):
+    status = 405
+    code = "method_not_allowed"
+    message = "Actions are called with POST."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Allow": "POST"})
+
+
+class PayloadTooLarge(ActionError):
+    status = 413
+    code = "payload_too_large"
+    message = "The request is too large."
+
+
+class UnsupportedMediaType(ActionError):
+    status = 415
+    code = "unsupported_media_type"
+    message = "This content type is not accepted here."
+
+
+class ValidationFailed(ActionError):
+    """The input did not match the action's model; ``fields`` maps each field path to why."""
+
+    status = 422
+    code = "invalid"
+    message = "Some fields are invalid."
+
+    def __init__(self, fields: Mapping[str, str], message: str | None = None) -> None:
+        super().__init__(message)
+        self.fields: dict[str, str] = dict(fields)
+
+
+class RateLimited(ActionError):
+    status = 429
+    code = "rate_limited"
+    message = "Too many requests. Try again later."
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after)))})
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(ActionError):
+    status = 503
+    code = "unavailable"
+    message = "The service is unavailable. Try again later."
+
+
+class Timeout(ActionError):
+    status = 504
+    code = "timeout"
+    message = "The action took too long."

@@ -1,0 +1,242 @@
+"""Registering actions: what a handler takes and returns, checked once, at import time.
+
+Everything the pipeline needs per call (the input model, the output serialiser, the
+form shape, the limits) is built here, when ``@bastion.action`` runs, so a request
+pays for none of it and a mistake stops the app before it serves anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import inspect
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, TypeAdapter
+from starlette.datastructures import UploadFile
+
+from .config import Limits
+from .context import Context
+from .decoding import FormShape, form_shape
+from .errors import ConfigurationError
+from .policy import Policy
+
+__all__ = ["ActionSpec", "Registry", "build_spec"]
+
+
+class NoInput(BaseModel):
+    """The input of an action that declares none: an empty object, nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActionSpec:
+    """One registered action, as the pipeline sees it."""
+
+    name: str
+    """Unique among the app's actions; what templates and the test client refer to."""
+    fn: Callable[..., Any]
+    is_async: bool
+    policy: Policy
+    input_model: type[BaseModel]
+    data_param: str | None
+    context_param: str | None
+    output: TypeAdapter[Any] | None
+    """Serialises the result through the declared return type; ``None`` for ``-> None``."""
+    limits: Limits
+    timeout: float
+    accepts_uploads: bool
+    form: FormShape
+    ids: tuple[str, ...]
+    """The action ID under the current key first, then under each fallback key."""
+
+    @property
+    def id(self) -> str:
+        return self.ids[0]
+
+
+def action_ids(fn: Callable[..., Any], keys: tuple[bytes, ...]) -> tuple[str, ...]:
+    """Opaque IDs: an HMAC of the function's import path, so they are stable across
+    processes sharing the secret, differ under another secret, and reveal nothing."""
+    path = f"{fn.__module__}:{fn.__qualname__}".encode()
+    return tuple(
+        base64.urlsafe_b64encode(hmac.new(key, path, hashlib.sha256).digest()[:18]).decode()
+        for key in keys
+    )
+
+
+def build_spec(
+    fn: Callable[..., Any],
+    *,
+    name: str,
+    policy: Policy | None,
+    limits: Limits,
+    timeout: float,
+    keys: tuple[bytes, ...],
+) -> ActionSpec:
+    where = f"action {name!r}"
+    if policy is None:
+        raise ConfigurationError(
+            f"{where} declares no policy: pass policy=public, or a policy that says who may call it"
+        )
+    if not callable(policy):
+        raise ConfigurationError(f"{where}: policy must be callable, not {policy!r}")
+    if not callable(fn) or not (inspect.isfunction(fn) or inspect.iscoroutinefunction(fn)):
+        raise ConfigurationError(f"{where}: an action must be a plain function, not {fn!r}")
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception as exc:
+        raise ConfigurationError(f"{where}: its annotations cannot be resolved: {exc}") from exc
+
+    context_param: str | None = None
+    data_param: str | None = None
+    input_model: type[BaseModel] = NoInput
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ConfigurationError(f"{where}: *args and **kwargs are not allowed")
+        annotation = hints.get(param.name)
+        if annotation is Context and context_param is None:
+            context_param = param.name
+        elif _is_model(annotation) and data_param is None:
+            data_param = param.name
+            input_model = annotation
+        else:
+            raise ConfigurationError(
+                f"{where}: parameter {param.name!r} must be annotated with Context or with "
+                "a pydantic model (one of each at most)"
+            )
+    _check_input(input_model, where)
+
+    if "return" not in hints:
+        raise ConfigurationError(
+            f"{where} has no return annotation: declare the model it returns, or -> None"
+        )
+    returns = hints["return"]
+    output: TypeAdapter[Any] | None = None
+    if returns not in (None, type(None)):
+        _check_output(returns, where)
+        output = TypeAdapter(returns)
+
+    return ActionSpec(
+        name=name,
+        fn=fn,
+        is_async=inspect.iscoroutinefunction(fn),
+        policy=policy,
+        input_model=input_model,
+        data_param=data_param,
+        context_param=context_param,
+        output=output,
+        limits=limits,
+        timeout=timeout,
+        accepts_uploads=_mentions(input_model, UploadFile),
+        form=form_shape(input_model),
+        ids=action_ids(fn, keys),
+    )
+
+
+class Registry:
+    """The app's actions, found by ID (requests), by function or by name (templates, tests)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, ActionSpec] = {}
+        self._by_fn: dict[Callable[..., Any], ActionSpec] = {}
+        self._by_name: dict[str, ActionSpec] = {}
+
+    def add(self, spec: ActionSpec) -> None:
+        if spec.name in self._by_name:
+            other = self._by_name[spec.name].fn
+            raise ConfigurationError(
+                f"two actions are named {spec.name!r} ({other.__module__}.{other.__qualname__} "
+                f"and {spec.fn.__module__}.{spec.fn.__qualname__}): pass name= to one of them"
+            )
+        if spec.fn in self._by_fn or any(i in self._by_id for i in spec.ids):
+            raise ConfigurationError(f"action {spec.name!r} is registered twice")
+        self._by_name[spec.name] = spec
+        self._by_fn[spec.fn] = spec
+        for action_id in spec.ids:
+            self._by_id[action_id] = spec
+
+    def by_id(self, action_id: str) -> ActionSpec | None:
+        return self._by_id.get(action_id)
+
+    def get(self, action: Callable[..., Any] | str) -> ActionSpec:
+        """The spec of a registered function or name; ``LookupError`` otherwise."""
+        found = self._by_name.get(action) if isinstance(action, str) else self._by_fn.get(action)
+        if found is None:
+            raise LookupError(f"{action!r} is not a registered action")
+        return found
+
+    def __iter__(self) -> Iterator[ActionSpec]:
+        return iter(self._by_name.values())
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+
+# --- checks -----------------------------------------------------------------------------
+
+
+def _is_model(annotation: Any) -> typing.TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _leaves(tp: Any) -> Iterator[Any]:
+    """Every type named inside ``tp``, through unions, containers, Annotated and models."""
+    seen: set[type[BaseModel]] = set()
+
+    def walk(t: Any) -> Iterator[Any]:
+        yield t
+        if _is_model(t):
+            if t in seen:
+                return
+            seen.add(t)
+            for field in t.model_fields.values():
+                yield from walk(field.annotation)
+            return
+        for arg in typing.get_args(t):
+            yield from walk(arg)
+
+    return walk(tp)
+
+
+def _models_in(tp: Any) -> Iterator[type[BaseModel]]:
+    return (t for t in _leaves(tp) if _is_model(t))
+
+
+def _mentions(tp: Any, cls: type) -> bool:
+    return any(isinstance(t, type) and issubclass(t, cls) for t in _leaves(tp))
+
+
+def _check_input(model: type[BaseModel], where: str) -> None:
+    for sub in _models_in(model):
+        if sub.model_config.get("extra") != "forbid":
+            raise ConfigurationError(
+                f"{where}: input model {sub.__name__} must forbid unknown fields: "
+                'add model_config = ConfigDict(extra="forbid")'
+            )
+
+
+_BARE = (dict, list, set, frozenset, tuple, object)
+
+
+def _check_output(returns: Any, where: str) -> None:
+    for t in _leaves(returns):
+        if t is Any:
+            raise ConfigurationError(
+                f"{where} returns untyped data (Any): declare a model, so only its fields leave"
+            )
+        if (typing.get_origin(t) or t) in _BARE and not typing.get_args(t):
+            # A bare dict or list would send whatever the handler put in it.
+            raise ConfigurationError(
+                f"{where} returns a bare {t.__name__}: declare a model or a typed container"
+            )
+        if isinstance(t, type) and issubclass(t, SecretStr | SecretBytes):
+            raise ConfigurationError(
+                f"{where}: its return type holds a {t.__name__} field; secrets are never "
+                "sent to clients, remove the field from the output model"
+            )

@@ -1,0 +1,87 @@
+"""Pipeline stage 11: the reply, in the form the caller asked for.
+
+Scripts get the JSON envelope; a plain HTML form (no JavaScript) gets ``303 See
+Other`` so the browser lands on a page, never on raw JSON. Every reply carries
+``Cache-Control: no-store`` and ``X-Content-Type-Options: nosniff``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+from starlette.datastructures import Headers
+from starlette.responses import Response
+
+from .errors import ActionError, ValidationFailed
+
+__all__ = ["error", "redirect", "safe_next", "success", "wants_redirect"]
+
+_SECURITY_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_MAX_NEXT: Final = 2048
+
+
+def wants_redirect(headers: Headers, form_post: bool) -> bool:
+    """A browser's plain form post, as opposed to a script asking for JSON."""
+    return form_post and "application/json" not in headers.get("accept", "")
+
+
+def success(data: bytes) -> Response:
+    return _json(200, b'{"ok":true,"data":' + data + b"}")
+
+
+def error(exc: ActionError, *, digest: str | None = None, debug: Any = None) -> Response:
+    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if digest is not None:
+        body["digest"] = digest
+    if isinstance(exc, ValidationFailed):
+        body["fields"] = exc.fields
+    envelope: dict[str, Any] = {"ok": False, "error": body}
+    if debug is not None:
+        envelope["debug"] = debug
+    response = _json(exc.status, json.dumps(envelope, separators=(",", ":")).encode())
+    response.headers.update(exc.headers)
+    return response
+
+
+def redirect(location: str) -> Response:
+    return Response(status_code=303, headers={"Location": location, **_SECURITY_HEADERS})
+
+
+def _json(status: int, body: bytes) -> Response:
+    return Response(body, status, _SECURITY_HEADERS, media_type="application/json")
+
+
+def safe_next(value: str | None) -> str | None:
+    """A same-origin relative path, or ``None``.
+
+    Only ``/path?query#fragment`` passes. Refused: absolute URLs, ``//host`` and
+    ``/\\host`` (browsers read both as another host), any scheme, backslashes,
+    control characters (CR/LF would split headers), and anything over 2 KiB.
+    A URL is never built from ``Host`` or ``X-Forwarded-*``.
+    """
+    if not value or len(value) > _MAX_NEXT or not value.startswith("/"):
+        return None
+    if value.startswith("//") or "\\" in value:
+        return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc:
+        return None
+    # Location is a Latin-1 header: percent-encode the rest (spaces, non-ASCII).
+    return quote(value, safe="/?#[]@!$&'()*+,;=%:-._~")
+
+
+def referer_path(headers: Headers) -> str | None:
+    """The path of the page the form was posted from (its host is never used)."""
+    referer = headers.get("referer")
+    if not referer:
+        return None
+    try:
+        parts = urlsplit(referer)
+    except ValueError:
+        return None
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
+    return safe_next(path)

@@ -1,0 +1,92 @@
+"""Pipeline stage 1: route and transport, from the headers alone.
+
+Nothing of the body is read here: an unknown action, a wrong method, an unaccepted
+content type or a declared length over the cap is refused before the first byte.
+``stream`` then reads the body with the cap enforced on the bytes that really arrive,
+so a missing or lying ``Content-Length`` and chunked bodies change nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from python_multipart.multipart import parse_options_header
+from starlette.datastructures import Headers
+from starlette.types import Receive, Scope
+
+from .errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
+
+if TYPE_CHECKING:
+    from .registry import ActionSpec, Registry
+
+__all__ = ["BodyKind", "body_kind", "read", "resolve", "stream"]
+
+
+class BodyKind(Enum):
+    JSON = "application/json"
+    FORM = "application/x-www-form-urlencoded"
+    MULTIPART = "multipart/form-data"
+
+
+_KINDS = {kind.value: kind for kind in BodyKind}
+
+
+def resolve(registry: Registry, scope: Scope, action_id: str) -> ActionSpec:
+    """The action for this ID, then the method. Unknown IDs get a bare 404, no hint."""
+    spec = registry.by_id(action_id)
+    if spec is None:
+        raise NotFound()
+    if scope["method"] != "POST":
+        raise MethodNotAllowed()
+    return spec
+
+
+def body_kind(spec: ActionSpec, headers: Headers) -> BodyKind:
+    """Which decoder may read this body, and whether its declared size is acceptable."""
+    declared = headers.getlist("content-length")
+    if declared:
+        if len(declared) > 1 or not declared[0].isdigit():
+            raise BadRequest("The Content-Length header is invalid.")
+        if int(declared[0]) > spec.limits.max_body_bytes:
+            raise PayloadTooLarge()
+
+    media_type, params = parse_options_header(headers.get("content-type", ""))
+    kind = _KINDS.get(media_type.decode("latin-1"))
+    if kind is None:
+        # No body at all is an empty JSON object: handy for actions without input.
+        if not media_type and declared == ["0"]:
+            return BodyKind.JSON
+        raise UnsupportedMediaType()
+    if kind is BodyKind.MULTIPART and not spec.accepts_uploads:
+        raise UnsupportedMediaType("This action does not accept file uploads.")
+    charset = params.get(b"charset")
+    if charset is not None and charset.lower() not in (b"utf-8", b"utf8"):
+        raise UnsupportedMediaType("Only UTF-8 is accepted.")
+    return kind
+
+
+async def stream(receive: Receive, cap: int) -> AsyncIterator[bytes]:
+    """The body as it arrives; 413 the moment more than ``cap`` bytes have come."""
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("The request body was cut short.")
+        chunk: bytes = message.get("body", b"")
+        received += len(chunk)
+        if received > cap:
+            raise PayloadTooLarge()
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+async def read(receive: Receive, cap: int) -> bytes:
+    """The whole (capped) body, for decoders that need it at once."""
+    body = bytearray()
+    async for chunk in stream(receive, cap):
+        body += chunk
+    return bytes(body)
