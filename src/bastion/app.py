@@ -99,13 +99,20 @@ class Bastion:
             if value is not None
         }
 
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ConfigurationError(f"an action's name must be a non-empty string, not {name!r}")
+
         def register(fn: F) -> F:
             label: str = name or getattr(fn, "__name__", None) or repr(fn)
+            try:
+                limits = dataclasses.replace(self.config.limits, **overrides)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"action {label!r}: {exc}") from exc
             spec = build_spec(
                 fn,
                 name=label,
                 policy=policy,
-                limits=dataclasses.replace(self.config.limits, **overrides),
+                limits=limits,
                 timeout=check_timeout(
                     self.config.timeout if timeout is None else timeout,
                     f"action {label!r}: timeout",
@@ -139,6 +146,9 @@ class Bastion:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
+            # Served on its own (not mounted): nothing to start, but the protocol is
+            # answered, or servers and test clients waiting for startup fail.
+            await _lifespan(receive, send)
             return
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})  # actions are HTTP only
@@ -171,6 +181,16 @@ class Bastion:
         return f"Bastion(prefix={self.config.prefix!r}, actions={len(self.registry)})"
 
 
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 def _is_loopback(host: object) -> bool:
     if host == "localhost":
         return True
@@ -181,14 +201,17 @@ def _is_loopback(host: object) -> bool:
 
 
 def _relative_path(scope: Scope, prefix: str) -> str:
-    """The path below the mount point, whether mounted with Starlette or served directly."""
+    """The path below the prefix, whether mounted with Starlette or served directly;
+    ``""`` for a path outside the prefix (answered 404)."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root) :]
-    elif path.startswith(prefix + "/"):
-        path = path[len(prefix) :]
-    return path
+    if root.endswith(prefix):  # mounted: the mount point consumed the prefix
+        return path
+    if path.startswith(prefix + "/"):  # served on its own
+        return path[len(prefix) :]
+    return ""
 
 
 @functools.cache

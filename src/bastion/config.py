@@ -8,6 +8,7 @@ request.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from .errors import ConfigurationError
@@ -17,6 +18,10 @@ __all__ = ["Config", "Limits"]
 
 KiB = 1024
 MiB = 1024 * KiB
+
+# Segments of unreserved URL characters only: no '{…}' (a Starlette path parameter),
+# no '?', '#', '%' or spaces, and no empty, '.' or '..' segment.
+_PREFIX = re.compile(r"(?:/(?!\.{1,2}(?:/|$))[A-Za-z0-9._~-]+)+")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -94,8 +99,9 @@ class Config:
     """Seconds a handler may run before the call is answered 504."""
 
     def __post_init__(self) -> None:
-        if not (self.prefix.startswith("/") and not self.prefix.endswith("/")):
+        if not (isinstance(self.prefix, str) and _PREFIX.fullmatch(self.prefix)):
             raise ConfigurationError(
-                f"prefix must start with '/' and not end with one, not {self.prefix!r}"
+                "prefix must be a plain path that starts with '/' and does not end with one "
+                f"(letters, digits, '-', '_', '.', '~' between slashes), not {self.prefix!r}"
             )
         check_timeout(self.timeout, "timeout")

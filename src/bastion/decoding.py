@@ -8,9 +8,11 @@ from them and nothing else: no classes, no references, no object graphs.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -38,6 +40,16 @@ MAX_REPORTED_ERRORS: Final = 50
 """A body can fail in thousands of places; the reply names the first few."""
 
 _CHECKBOX_OFF: Final = "false"
+
+_TOO_DEEP: Final = "The JSON is nested too deeply."
+
+_BUILTIN_ERRORS: Final = frozenset(typing.get_args(pydantic_core.core_schema.ErrorType))
+_ECHOING_ERRORS: Final = frozenset({"value_error", "assertion_error", "union_tag_invalid"})
+"""pydantic's error types whose message may quote what was submitted: a custom validator's
+own words, and the discriminator tag of a union. Custom error types may too."""
+
+_MAX_SCANNED: Final = 10_000
+"""Submitted values compared with one message; past this, the message is withheld."""
 
 
 @dataclass(slots=True)
@@ -67,28 +79,47 @@ class FormShape:
     """Checkbox fields: an unchecked box sends nothing, which means ``False``."""
     optionals: frozenset[str] = frozenset()
     """Fields that accept ``None``: an empty input means ``None``."""
+    uploads: frozenset[str] = frozenset()
+    """File fields: a file input left empty sends an empty part, which means no file."""
 
 
 def form_shape(model: type[BaseModel]) -> FormShape:
-    lists, booleans, optionals = set(), set(), set()
+    lists, booleans, optionals, uploads = set(), set(), set(), set()
     for name, info in model.model_fields.items():
         key = info.alias or name
-        annotation = info.annotation
+        annotation = _unannotated(info.annotation)
         args = typing.get_args(annotation)
         if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
             optionals.add(key)
             rest = [a for a in args if a is not type(None)]
-            annotation = rest[0] if len(rest) == 1 else annotation
+            annotation = _unannotated(rest[0]) if len(rest) == 1 else annotation
         origin = typing.get_origin(annotation) or annotation
         if origin in (list, set, frozenset, tuple) or (
             isinstance(origin, type)
-            and issubclass(origin, typing.Sequence | typing.AbstractSet)
-            and origin not in (str, bytes)
+            and issubclass(origin, Sequence | AbstractSet)
+            and not issubclass(origin, str | bytes | bytearray)
         ):
             lists.add(key)
         elif annotation is bool:
             booleans.add(key)
-    return FormShape(frozenset(lists), frozenset(booleans), frozenset(optionals))
+        if _mentions_upload(annotation):
+            uploads.add(key)
+    return FormShape(
+        frozenset(lists), frozenset(booleans), frozenset(optionals), frozenset(uploads)
+    )
+
+
+def _unannotated(annotation: Any) -> Any:
+    """``Annotated[list[str], Field(...)]`` is a list all the same."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def _mentions_upload(annotation: Any) -> bool:
+    if isinstance(annotation, type) and issubclass(annotation, UploadFile):
+        return True
+    return any(_mentions_upload(arg) for arg in typing.get_args(annotation))
 
 
 async def read(spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Receive) -> Body:
@@ -131,7 +162,10 @@ def _parse_json(raw: bytes, limits: Limits) -> dict[str, Any]:
     try:
         # pydantic's own parser, straight from bytes. NaN and Infinity are not JSON.
         value = pydantic_core.from_json(raw, allow_inf_nan=False, cache_strings="keys")
-    except ValueError:
+    except ValueError as exc:
+        # The parser stops at its own depth limit (about 200): still "too deep", not a 500.
+        if str(exc).startswith("recursion limit exceeded"):
+            raise BadRequest(_TOO_DEEP) from None
         raise BadRequest("The request body is not valid JSON.") from None
     if not isinstance(value, dict):
         raise BadRequest("The request body must be a JSON object.")
@@ -140,26 +174,29 @@ def _parse_json(raw: bytes, limits: Limits) -> dict[str, Any]:
 
 
 def _check_json_bounds(value: dict[str, Any], limits: Limits) -> None:
-    """Depth, key count and key length, walked without recursion."""
+    """Depth, key count, key length and finite numbers, walked without recursion."""
     keys = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
+        if depth > limits.max_json_depth:
+            raise BadRequest(_TOO_DEEP)
         items: Iterable[Any]
         if isinstance(node, dict):
-            items = node.values()
             keys += len(node)
             if keys > limits.max_fields:
                 raise PayloadTooLarge("Too many fields.")
             if any(len(k) > limits.max_field_name_length for k in node):
                 raise BadRequest("A field name is too long.")
-        elif isinstance(node, list):
-            items = node
+            items = node.values()
         else:
-            continue
-        if depth > limits.max_json_depth:
-            raise BadRequest("The JSON is nested too deeply.")
-        stack.extend((item, depth + 1) for item in items if isinstance(item, dict | list))
+            items = node
+        for item in items:
+            if isinstance(item, dict | list):
+                stack.append((item, depth + 1))
+            elif isinstance(item, float) and not math.isfinite(item):
+                # 1e999 parses to infinity: refused like the NaN and Infinity literals.
+                raise BadRequest("A number in the JSON is out of range.")
 
 
 # --- forms ----------------------------------------------------------------------------
@@ -204,10 +241,23 @@ def _split_reserved(
 
 def _map_form(pairs: list[tuple[str, str | UploadFile]], shape: FormShape) -> dict[str, Any]:
     """Flat pairs onto a model's fields: repeated keys → lists, checkboxes → bool,
-    empty optional inputs → None. A key repeated for a field that takes one value
-    stays a list, and the model then refuses it."""
+    empty optional inputs → None, file inputs left empty → no file. A key repeated
+    for a field that takes one value stays a list, and the model then refuses it."""
     grouped: dict[str, list[Any]] = {}
     for name, value in pairs:
+        if (
+            name in shape.uploads
+            and isinstance(value, UploadFile)
+            and not value.filename
+            and not value.size
+        ):
+            # A file input left empty: browsers send a part with filename="" and no bytes.
+            # It means "no file" (an empty list, None, or a missing field), not an empty file.
+            if name in shape.lists:
+                grouped.setdefault(name, [])
+            elif name in shape.optionals:
+                grouped.setdefault(name, []).append(None)
+            continue
         grouped.setdefault(name, []).append(
             None if value == "" and name in shape.optionals else value
         )
@@ -232,12 +282,32 @@ def _safe_message(error: Any) -> str:
     """pydantic's message, unless it would repeat what the client sent.
 
     Built-in messages describe the rule ("at most 50 characters"); a custom
-    validator's may interpolate the value, which must never be echoed back.
+    validator's may interpolate the value, which must never be echoed back. Its
+    input may be a whole object (a model validator), so every submitted value in
+    it is looked for, not only the input itself.
     """
     message: str = error["msg"]
-    submitted = error.get("input")
-    if isinstance(submitted, str | int | float) and not isinstance(submitted, bool):
-        text = str(submitted)
-        if text and text in message and error["type"] in ("value_error", "assertion_error"):
-            return "Invalid value."
+    kind: str = error["type"]
+    if kind in _ECHOING_ERRORS or kind not in _BUILTIN_ERRORS:
+        for seen, text in enumerate(_submitted_texts(error.get("input"))):
+            if seen >= _MAX_SCANNED or text in message:
+                return "Invalid value."
     return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _submitted_texts(value: Any) -> Iterator[str]:
+    """The text of every scalar inside a submitted value (and uploaded file names)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list | tuple | set | frozenset):
+            stack.extend(node)
+        elif isinstance(node, UploadFile):
+            if node.filename:
+                yield node.filename
+        elif isinstance(node, str | int | float) and not isinstance(node, bool):
+            text = str(node)
+            if text:
+                yield text

@@ -3,6 +3,11 @@
 The result goes through the declared type's validator (reading attributes, so an
 ORM row or any object works) and then its serialiser: an attribute the model does
 not name (a password hash, an email) is never read into the reply.
+
+An instance of the declared model is not validated again (pydantic passes it
+through), so one built with ``model_construct`` or changed after it was made may
+hold anything in a declared field. Its serialiser is therefore run strictly: a value
+the declared type cannot serialise is a 500, never sent as whatever it happens to be.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
 from .registry import ActionSpec
 
@@ -25,15 +31,26 @@ def serialize(spec: ActionSpec, result: Any) -> bytes:
     if spec.output is None:
         # Declared to return nothing: whatever came back stays on the server.
         return b"null"
+    # The problem is raised outside the ``except`` blocks: pydantic's exceptions carry the
+    # returned values (the very secrets withheld), and must not ride along as __context__
+    # into the server log or an error reporter.
+    problem: str
     try:
         value = spec.output.validate_python(result, from_attributes=True)
     except ValidationError as exc:
-        # Field paths and error types only: the values may be the very secrets we withhold.
-        where = ", ".join(
+        # Field paths and error types only.
+        problem = "returned a value its return type rejects: " + ", ".join(
             f"{'.'.join(map(str, e['loc'])) or '_'} ({e['type']})"
             for e in exc.errors(include_input=False, include_url=False)[:5]
         )
-        raise OutputMismatch(
-            f"action {spec.name!r} returned a value its return type rejects: {where}"
-        ) from None
-    return spec.output.dump_json(value)
+    else:
+        try:
+            # "error": a value of the wrong type in a declared field is refused, where
+            # pydantic would only warn (with the value in the warning) and send it.
+            return spec.output.dump_json(value, warnings="error")
+        except PydanticSerializationError:
+            problem = (
+                "returned an instance whose fields hold values its return type cannot "
+                "serialise (built with model_construct or changed after validation?)"
+            )
+    raise OutputMismatch(f"action {spec.name!r} {problem}")

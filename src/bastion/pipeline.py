@@ -19,6 +19,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING
 
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope
@@ -41,11 +42,14 @@ INTERNAL = ActionError("Something went wrong.", code="internal", status=500)
 
 async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: str) -> Response:
     headers = Headers(scope=scope)
-    kind: BodyKind | None = None
+    form_post = False
     body: decoding.Body | None = None
     spec = None
     try:
         spec = transport.resolve(bastion.registry, scope, action_id)
+        # Known before any check on the body, so that a browser posting a plain form
+        # lands on a page (303) whatever refuses it, a 413 or 415 included.
+        form_post = _is_form_post(headers)
         kind = transport.body_kind(spec, headers)
         ctx = Context(action=spec.name, scope=scope)
         body = await decoding.read(spec, kind, headers, receive)
@@ -54,7 +58,7 @@ async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: st
         result = await execute.run(spec, ctx, data)
         payload = output.serialize(spec, result)
     except ActionError as exc:
-        return _refuse(headers, kind, body, exc)
+        return _refuse(headers, form_post, exc)
     except Exception as exc:
         digest = secrets.token_hex(8)
         # The traceback goes to the server log only, under the digest the client sees.
@@ -66,25 +70,35 @@ async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: st
             extra={"digest": digest},
         )
         debug = {"type": type(exc).__name__, "message": str(exc)} if bastion.debug else None
-        return _refuse(headers, kind, body, INTERNAL, digest=digest, debug=debug)
+        return _refuse(headers, form_post, INTERNAL, digest=digest, debug=debug)
     finally:
         if body is not None:
             body.close()
-    if body is not None and responses.wants_redirect(headers, kind is not BodyKind.JSON):
-        return responses.redirect(responses.safe_next(body.reserved.get("_next")) or "/")
+    if responses.wants_redirect(headers, form_post):
+        # To `_next`, or else back to the page the form was posted from.
+        return responses.redirect(
+            responses.safe_next(body.reserved.get("_next"))
+            or responses.referer_path(headers)
+            or "/"
+        )
     return responses.success(payload)
+
+
+def _is_form_post(headers: Headers) -> bool:
+    """Whether the body is declared a form (urlencoded or multipart), as a browser sends."""
+    media_type, _ = parse_options_header(headers.get("content-type", ""))
+    return media_type.decode("latin-1") in (BodyKind.FORM.value, BodyKind.MULTIPART.value)
 
 
 def _refuse(
     headers: Headers,
-    kind: BodyKind | None,
-    body: decoding.Body | None,
+    form_post: bool,
     exc: ActionError,
     *,
     digest: str | None = None,
     debug: object = None,
 ) -> Response:
-    if kind is not None and responses.wants_redirect(headers, kind is not BodyKind.JSON):
+    if responses.wants_redirect(headers, form_post):
         # A plain form goes back to the page it came from.
         return responses.redirect(responses.referer_path(headers) or "/")
     return responses.error(exc, digest=digest, debug=debug)

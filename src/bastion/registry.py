@@ -8,6 +8,8 @@ pays for none of it and a mistake stops the app before it serves anything.
 from __future__ import annotations
 
 import base64
+import collections.abc
+import dataclasses
 import hashlib
 import hmac
 import inspect
@@ -60,12 +62,17 @@ class ActionSpec:
         return self.ids[0]
 
 
-def action_ids(fn: Callable[..., Any], keys: tuple[bytes, ...]) -> tuple[str, ...]:
-    """Opaque IDs: an HMAC of the function's import path, so they are stable across
-    processes sharing the secret, differ under another secret, and reveal nothing."""
-    path = f"{fn.__module__}:{fn.__qualname__}".encode()
+def action_ids(name: str, keys: tuple[bytes, ...]) -> tuple[str, ...]:
+    """Opaque IDs: an HMAC of the action's registered name, so they are stable across
+    processes sharing the secret, differ under another secret, and reveal nothing.
+
+    The name, not the function's import path: names are unique in a registry, while
+    two handlers made by one factory share their ``__qualname__``.
+    """
     return tuple(
-        base64.urlsafe_b64encode(hmac.new(key, path, hashlib.sha256).digest()[:18]).decode()
+        base64.urlsafe_b64encode(
+            hmac.new(key, name.encode("utf-8"), hashlib.sha256).digest()[:18]
+        ).decode()
         for key in keys
     )
 
@@ -99,6 +106,11 @@ def build_spec(
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigurationError(f"{where}: *args and **kwargs are not allowed")
+        if param.kind is param.POSITIONAL_ONLY:
+            # The handler is called with keyword arguments.
+            raise ConfigurationError(
+                f"{where}: parameter {param.name!r} is positional-only; remove the '/'"
+            )
         annotation = hints.get(param.name)
         if annotation is Context and context_param is None:
             context_param = param.name
@@ -110,6 +122,7 @@ def build_spec(
                 f"{where}: parameter {param.name!r} must be annotated with Context or with "
                 "a pydantic model (one of each at most)"
             )
+    _complete(input_model, where)
     _check_input(input_model, where)
 
     if "return" not in hints:
@@ -119,8 +132,9 @@ def build_spec(
     returns = hints["return"]
     output: TypeAdapter[Any] | None = None
     if returns not in (None, type(None)):
+        _complete(returns, where)
         _check_output(returns, where)
-        output = TypeAdapter(returns)
+        output = _adapter(returns, where)
 
     return ActionSpec(
         name=name,
@@ -135,7 +149,7 @@ def build_spec(
         timeout=timeout,
         accepts_uploads=_mentions(input_model, UploadFile),
         form=form_shape(input_model),
-        ids=action_ids(fn, keys),
+        ids=action_ids(name, keys),
     )
 
 
@@ -148,14 +162,21 @@ class Registry:
         self._by_name: dict[str, ActionSpec] = {}
 
     def add(self, spec: ActionSpec) -> None:
+        if spec.fn in self._by_fn:
+            first = self._by_fn[spec.fn].name
+            raise ConfigurationError(
+                f"action {spec.name!r} is registered twice: "
+                f"{_path(spec.fn)} is already the action {first!r}"
+            )
         if spec.name in self._by_name:
             other = self._by_name[spec.name].fn
             raise ConfigurationError(
-                f"two actions are named {spec.name!r} ({other.__module__}.{other.__qualname__} "
-                f"and {spec.fn.__module__}.{spec.fn.__qualname__}): pass name= to one of them"
+                f"two actions are named {spec.name!r} ({_path(other)} and {_path(spec.fn)}): "
+                "pass name= to one of them"
             )
-        if spec.fn in self._by_fn or any(i in self._by_id for i in spec.ids):
-            raise ConfigurationError(f"action {spec.name!r} is registered twice")
+        if any(i in self._by_id for i in spec.ids):
+            # Only an HMAC collision gets here; refuse rather than shadow an action.
+            raise ConfigurationError(f"action {spec.name!r}: its ID is already taken")
         self._by_name[spec.name] = spec
         self._by_fn[spec.fn] = spec
         for action_id in spec.ids:
@@ -178,6 +199,10 @@ class Registry:
         return len(self._by_name)
 
 
+def _path(fn: Callable[..., Any]) -> str:
+    return f"{fn.__module__}.{fn.__qualname__}"
+
+
 # --- checks -----------------------------------------------------------------------------
 
 
@@ -185,9 +210,27 @@ def _is_model(annotation: Any) -> typing.TypeGuard[type[BaseModel]]:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
+def _record_fields(t: Any) -> dict[str, Any] | None:
+    """The field types of a dataclass, TypedDict or NamedTuple (pydantic reads them
+    field by field, as it does a model's); ``None`` for anything else."""
+    if not isinstance(t, type):
+        return None
+    if not (
+        dataclasses.is_dataclass(t)
+        or (issubclass(t, dict) and hasattr(t, "__required_keys__"))  # TypedDict
+        or (issubclass(t, tuple) and hasattr(t, "_fields"))  # NamedTuple
+    ):
+        return None
+    try:
+        return typing.get_type_hints(t, include_extras=True)
+    except Exception:
+        return {}  # unresolvable: the TypeAdapter built from it refuses it
+
+
 def _leaves(tp: Any) -> Iterator[Any]:
-    """Every type named inside ``tp``, through unions, containers, Annotated and models."""
-    seen: set[type[BaseModel]] = set()
+    """Every type named inside ``tp``, through unions, containers, Annotated, type
+    aliases, models, dataclasses, TypedDicts and NamedTuples."""
+    seen: set[Any] = set()
 
     def walk(t: Any) -> Iterator[Any]:
         yield t
@@ -197,6 +240,20 @@ def _leaves(tp: Any) -> Iterator[Any]:
             seen.add(t)
             for field in t.model_fields.values():
                 yield from walk(field.annotation)
+            return
+        record = _record_fields(t)
+        if record is not None:
+            if t in seen:
+                return
+            seen.add(t)
+            for annotation in record.values():
+                yield from walk(annotation)
+            return
+        if type(t).__name__ == "TypeAliasType":  # typing's or typing_extensions'
+            if t in seen:
+                return
+            seen.add(t)
+            yield from walk(t.__value__)
             return
         for arg in typing.get_args(t):
             yield from walk(arg)
@@ -212,16 +269,65 @@ def _mentions(tp: Any, cls: type) -> bool:
     return any(isinstance(t, type) and issubclass(t, cls) for t in _leaves(tp))
 
 
-def _check_input(model: type[BaseModel], where: str) -> None:
-    for sub in _models_in(model):
-        if sub.model_config.get("extra") != "forbid":
+def _extra(t: Any) -> object:
+    """The ``extra`` setting pydantic applies to a model, dataclass or TypedDict."""
+    if _is_model(t):
+        return t.model_config.get("extra")
+    config = getattr(t, "__pydantic_config__", None)
+    return config.get("extra") if isinstance(config, dict) else None
+
+
+def _complete(tp: Any, where: str) -> None:
+    """Resolve the forward references of every model in ``tp`` now, so that a model
+    that cannot be built fails here and not on every call."""
+    for model in list(_models_in(tp)):
+        if model.__pydantic_complete__:
+            continue
+        try:
+            model.model_rebuild(raise_errors=True)
+        except Exception as exc:
             raise ConfigurationError(
-                f"{where}: input model {sub.__name__} must forbid unknown fields: "
+                f"{where}: the model {model.__name__} is not fully defined: {exc}"
+            ) from exc
+
+
+def _adapter(returns: Any, where: str) -> TypeAdapter[Any]:
+    try:
+        adapter: TypeAdapter[Any] = TypeAdapter(returns)
+        if not adapter.pydantic_complete:
+            adapter.rebuild(raise_errors=True)
+    except Exception as exc:
+        raise ConfigurationError(f"{where}: its return type is not usable: {exc}") from exc
+    return adapter
+
+
+def _check_input(model: type[BaseModel], where: str) -> None:
+    for sub in _leaves(model):
+        # A NamedTuple is positional: pydantic refuses extra items on its own.
+        record = _record_fields(sub) is not None and not issubclass(sub, tuple)
+        if (_is_model(sub) or record) and _extra(sub) != "forbid":
+            fix = (
                 'add model_config = ConfigDict(extra="forbid")'
+                if _is_model(sub)
+                else 'decorate it with @pydantic.with_config(ConfigDict(extra="forbid"))'
+            )
+            raise ConfigurationError(
+                f"{where}: input type {sub.__name__} must forbid unknown fields: {fix}"
             )
 
 
-_BARE = (dict, list, set, frozenset, tuple, object)
+def _is_bare(t: Any) -> bool:
+    """A container that does not say what it holds: it would send whatever it is given."""
+    origin = typing.get_origin(t) or t
+    if typing.get_args(t) or not isinstance(origin, type):
+        return False
+    if origin is object:
+        return True
+    if issubclass(origin, str | bytes | bytearray | BaseModel):
+        return False
+    if _record_fields(origin) is not None:
+        return False
+    return issubclass(origin, collections.abc.Iterable)
 
 
 def _check_output(returns: Any, where: str) -> None:
@@ -230,13 +336,20 @@ def _check_output(returns: Any, where: str) -> None:
             raise ConfigurationError(
                 f"{where} returns untyped data (Any): declare a model, so only its fields leave"
             )
-        if (typing.get_origin(t) or t) in _BARE and not typing.get_args(t):
+        if _is_bare(t):
             # A bare dict or list would send whatever the handler put in it.
+            name = getattr(t, "__name__", None) or repr(t)
             raise ConfigurationError(
-                f"{where} returns a bare {t.__name__}: declare a model or a typed container"
+                f"{where} returns a bare {name}: declare a model or a typed container"
             )
         if isinstance(t, type) and issubclass(t, SecretStr | SecretBytes):
             raise ConfigurationError(
                 f"{where}: its return type holds a {t.__name__} field; secrets are never "
                 "sent to clients, remove the field from the output model"
+            )
+        if _extra(t) == "allow":
+            # Extra attributes of a returned instance would be serialised with it.
+            raise ConfigurationError(
+                f"{where}: its output type {t.__name__} allows extra fields, which would "
+                'be sent too; use extra="ignore" or "forbid"'
             )

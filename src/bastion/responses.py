@@ -42,6 +42,8 @@ def error(exc: ActionError, *, digest: str | None = None, debug: Any = None) -> 
         envelope["debug"] = debug
     response = _json(exc.status, json.dumps(envelope, separators=(",", ":")).encode())
     response.headers.update(exc.headers)
+    # An error's own headers (Retry-After, Allow) never undo the two every reply carries.
+    response.headers.update(_SECURITY_HEADERS)
     return response
 
 

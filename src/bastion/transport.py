@@ -46,17 +46,24 @@ def resolve(registry: Registry, scope: Scope, action_id: str) -> ActionSpec:
 def body_kind(spec: ActionSpec, headers: Headers) -> BodyKind:
     """Which decoder may read this body, and whether its declared size is acceptable."""
     declared = headers.getlist("content-length")
+    length: int | None = None
     if declared:
-        if len(declared) > 1 or not declared[0].isdigit():
+        value = declared[0]
+        # ASCII digits only: str.isdigit() also takes "²" and other Unicode digits.
+        if len(declared) > 1 or not (value.isascii() and value.isdigit()):
             raise BadRequest("The Content-Length header is invalid.")
-        if int(declared[0]) > spec.limits.max_body_bytes:
+        cap = spec.limits.max_body_bytes
+        digits = value.lstrip("0")
+        # Compare lengths first: int() refuses strings over 4300 digits (a 500, not a 413).
+        if len(digits) > len(str(cap)) or int(digits or "0") > cap:
             raise PayloadTooLarge()
+        length = int(digits or "0")
 
     media_type, params = parse_options_header(headers.get("content-type", ""))
     kind = _KINDS.get(media_type.decode("latin-1"))
     if kind is None:
         # No body at all is an empty JSON object: handy for actions without input.
-        if not media_type and declared == ["0"]:
+        if not media_type and length == 0:
             return BodyKind.JSON
         raise UnsupportedMediaType()
     if kind is BodyKind.MULTIPART and not spec.accepts_uploads:

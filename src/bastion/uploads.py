@@ -1,7 +1,8 @@
 """File uploads: the ``Upload`` field type and multipart decoding with every part bounded.
 
-Parsing is python-multipart's, through Starlette's parser; bastion adds the caps that
-parser lacks (bytes per file) and feeds it the capped body stream, so a multipart
+Parsing is python-multipart's, through Starlette's parser; bastion adds what that
+parser lacks (a cap on bytes per file, strict UTF-8 for names and text, a body that
+must reach its closing boundary) and feeds it the capped body stream, so a multipart
 bomb costs at most ``max_body_bytes``. Files spool to temporary files that are closed
 (and so deleted) when the call ends, whatever its outcome.
 """
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from pydantic import PlainValidator, WithJsonSchema
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -50,6 +52,9 @@ class _CappedParser(MultiPartParser):
         self._max_file_bytes = limits.max_file_bytes
         self._max_name = limits.max_field_name_length
         self._file_bytes = 0
+        self._files: list[UploadFile] = []
+        self.complete = False
+        """Whether the closing boundary arrived; python-multipart does not check it."""
 
     def on_part_begin(self) -> None:
         super().on_part_begin()
@@ -62,10 +67,36 @@ class _CappedParser(MultiPartParser):
                 raise PayloadTooLarge("An uploaded file is too large.")
         super().on_part_data(data, start, end)
 
+    def on_part_end(self) -> None:
+        if self._current_part.file is None:
+            # Starlette falls back to Latin-1 for bad bytes; a urlencoded form gets 400.
+            _utf8(self._current_part.data)
+        super().on_part_end()
+
     def on_headers_finished(self) -> None:
-        super().on_headers_finished()
-        if len(self._current_part.field_name) > self._max_name:
+        # Checked before Starlette opens a temporary file for the part.
+        _, options = parse_options_header(self._current_part.content_disposition)
+        name = options.get(b"name")
+        if name is not None and len(_utf8(name)) > self._max_name:
             raise BadRequest("A field name is too long.")
+        super().on_headers_finished()
+        if self._current_part.file is not None:
+            self._files.append(self._current_part.file)
+
+    def on_end(self) -> None:
+        super().on_end()
+        self.complete = True
+
+    def close(self) -> None:
+        for upload in self._files:
+            upload.file.close()
+
+
+def _utf8(raw: bytes | bytearray) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("The form is not valid UTF-8.") from None
 
 
 async def parse_multipart(
@@ -80,6 +111,8 @@ async def parse_multipart(
         if text.startswith("Too many"):
             raise PayloadTooLarge("Too many fields or files.") from None
         raise BadRequest("The multipart body is malformed.") from None
-    except UnicodeDecodeError:
-        raise BadRequest("The multipart body is malformed.") from None
+    if not parser.complete:
+        # Cut off before the closing boundary: the last part may be missing or partial.
+        parser.close()
+        raise BadRequest("The multipart body is malformed.")
     return list(form.multi_items())

@@ -1,0 +1,210 @@
+"""The quickstart example, exactly as a reader runs it: its page and its three actions."""
+
+import importlib.util
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+
+from bastion.testing import ActionClient
+
+QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
+KEY = "quickstart-test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+DIGEST = re.compile(r"[0-9a-f]{16}")
+
+
+@pytest.fixture(scope="module")
+def quickstart() -> Iterator[ModuleType]:
+    """examples/quickstart.py imported fresh, with its key set in the environment first
+    (the module builds its Bastion at import). Environment and sys.modules are restored."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BASTION_SECRET_KEY", KEY)
+        spec = importlib.util.spec_from_file_location("quickstart", QUICKSTART)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        # As uvicorn imports it (`quickstart:app`), so action IDs are the same as served.
+        mp.setitem(sys.modules, "quickstart", module)
+        spec.loader.exec_module(module)
+        yield module
+
+
+@pytest.fixture
+def client(quickstart: ModuleType) -> Iterator[ActionClient]:
+    with ActionClient(quickstart.app, quickstart.bastion) as test_client:
+        yield test_client
+
+
+def assert_reply(response: httpx.Response, status: int, envelope: dict[str, Any]) -> None:
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.json() == envelope
+
+
+def invalid(fields: dict[str, str]) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "error": {"code": "invalid", "message": "Some fields are invalid.", "fields": fields},
+    }
+
+
+# --- the page -----------------------------------------------------------------------------
+
+
+def test_key_comes_from_the_environment(quickstart: ModuleType) -> None:
+    """The example reads BASTION_SECRET_KEY: its action IDs are those of that key."""
+    assert quickstart.bastion.config.secret_key.reveal() == KEY.encode()
+    assert [spec.name for spec in quickstart.bastion.registry] == ["greet", "boom", "whoami"]
+
+
+def test_home_page_renders_a_form_for_each_action(
+    quickstart: ModuleType, client: ActionClient
+) -> None:
+    """GET / has one POST form per action, in order, each posting to its action URL."""
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    html = response.text
+    urls = [quickstart.bastion.url_for(name) for name in ("greet", "boom", "whoami")]
+    assert all(re.fullmatch(r"/_actions/[A-Za-z0-9_-]{24}", url) for url in urls)
+    assert len(set(urls)) == 3
+    assert re.findall(r'<form method="post" action="([^"]*)" data-bastion>', html) == urls
+    assert html.count('<input type="hidden" name="_next" value="/">') == 3
+    assert '<input name="name" required maxlength="50">' in html
+    assert '<script src="/_actions/bastion.js" defer></script>' in html
+
+
+def test_page_names_no_function(client: ActionClient) -> None:
+    """Action URLs are opaque: the page does not reveal function or module names."""
+    urls = re.findall(r'action="([^"]*)"', client.get("/").text)
+    for url in urls:
+        for name in ("greet", "boom", "whoami", "quickstart"):
+            assert name not in url
+
+
+def test_script_is_served(client: ActionClient) -> None:
+    response = client.get("/_actions/bastion.js")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/javascript")
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+# --- greet ---------------------------------------------------------------------------------
+
+
+def test_greet(quickstart: ModuleType, client: ActionClient) -> None:
+    """greet {"name": "Ada"} → exactly {"ok": true, "data": {"message": "Hello, Ada!"}}."""
+    response = client.call(quickstart.greet, {"name": "Ada"})
+    assert_reply(response, 200, {"ok": True, "data": {"message": "Hello, Ada!"}})
+    assert response.content == b'{"ok":true,"data":{"message":"Hello, Ada!"}}'
+
+
+def test_greet_by_the_url_on_the_page(client: ActionClient) -> None:
+    """The URL the page renders is the one that works."""
+    greet_url = re.findall(r'action="([^"]*)"', client.get("/").text)[0]
+    response = client.post(
+        greet_url, json={"name": "Grace"}, headers={"Accept": "application/json"}
+    )
+    assert_reply(response, 200, {"ok": True, "data": {"message": "Hello, Grace!"}})
+
+
+def test_greet_empty_name_is_422(quickstart: ModuleType, client: ActionClient) -> None:
+    assert_reply(
+        client.call(quickstart.greet, {"name": ""}),
+        422,
+        invalid({"name": "String should have at least 1 character"}),
+    )
+
+
+def test_greet_missing_name_is_422(quickstart: ModuleType, client: ActionClient) -> None:
+    assert_reply(client.call(quickstart.greet, {}), 422, invalid({"name": "Field required"}))
+
+
+def test_greet_unknown_field_is_422(quickstart: ModuleType, client: ActionClient) -> None:
+    """An unknown field ("role": "admin") is refused, not ignored."""
+    assert_reply(
+        client.call(quickstart.greet, {"name": "Ada", "role": "admin"}),
+        422,
+        invalid({"role": "Extra inputs are not permitted"}),
+    )
+
+
+def test_greet_name_of_51_characters_is_422(quickstart: ModuleType, client: ActionClient) -> None:
+    response = client.call(quickstart.greet, {"name": "a" * 51})
+    assert_reply(response, 422, invalid({"name": "String should have at most 50 characters"}))
+    assert "a" * 51 not in response.text
+
+
+def test_greet_name_of_50_characters_is_accepted(
+    quickstart: ModuleType, client: ActionClient
+) -> None:
+    assert_reply(
+        client.call(quickstart.greet, {"name": "b" * 50}),
+        200,
+        {"ok": True, "data": {"message": f"Hello, {'b' * 50}!"}},
+    )
+
+
+def test_greet_as_a_plain_form_redirects_home(
+    quickstart: ModuleType, client: ActionClient
+) -> None:
+    """The page's form without JavaScript: 303 to its _next, "/"."""
+    response = client.submit(quickstart.greet, {"name": "Ada", "_next": "/"})
+    assert response.status_code == 303
+    assert response.headers["location"] == "/"
+    assert response.headers["cache-control"] == "no-store"
+
+
+# --- boom ----------------------------------------------------------------------------------
+
+
+def test_boom_is_a_generic_500_with_a_digest_logged_with_the_traceback(
+    quickstart: ModuleType, client: ActionClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client gets a reference only; the server log has the traceback and the message."""
+    caplog.set_level(logging.ERROR, logger="bastion")
+    response = client.call(quickstart.boom)
+    digest = response.json()["error"].get("digest", "")
+    assert DIGEST.fullmatch(digest)
+    assert_reply(
+        response,
+        500,
+        {
+            "ok": False,
+            "error": {"code": "internal", "message": "Something went wrong.", "digest": digest},
+        },
+    )
+    leaks = ("hunter2", "Traceback", "password", "postgresql", "RuntimeError", 'File "', ".py")
+    for leaked in leaks:
+        assert leaked not in response.text
+
+    [record] = [r for r in caplog.records if r.name == "bastion" and r.levelno == logging.ERROR]
+    assert record.getMessage() == f"action boom failed [digest {digest}]"
+    assert record.exc_info is not None
+    assert record.exc_info[0] is RuntimeError
+    formatted = logging.Formatter().formatException(record.exc_info)
+    assert "Traceback (most recent call last)" in formatted
+    assert (
+        "RuntimeError: database connection lost: postgresql://app:password=hunter2@db/prod"
+        in formatted
+    )
+    assert digest in caplog.text
+
+
+# --- whoami --------------------------------------------------------------------------------
+
+
+def test_whoami_sends_only_the_profile(quickstart: ModuleType, client: ActionClient) -> None:
+    """The User row's email and password hash never leave: exactly name and role."""
+    response = client.call(quickstart.whoami)
+    assert_reply(response, 200, {"ok": True, "data": {"name": "Ada", "role": "author"}})
+    for leaked in ("password_hash", "argon2", "email", "@"):
+        assert leaked not in response.text
