@@ -375,7 +375,7 @@ def test_unexpected_exception_is_exactly_the_generic_500(
 
     response = client.call("fails")
     digest = assert_internal(response)
-    for leaked in ("hunter2", "password", "Traceback", "File \"", ".py", type(failure).__name__):
+    for leaked in ("hunter2", "password", "Traceback", 'File "', ".py", type(failure).__name__):
         assert leaked not in response.text
 
     record = record_for(caplog, digest)

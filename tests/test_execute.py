@@ -66,9 +66,7 @@ def assert_internal(response: httpx.Response) -> str:
 
 
 def error_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [
-        r for r in caplog.records if r.name == "bastion" and r.levelno == logging.ERROR
-    ]
+    return [r for r in caplog.records if r.name == "bastion" and r.levelno == logging.ERROR]
 
 
 # --- timeouts ---------------------------------------------------------------------------
@@ -428,9 +426,7 @@ def test_sync_handler_runs_off_the_event_loop_thread(
     assert threads["async"] != threads["sync"]
 
 
-def test_handler_does_not_run_when_input_is_invalid(
-    bastion: Bastion, client: ActionClient
-) -> None:
+def test_handler_does_not_run_when_input_is_invalid(bastion: Bastion, client: ActionClient) -> None:
     """No handler code runs for a call that failed validation."""
     ran: list[str] = []
 

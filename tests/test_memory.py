@@ -133,8 +133,18 @@ def _serve(log: IO[bytes]) -> Iterator[Server]:
     env = {**os.environ, "BASTION_SECRET_KEY": KEY}
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "uvicorn", "--app-dir", "examples", "quickstart:app",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--app-dir",
+            "examples",
+            "quickstart:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
         ],
         cwd=ROOT,
         env=env,

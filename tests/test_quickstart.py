@@ -153,9 +153,7 @@ def test_greet_name_of_50_characters_is_accepted(
     )
 
 
-def test_greet_as_a_plain_form_redirects_home(
-    quickstart: ModuleType, client: ActionClient
-) -> None:
+def test_greet_as_a_plain_form_redirects_home(quickstart: ModuleType, client: ActionClient) -> None:
     """The page's form without JavaScript: 303 to its _next, "/"."""
     response = client.submit(quickstart.greet, {"name": "Ada", "_next": "/"})
     assert response.status_code == 303

@@ -173,9 +173,7 @@ def test_redirect_location_never_comes_from_host_headers(client: ActionClient, s
 # --- failed plain form posts go back to the form ------------------------------------------------
 
 
-def test_failed_plain_form_goes_back_to_the_referring_page(
-    client: ActionClient, save: Any
-) -> None:
+def test_failed_plain_form_goes_back_to_the_referring_page(client: ActionClient, save: Any) -> None:
     """A 422 for a plain form is a 303 back to the referer's path, not to _next."""
     response = client.submit(
         save,
@@ -248,9 +246,7 @@ def test_oversized_plain_form_goes_back(bastion: Bastion, client: ActionClient) 
     assert_see_other(response, "/small")
 
 
-def test_multipart_to_an_action_without_uploads_goes_back(
-    client: ActionClient, save: Any
-) -> None:
+def test_multipart_to_an_action_without_uploads_goes_back(client: ActionClient, save: Any) -> None:
     """A plain form refused on its content type (415) is a 303 back too, not raw JSON."""
     response = client.submit(
         save,
@@ -320,9 +316,7 @@ def test_json_body_gets_the_envelope_whatever_the_accept_header(
     client: ActionClient, save: Any
 ) -> None:
     """A JSON body is a script: envelope even when it accepts text/html."""
-    response = client.post(
-        client.url(save), json={"text": "hi"}, headers={"Accept": "text/html"}
-    )
+    response = client.post(client.url(save), json={"text": "hi"}, headers={"Accept": "text/html"})
     assert_reply(response, 200, {"ok": True, "data": {"text": "hi"}})
 
 
