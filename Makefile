@@ -28,6 +28,7 @@ quickstart: $(VENV)/.installed .bastion-secret
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src
