@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: demo quickstart test lint typecheck pytest clean
+.PHONY: demo quickstart test lint typecheck pytest browser clean
 
 # Re-install only when the project's metadata changes.
 $(VENV)/.installed: pyproject.toml
@@ -24,6 +24,8 @@ demo: quickstart
 quickstart: $(VENV)/.installed .bastion-secret
 	@echo "bastion quickstart on http://$(HOST):$(PORT)/"
 	BASTION_SECRET_KEY="$$(cat .bastion-secret)" \
+	BASTION_ALLOWED_ORIGINS="http://$(HOST):$(PORT)" \
+	BASTION_DATA_DIR="$${BASTION_DATA_DIR:-data}" \
 		$(BIN)/uvicorn --app-dir examples quickstart:app --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed
@@ -33,10 +35,21 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src
 
-pytest: $(VENV)/.installed
+pytest: $(VENV)/.installed browser
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The browser tests (tests/e2e) drive Debian's Chromium through Playwright; Playwright's
+# own browser download is never used. Nothing to do when it is already installed.
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@test -x $(CHROMIUM) || { \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends chromium; }
+
+test: lint typecheck browser pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

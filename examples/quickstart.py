@@ -1,6 +1,8 @@
-"""The bastion quickstart: three actions and a page with a form for each.
+"""The bastion quickstart: four actions and a page with a form for each.
 
 Run it with `make quickstart` (or `make demo`), then open http://127.0.0.1:8000/.
+Configuration comes from the environment, as in production: BASTION_SECRET_KEY,
+BASTION_ALLOWED_ORIGINS (the page's origin) and BASTION_DATA_DIR (sessions).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from starlette.templating import Jinja2Templates
 from bastion import Bastion, public
 
 bastion = Bastion(secret_key=os.environ.get("BASTION_SECRET_KEY"))
+
+clicks = 0
 
 
 class Greeting(BaseModel):
@@ -68,12 +72,24 @@ def whoami() -> Profile:
     )
 
 
+class Clicks(BaseModel):
+    total: int
+
+
+@bastion.action(policy=public)
+async def count() -> Clicks:
+    """Changes server state: the kind of call a cross-site page would love to make."""
+    global clicks
+    clicks += 1
+    return Clicks(total=clicks)
+
+
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 bastion.templates(templates)
 
 
 async def home(request: Request) -> Response:
-    return templates.TemplateResponse(request, "quickstart.html")
+    return templates.TemplateResponse(request, "quickstart.html", {"clicks": clicks})
 
 
 app = Starlette(routes=[Route("/", home)])

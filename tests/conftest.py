@@ -3,20 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from starlette.applications import Starlette
 
 from bastion import Bastion
+from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
 
 SECRET = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 OTHER_SECRET = "another-secret-key-9876543210-ZYXWVUTSRQPONMLKJIHGFEDCBA"
 
 
+ORIGIN = "http://127.0.0.1"
+"""Where ActionClient says its calls come from."""
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every Bastion built in a test allows the test client's origin and keeps its
+    default SQLite store in the test's own directory, as the environment would say."""
+    monkeypatch.setenv("BASTION_ALLOWED_ORIGINS", ORIGIN)
+    monkeypatch.setenv("BASTION_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("BASTION_SECRET_KEY", raising=False)
+
+
 @pytest.fixture
 def bastion() -> Bastion:
-    return Bastion(secret_key=SECRET)
+    return Bastion(secret_key=SECRET, store=MemoryStore())
 
 
 def mounted(bastion: Bastion) -> Starlette:

@@ -6,7 +6,8 @@ import dataclasses
 import functools
 import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Collection, Sequence
 from importlib import resources
 from typing import Any, Final, TypeVar
 
@@ -15,12 +16,15 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from . import pipeline, templating
-from .config import Config, Limits, check_timeout
+from .config import Config, Limits, SessionConfig, check_timeout
 from .errors import ConfigurationError, NotFound
 from .keys import KeyRing, Secret, resolve_secret
+from .origin import parse_origin
 from .policy import Policy
 from .registry import Registry, build_spec
 from .responses import error
+from .sessions import SessionManager, SessionMiddleware
+from .stores import SQLiteStore, Store
 
 __all__ = ["Bastion"]
 
@@ -36,7 +40,10 @@ class Bastion:
 
     ::
 
-        bastion = Bastion(secret_key=os.environ["BASTION_SECRET_KEY"])
+        bastion = Bastion(
+            secret_key=os.environ["BASTION_SECRET_KEY"],
+            allowed_origins=["https://board.example"],
+        )
 
         @bastion.action(policy=public)
         async def greet(data: Greeting) -> Reply: ...
@@ -53,7 +60,16 @@ class Bastion:
         prefix: str = "/_actions",
         limits: Limits | None = None,
         timeout: float = 30.0,
+        allowed_origins: Sequence[str] | None = None,
+        trusted_hosts: Sequence[str] | None = None,
+        https: bool | None = None,
+        sessions: SessionConfig | None = None,
+        store: Store | None = None,
     ) -> None:
+        """Every argument is described on ``Config``. Besides: ``secret_key`` defaults to
+        ``BASTION_SECRET_KEY``, ``allowed_origins`` to ``BASTION_ALLOWED_ORIGINS`` (comma
+        separated), and ``store`` to a ``SQLiteStore`` in ``BASTION_DATA_DIR`` (``./data``).
+        """
         secret, fallbacks = resolve_secret(secret_key, secret_key_fallbacks, debug=debug)
         self.config: Final = Config(
             secret_key=secret,
@@ -62,10 +78,17 @@ class Bastion:
             prefix=prefix,
             limits=limits or Limits(),
             timeout=timeout,
+            allowed_origins=_resolve_origins(allowed_origins, debug=debug),
+            trusted_hosts=_resolve_hosts(trusted_hosts),
+            https=https,
+            sessions=sessions or SessionConfig(),
         )
         self.keys: Final = KeyRing(secret, fallbacks)
         self.registry: Final = Registry()
+        self.store: Final[Store] = store or SQLiteStore(os.environ.get("BASTION_DATA_DIR", "data"))
         self._checked_servers: set[tuple[Any, ...]] = set()
+        self.session_manager: Final = SessionManager(self)
+        self._entry = SessionMiddleware(self._dispatch, self)
 
     @property
     def debug(self) -> bool:
@@ -141,10 +164,37 @@ class Bastion:
     # --- mounting ----------------------------------------------------------------------
 
     def mount(self, app: Starlette) -> None:
-        """Serve the actions from a Starlette or FastAPI app, under ``prefix``."""
+        """Serve the actions from a Starlette or FastAPI app, under ``prefix``, and
+        give every page of the app its session (for tokens and flash messages)."""
         app.mount(self.config.prefix, app=self, name="bastion")
+        app.add_middleware(SessionMiddleware, bastion=self)
+
+    # --- per request -------------------------------------------------------------------
+
+    def is_https(self, scope: Scope) -> bool:
+        """Configuration first; else the connection's own scheme (never a header)."""
+        if self.config.https is not None:
+            return self.config.https
+        return bool(scope.get("scheme") == "https")
+
+    def origins_for(self, scope: Scope) -> Collection[str]:
+        """The origins calls may come from. Debug mode without a list: the loopback
+        origin being served (both its IP and ``localhost`` spellings)."""
+        if self.config.allowed_origins or not self.config.debug:
+            return self.config.allowed_origins
+        host, port = (*(scope.get("server") or ()), None, None)[:2]
+        scheme = "https" if self.is_https(scope) else "http"
+        names = {str(host), "localhost", "127.0.0.1"} if _is_loopback(host) else set()
+        found = (
+            parse_origin(f"{scheme}://{name}:{port}" if port else f"{scheme}://{name}")
+            for name in names
+        )
+        return frozenset(o for o in found if o is not None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             # Served on its own (not mounted): nothing to start, but the protocol is
             # answered, or servers and test clients waiting for startup fail.
@@ -189,6 +239,37 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def _resolve_origins(values: Sequence[str] | None, *, debug: bool) -> tuple[str, ...]:
+    if values is None:
+        env = os.environ.get("BASTION_ALLOWED_ORIGINS", "")
+        values = [v.strip() for v in env.split(",") if v.strip()]
+    if isinstance(values, str):
+        raise ConfigurationError("allowed_origins must be a list of origins, not one string")
+    origins = []
+    for value in values:
+        parsed = parse_origin(value) if isinstance(value, str) else None
+        if parsed is None:
+            raise ConfigurationError(
+                f"allowed_origins: {value!r} is not an origin like https://app.example "
+                "(scheme, host and optional port; no path, no trailing slash)"
+            )
+        origins.append(parsed)
+    if not origins and not debug:
+        raise ConfigurationError(
+            "allowed_origins is required: the origins your pages are served from, e.g. "
+            "allowed_origins=['https://app.example'] or BASTION_ALLOWED_ORIGINS"
+        )
+    return tuple(origins)
+
+
+def _resolve_hosts(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
+        raise ConfigurationError("trusted_hosts must be a list of host names")
+    return tuple(v.lower() for v in values)
 
 
 def _is_loopback(host: object) -> bool:

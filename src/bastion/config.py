@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from .errors import ConfigurationError
 from .keys import Secret
 
-__all__ = ["Config", "Limits"]
+__all__ = ["Config", "Limits", "SessionConfig"]
 
 KiB = 1024
 MiB = 1024 * KiB
 
 # Segments of unreserved URL characters only: no '{…}' (a Starlette path parameter),
 # no '?', '#', '%' or spaces, and no empty, '.' or '..' segment.
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PREFIX = re.compile(r"(?:/(?!\.{1,2}(?:/|$))[A-Za-z0-9._~-]+)+")
 
 
@@ -65,6 +66,30 @@ class Limits:
                 raise ConfigurationError(f"Limits.{name} must be a positive integer, not {value!r}")
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionConfig:
+    """The session cookie and how long a session lives."""
+
+    cookie_name: str = "bastion_session"
+    """The cookie's name. Over https it gets the ``__Host-`` prefix, which browsers
+    only accept from a secure origin, for ``Path=/`` and without a ``Domain``."""
+
+    idle_timeout: float = 24 * 3600.0
+    """Seconds without a request after which the session is gone."""
+
+    absolute_timeout: float = 7 * 24 * 3600.0
+    """Seconds after creation after which the session is gone, however active."""
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.cookie_name, str) and _COOKIE_NAME.fullmatch(self.cookie_name)):
+            raise ConfigurationError(
+                f"SessionConfig.cookie_name must be letters, digits, '_' or '-', "
+                f"not {self.cookie_name!r}"
+            )
+        check_timeout(self.idle_timeout, "SessionConfig.idle_timeout")
+        check_timeout(self.absolute_timeout, "SessionConfig.absolute_timeout")
+
+
 def check_timeout(timeout: float, where: str) -> float:
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise ConfigurationError(f"{where} must be a number of seconds, not {timeout!r}")
@@ -97,6 +122,23 @@ class Config:
 
     timeout: float = 30.0
     """Seconds a handler may run before the call is answered 504."""
+
+    allowed_origins: tuple[str, ...] = ()
+    """The origins (``scheme://host:port``) pages that call actions are served from.
+    A call whose ``Origin`` (or ``Referer``) is not one of them is refused. Required
+    outside debug mode; in debug mode, the loopback origin being served."""
+
+    trusted_hosts: tuple[str, ...] | None = None
+    """When set, a request whose ``Host`` is not listed gets 400. Unset, ``Host``
+    decides nothing at all."""
+
+    https: bool | None = None
+    """Whether the app is served over https (``Secure`` and ``__Host-`` cookies).
+    ``None``: from the connection's own scheme, which only a TLS listener or a proxy
+    the server is told to trust sets; never from a client header."""
+
+    sessions: SessionConfig = field(default_factory=SessionConfig)
+    """The session cookie and timeouts."""
 
     def __post_init__(self) -> None:
         if not (isinstance(self.prefix, str) and _PREFIX.fullmatch(self.prefix)):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
 from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from .sessions import Session
 
 __all__ = ["Context"]
 
@@ -17,9 +20,9 @@ class Context:
     validated into the action's input model, which the handler receives separately.
     """
 
-    __slots__ = ("_scope", "action", "client", "headers", "state")
+    __slots__ = ("_scope", "action", "client", "headers", "session", "state")
 
-    def __init__(self, *, action: str, scope: Scope) -> None:
+    def __init__(self, *, action: str, scope: Scope, session: Session) -> None:
         self._scope = scope
         self.action = action
         """The action's registered name."""
@@ -28,6 +31,8 @@ class Context:
         client = scope.get("client")
         self.client: str | None = client[0] if client else None
         """The peer address of the connection."""
+        self.session = session
+        """The caller's server-side session (a mapping; ``rotate()`` at login)."""
         self.state: dict[str, Any] = {}
         """Free space for one call: what a policy computes, a handler may reuse."""
 

@@ -5,12 +5,15 @@ Cheap, stateless refusals come first, and nothing decoded from the body reaches 
 model, a handler or a database before every earlier stage has passed.
 
     1  route + transport   transport.resolve, transport.body_kind   404 405 415 413
-    7a flat fields         decoding.read                            400 413
+    2  request origin      origin.check                             403
+    3  session             sessions.get_session (loaded by the middleware)
+    4  CSRF token          csrf.verify (a plain form's token is in  403
+                           its flat fields: decoding.read first)    400 413
     6  policy              policy.authorize                         403
-    7b validation          decoding.validate                        422
+    7  validation          decoding.validate                        422
     9  execute             execute.run                              504
     10 output              output.serialize                         500
-    11 respond             responses.*                              200 303
+    11 respond             responses.*, flash.*                     200 303
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from . import decoding, execute, output, policy, responses, transport
+from . import csrf, decoding, execute, flash, origin, output, policy, responses, transport
 from .context import Context
 from .errors import ActionError
+from .registry import ActionSpec
+from .sessions import Session, get_session
 from .transport import BodyKind
 
 if TYPE_CHECKING:
@@ -42,23 +47,33 @@ INTERNAL = ActionError("Something went wrong.", code="internal", status=500)
 
 async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: str) -> Response:
     headers = Headers(scope=scope)
+    session = get_session(scope)
     form_post = False
     body: decoding.Body | None = None
-    spec = None
+    spec: ActionSpec | None = None
     try:
         spec = transport.resolve(bastion.registry, scope, action_id)
         # Known before any check on the body, so that a browser posting a plain form
         # lands on a page (303) whatever refuses it, a 413 or 415 included.
         form_post = _is_form_post(headers)
         kind = transport.body_kind(spec, headers)
-        ctx = Context(action=spec.name, scope=scope)
-        body = await decoding.read(spec, kind, headers, receive)
+        origin.check(headers, bastion.origins_for(scope), spec.name)
+        if form_post:
+            body = await decoding.read(spec, kind, headers, receive)
+        form_token = body.reserved.get("_csrf") if body is not None else None
+        csrf.verify(session, headers, form_token, bastion.keys, spec.name)
+        ctx = Context(action=spec.name, scope=scope, session=session)
         await policy.authorize(spec.policy, ctx)
+        if body is None:
+            body = await decoding.read(spec, kind, headers, receive)
         data = decoding.validate(spec, body)
         result = await execute.run(spec, ctx, data)
         payload = output.serialize(spec, result)
+    except origin.CrossOrigin as exc:
+        # Never a redirect: a cross-site page must not get a navigable answer.
+        return responses.error(exc)
     except ActionError as exc:
-        return _refuse(headers, form_post, exc)
+        return _refuse(headers, session, form_post, spec, body, exc)
     except Exception as exc:
         digest = secrets.token_hex(8)
         # The traceback goes to the server log only, under the digest the client sees.
@@ -70,11 +85,12 @@ async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: st
             extra={"digest": digest},
         )
         debug = {"type": type(exc).__name__, "message": str(exc)} if bastion.debug else None
-        return _refuse(headers, form_post, INTERNAL, digest=digest, debug=debug)
+        return _refuse(headers, session, form_post, spec, body, INTERNAL, digest, debug)
     finally:
         if body is not None:
             body.close()
     if responses.wants_redirect(headers, form_post):
+        session.set_flash(flash.success(spec, payload))
         # To `_next`, or else back to the page the form was posted from.
         return responses.redirect(
             responses.safe_next(body.reserved.get("_next"))
@@ -92,13 +108,16 @@ def _is_form_post(headers: Headers) -> bool:
 
 def _refuse(
     headers: Headers,
+    session: Session,
     form_post: bool,
+    spec: ActionSpec | None,
+    body: decoding.Body | None,
     exc: ActionError,
-    *,
     digest: str | None = None,
     debug: object = None,
 ) -> Response:
     if responses.wants_redirect(headers, form_post):
-        # A plain form goes back to the page it came from.
+        # A plain form goes back to the page it came from, which shows the flash.
+        session.set_flash(flash.failure(spec, exc, body, digest))
         return responses.redirect(responses.referer_path(headers) or "/")
     return responses.error(exc, digest=digest, debug=debug)

@@ -27,7 +27,7 @@ from .decoding import FormShape, form_shape
 from .errors import ConfigurationError
 from .policy import Policy
 
-__all__ = ["ActionSpec", "Registry", "build_spec"]
+__all__ = ["ActionSpec", "Registry", "build_spec", "leaves"]
 
 
 class NoInput(BaseModel):
@@ -227,7 +227,7 @@ def _record_fields(t: Any) -> dict[str, Any] | None:
         return {}  # unresolvable: the TypeAdapter built from it refuses it
 
 
-def _leaves(tp: Any) -> Iterator[Any]:
+def leaves(tp: Any) -> Iterator[Any]:
     """Every type named inside ``tp``, through unions, containers, Annotated, type
     aliases, models, dataclasses, TypedDicts and NamedTuples."""
     seen: set[Any] = set()
@@ -262,11 +262,11 @@ def _leaves(tp: Any) -> Iterator[Any]:
 
 
 def _models_in(tp: Any) -> Iterator[type[BaseModel]]:
-    return (t for t in _leaves(tp) if _is_model(t))
+    return (t for t in leaves(tp) if _is_model(t))
 
 
 def _mentions(tp: Any, cls: type) -> bool:
-    return any(isinstance(t, type) and issubclass(t, cls) for t in _leaves(tp))
+    return any(isinstance(t, type) and issubclass(t, cls) for t in leaves(tp))
 
 
 def _extra(t: Any) -> object:
@@ -302,7 +302,7 @@ def _adapter(returns: Any, where: str) -> TypeAdapter[Any]:
 
 
 def _check_input(model: type[BaseModel], where: str) -> None:
-    for sub in _leaves(model):
+    for sub in leaves(model):
         # A NamedTuple is positional: pydantic refuses extra items on its own.
         record = _record_fields(sub) is not None and not issubclass(sub, tuple)
         if (_is_model(sub) or record) and _extra(sub) != "forbid":
@@ -331,7 +331,7 @@ def _is_bare(t: Any) -> bool:
 
 
 def _check_output(returns: Any, where: str) -> None:
-    for t in _leaves(returns):
+    for t in leaves(returns):
         if t is Any:
             raise ConfigurationError(
                 f"{where} returns untyped data (Any): declare a model, so only its fields leave"

@@ -1,23 +1,33 @@
-"""Jinja helpers: the URL of an action, the hidden fields its form needs, the script.
+"""Jinja helpers, so a template never writes an action URL or a token by hand.
 
 ::
 
     bastion.templates(templates)   # a Starlette Jinja2Templates or a jinja2.Environment
 
-    <form method="post" action="{{ action_url('greet') }}" data-bastion>
-      {{ bastion_fields(next='/thanks') }}
-      ...
-    </form>
+    {% set outcome = flash('greet') %}
+    {% call action_form('greet', next='/') %}
+      <input name="name" value="{{ outcome.values.name if outcome else '' }}">
+      <button>Greet</button>
+    {% endcall %}
     {{ bastion_script() }}
+
+The helpers that need the visitor's session (``csrf_input``, ``bastion_fields``,
+``action_form``, ``flash``) read it from the template's ``request``, which
+Starlette's ``TemplateResponse`` provides.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from jinja2 import pass_context
+from jinja2.runtime import Context
 from markupsafe import Markup, escape
 
+from . import csrf
 from .responses import safe_next
+from .sessions import FLASH_KEY, get_session
 
 if TYPE_CHECKING:
     import jinja2
@@ -30,21 +40,70 @@ __all__ = ["install"]
 def install(bastion: Bastion, target: Any) -> None:
     env: jinja2.Environment = getattr(target, "env", target)
 
-    def bastion_fields(next: str | None = None) -> Markup:
-        """Hidden inputs every action form carries (where to go after a plain post)."""
-        parts = []
-        checked = safe_next(next)
-        if next is not None and checked is None:
-            raise ValueError(f"next={next!r} is not a same-origin relative path")
-        if checked is not None:
-            parts.append(Markup('<input type="hidden" name="_next" value="{}">').format(checked))
-        return Markup("").join(parts)
+    def token(context: Context) -> str:
+        request = context.get("request")
+        if request is None:
+            raise RuntimeError("bastion's form helpers need `request` in the template context")
+        return csrf.issue(get_session(request.scope), bastion.keys)
+
+    @pass_context
+    def csrf_input(context: Context) -> Markup:
+        """The hidden ``_csrf`` input, with a token masked afresh for this render."""
+        return Markup('<input type="hidden" name="_csrf" value="{}">').format(token(context))
+
+    @pass_context
+    def bastion_fields(context: Context, next: str | None = None) -> Markup:
+        """Every hidden input an action form carries: the token, and where to go after."""
+        fields = csrf_input(context)
+        if next is not None:
+            checked = safe_next(next)
+            if checked is None:
+                raise ValueError(f"next={next!r} is not a same-origin relative path")
+            fields += Markup('<input type="hidden" name="_next" value="{}">').format(checked)
+        return fields
+
+    @pass_context
+    def action_form(
+        context: Context,
+        action: str,
+        next: str | None = None,
+        caller: Callable[[], str] | None = None,
+        **attributes: str,
+    ) -> Markup:
+        """A whole ``<form>`` for an action: method, URL, encoding and hidden fields."""
+        spec = bastion.registry.get(action)
+        attrs = Markup("").join(
+            Markup(' {}="{}"').format(name.rstrip("_").replace("_", "-"), value)
+            for name, value in attributes.items()
+        )
+        enctype = Markup(' enctype="multipart/form-data"') if spec.accepts_uploads else Markup("")
+        return (
+            Markup('<form method="post" action="{}"{}{} data-bastion>').format(
+                bastion.url_for(action), enctype, attrs
+            )
+            + bastion_fields(context, next)
+            # The call block's body is template source, rendered (and escaped) by Jinja.
+            + Markup(caller() if caller is not None else "")  # noqa: S704
+            + Markup("</form>")
+        )
+
+    @pass_context
+    def flash(context: Context, action: str | None = None) -> dict[str, Any] | None:
+        """What the last plain form post left for this page (once), for ``action`` or any."""
+        request = context.get("request")
+        outcome: dict[str, Any] | None = request.scope.get(FLASH_KEY) if request else None
+        if outcome is None or (action is not None and outcome.get("action") != action):
+            return None
+        return outcome
 
     def bastion_script() -> Markup:
         return Markup('<script src="{}" defer></script>').format(escape(bastion.script_url))
 
     env.globals.update(
         action_url=bastion.url_for,
+        action_form=action_form,
         bastion_fields=bastion_fields,
         bastion_script=bastion_script,
+        csrf_input=csrf_input,
+        flash=flash,
     )

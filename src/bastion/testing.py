@@ -5,53 +5,125 @@
     from bastion.testing import ActionClient
 
     def test_greet():
-        client = ActionClient(app, bastion)
-        reply = client.call(greet, {"name": "Ada"})
+        with ActionClient(app, bastion) as client:
+            reply = client.call(greet, {"name": "Ada"})
         assert reply.json() == {"ok": True, "data": {"message": "Hello, Ada!"}}
+
+The client does what a browser on your page would: it keeps the session cookie,
+sends ``Origin``, and puts a valid CSRF token on every action call. Each can be
+left out or replaced, to test the refusals::
+
+    client.call(greet, {...}, token=None)             # no token
+    client.call(greet, {...}, token="forged")         # a token of your own
+    client.call(greet, {...}, origin="https://evil.example")
+    client.call(greet, {...}, origin=None)            # no Origin header
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import httpx2 as httpx
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
+from . import csrf
 from .app import Bastion
+from .sessions import cookie_name
 
-__all__ = ["ActionClient"]
+__all__ = ["AUTO", "ActionClient"]
+
+
+class _Auto:
+    def __repr__(self) -> str:
+        return "AUTO"
+
+
+AUTO: Final = _Auto()
+"""Let the client supply the value a real page would (the default)."""
+
+_MARK: Final = "bastion.testing"
 
 
 class ActionClient(TestClient):
-    """A Starlette ``TestClient`` that knows the app's actions.
+    """A Starlette ``TestClient`` that knows the app's actions and speaks their protocol.
 
-    It talks to ``http://127.0.0.1`` (a loopback server, so debug mode is allowed)
-    and never follows redirects, so a plain form post's 303 can be inspected.
+    It talks to ``http://127.0.0.1`` (a loopback server, so debug mode is allowed),
+    sends ``Origin: http://127.0.0.1`` (list it in ``allowed_origins``, or use debug
+    mode), and never follows redirects, so a plain form post's 303 can be inspected.
+    Requests sent with the plain ``post()`` get the token and Origin headers too.
     """
 
-    def __init__(self, app: ASGIApp, bastion: Bastion, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        bastion: Bastion,
+        *,
+        origin: str | None = "http://127.0.0.1",
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("base_url", "http://127.0.0.1")
         kwargs.setdefault("follow_redirects", False)
         super().__init__(app, **kwargs)
         self.bastion = bastion
+        self.origin = origin
+        """Sent as ``Origin`` on action calls; ``None`` sends none."""
 
     def url(self, action: Callable[..., Any] | str) -> str:
         return self.bastion.url_for(action)
+
+    # --- the session and its token -----------------------------------------------------
+
+    @property
+    def session_id(self) -> str | None:
+        """The session cookie this client holds, if any."""
+        return self.cookies.get(self._cookie_name())
+
+    def token(self) -> str:
+        """A valid CSRF token for this client's session, which is created if needed."""
+        with self._portal_factory() as portal:
+            return portal.call(self._token)
+
+    async def _token(self) -> str:
+        manager = self.bastion.session_manager
+        session = await manager.load(self.session_id)
+        if session.id is None:
+            session.ensure()
+            await manager.save(session, self._cookie_name(), secure=False)
+            if session.id is not None:
+                self.cookies.set(self._cookie_name(), session.id, domain=self.base_url.host)
+        return csrf.issue(session, self.bastion.keys)
+
+    def session(self) -> dict[str, Any]:
+        """The data in this client's server-side session (a copy)."""
+        with self._portal_factory() as portal:
+            session = portal.call(self.bastion.session_manager.load, self.session_id)
+        return dict(session)
+
+    def _cookie_name(self) -> str:
+        secure = self.bastion.config.https or self.base_url.scheme == "https"
+        return cookie_name(self.bastion.config.sessions.cookie_name, bool(secure))
+
+    # --- calls -------------------------------------------------------------------------
 
     def call(
         self,
         action: Callable[..., Any] | str,
         data: Mapping[str, Any] | None = None,
         *,
+        token: str | _Auto | None = AUTO,
+        origin: str | _Auto | None = AUTO,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """Call an action as a script does: a JSON body, a JSON reply."""
+        """Call an action as a script does: a JSON body, the token in ``X-CSRF-Token``."""
+        sent = self._action_headers(token, origin, headers, header_token=True)
         return self.post(
             self.url(action),
-            json=dict(data or {}),
-            headers={"Accept": "application/json", **(headers or {})},
+            content=json.dumps(dict(data or {})),
+            headers={"Content-Type": "application/json", "Accept": "application/json", **sent},
+            extensions={_MARK: True},
         )
 
     def submit(
@@ -60,7 +132,61 @@ class ActionClient(TestClient):
         fields: Mapping[str, Any] | None = None,
         *,
         files: Mapping[str, Any] | None = None,
+        token: str | _Auto | None = AUTO,
+        origin: str | _Auto | None = AUTO,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        """Post a form as a browser without JavaScript does: the reply is a 303."""
-        return self.post(self.url(action), data=dict(fields or {}), files=files, headers=headers)
+        """Post a form as a browser without JavaScript does: the token in ``_csrf``, and
+        the reply is a 303 (its flash is kept for the next page)."""
+        form = dict(fields or {})
+        if token is AUTO:
+            form.setdefault("_csrf", self.token())
+        elif token is not None:
+            form["_csrf"] = token
+        sent = self._action_headers(None, origin, headers, header_token=False)
+        return self.post(
+            self.url(action), data=form, files=files, headers=sent, extensions={_MARK: True}
+        )
+
+    def _action_headers(
+        self,
+        token: str | _Auto | None,
+        origin: str | _Auto | None,
+        extra: Mapping[str, str] | None,
+        *,
+        header_token: bool,
+    ) -> dict[str, str]:
+        sent: dict[str, str] = {}
+        chosen_origin = self.origin if origin is AUTO else origin
+        if isinstance(chosen_origin, str):
+            sent["Origin"] = chosen_origin
+        if header_token:
+            chosen = self.token() if token is AUTO else token
+            if isinstance(chosen, str):
+                sent["X-CSRF-Token"] = chosen
+        sent.update(extra or {})
+        return sent
+
+    def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        # A plain post() to an action gets what a page would send, unless it set them.
+        if (
+            not request.extensions.get(_MARK)
+            and request.method == "POST"
+            and request.url.path.startswith(self.bastion.config.prefix + "/")
+        ):
+            if self.origin is not None and "origin" not in request.headers:
+                request.headers["Origin"] = self.origin
+            if "x-csrf-token" not in request.headers and b"_csrf" not in _peek(request):
+                request.headers["X-CSRF-Token"] = self.token()
+                # The token may have just created the session: send its cookie too.
+                request.headers.pop("cookie", None)
+                self.cookies.set_cookie_header(request)
+        return super().send(request, **kwargs)
+
+
+def _peek(request: httpx.Request) -> bytes:
+    """The request body if it is already in memory (a streamed body is left alone)."""
+    try:
+        return request.content
+    except httpx.RequestNotRead:
+        return b""

@@ -1,0 +1,82 @@
+"""The flash: what a plain form post (no JavaScript) left for the next page.
+
+A browser that posts a form gets a 303 and then loads a page; the outcome travels
+in the session and is shown once. It holds the public message, the field errors,
+the result of a success, and what the user typed, so the form re-renders filled in,
+except secrets: fields typed ``SecretStr``/``SecretBytes`` or named like a password,
+a token or a key are never kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from typing import Any, Final
+
+from pydantic import BaseModel, SecretBytes, SecretStr
+from starlette.datastructures import UploadFile
+
+from .decoding import Body
+from .errors import ActionError, ValidationFailed
+from .registry import ActionSpec, leaves
+
+__all__ = ["Flash", "failure", "success"]
+
+_SECRET_NAME: Final = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|api.?key|private.?key|credit.?card|card.?number"
+    r"|cvc|cvv|pin|otp|ssn",
+    re.IGNORECASE,
+)
+
+Flash = dict[str, Any]
+"""``{"action", "ok", "message", "data", "code", "fields", "digest", "values"}``."""
+
+
+def success(spec: ActionSpec, payload: bytes) -> Flash:
+    return {"action": spec.name, "ok": True, "data": json.loads(payload)}
+
+
+def failure(
+    spec: ActionSpec | None, exc: ActionError, body: Body | None, digest: str | None
+) -> Flash:
+    flash: Flash = {
+        "action": spec.name if spec else None,
+        "ok": False,
+        "code": exc.code,
+        "message": exc.message,
+        "fields": exc.fields if isinstance(exc, ValidationFailed) else {},
+        "values": _typed_values(spec, body) if spec else {},
+    }
+    if digest is not None:
+        flash["digest"] = digest
+    return flash
+
+
+def _typed_values(spec: ActionSpec, body: Body | None) -> dict[str, str | list[str]]:
+    """What the user typed, to fill the form again: text fields only, no secrets."""
+    if body is None or isinstance(body.data, dict):
+        return {}
+    secret = _secret_fields(spec.input_model)
+    values: dict[str, str | list[str]] = {}
+    for name, value in body.data:
+        if isinstance(value, UploadFile) or name in secret or _SECRET_NAME.search(name):
+            continue
+        if name in values:
+            previous = values[name]
+            values[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            values[name] = value
+    return values
+
+
+@functools.cache
+def _secret_fields(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(
+        info.alias or name
+        for name, info in model.model_fields.items()
+        if any(
+            isinstance(t, type) and issubclass(t, SecretStr | SecretBytes)
+            for t in leaves(info.annotation)
+        )
+    )

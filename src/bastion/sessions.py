@@ -1,0 +1,321 @@
+"""Pipeline stage 3: server-side sessions behind an opaque cookie.
+
+The cookie holds only a random ID (256 bits); the data lives in a store, under an
+HMAC of that ID, so a copy of the store holds no usable cookie. A session is made
+only when something needs one (a CSRF token is rendered, data is set), so plain
+pages set no cookie. An ID the server did not issue is never adopted: an unknown or
+expired cookie gets a fresh session (no fixation). ``rotate()`` issues a new ID and
+CSRF secret and kills the old ID; ``clear()`` ends the session.
+
+The cookie is ``HttpOnly; SameSite=Lax; Path=/``, and over https also ``Secure``
+with the ``__Host-`` prefix. Whether the app is served over https comes from the
+configuration or the connection's own scheme, never from a request header.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING, Any, Final
+
+from starlette.datastructures import Headers
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    from .app import Bastion
+
+__all__ = ["Session", "SessionManager", "SessionMiddleware", "cookie_name", "get_session"]
+
+logger = logging.getLogger("bastion")
+
+SCOPE_KEY: Final = "bastion.session"
+FLASH_KEY: Final = "bastion.flash"
+
+_ID: Final = re.compile(r"[A-Za-z0-9_-]{43}")
+_TOUCH_EVERY: Final = 60.0
+"""Seconds between writes that only record activity (for the idle timeout)."""
+
+
+class Session(MutableMapping[str, Any]):
+    """One visitor's server-side state. A mapping of JSON-serialisable values."""
+
+    def __init__(self, sid: str | None = None, record: dict[str, Any] | None = None) -> None:
+        self._sid = sid
+        self._record: dict[str, Any] = record or {}
+        self._data: dict[str, Any] = self._record.setdefault("data", {})
+        self._dead: list[str] = []
+        """IDs to delete from the store at the end of the request (rotated or cleared)."""
+        self.modified = False
+        self.cookie_changed = False
+
+    # --- identity --------------------------------------------------------------------
+
+    @property
+    def id(self) -> str | None:
+        """The current session ID, or ``None`` while no session exists."""
+        return self._sid
+
+    @property
+    def exists(self) -> bool:
+        return self._sid is not None
+
+    def ensure(self) -> None:
+        """Make the session exist now (a fresh ID and CSRF secret) if it does not yet."""
+        if self._sid is None:
+            now = time.time()
+            self._sid = secrets.token_urlsafe(32)
+            self._record.update(created=now, seen=now, csrf=_new_secret())
+            self.modified = self.cookie_changed = True
+
+    @property
+    def csrf_secret(self) -> bytes:
+        """The per-session secret CSRF tokens are derived from (creates the session)."""
+        self.ensure()
+        return base64.urlsafe_b64decode(self._record["csrf"])
+
+    def rotate(self) -> None:
+        """A new ID and CSRF secret, same data; the old ID dies. Call it at login."""
+        if self._sid is not None:
+            self._dead.append(self._sid)
+            self._sid = None
+        self.ensure()
+
+    def clear(self) -> None:
+        """End the session: its data is dropped and its ID dies. Call it at logout."""
+        if self._sid is not None:
+            self._dead.append(self._sid)
+        self._sid = None
+        self._record = {}
+        self._data = self._record.setdefault("data", {})
+        self.modified = self.cookie_changed = True
+
+    # --- flash -----------------------------------------------------------------------
+
+    def set_flash(self, flash: dict[str, Any]) -> None:
+        """Keep a message for the next page shown to this visitor (creates the session)."""
+        self.ensure()
+        self._record["flash"] = flash
+        self.modified = True
+
+    def pop_flash(self) -> dict[str, Any] | None:
+        flash: dict[str, Any] | None = self._record.pop("flash", None)
+        if flash is not None:
+            self.modified = True
+        return flash
+
+    # --- the mapping -----------------------------------------------------------------
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.ensure()
+        self._data[key] = value
+        self.modified = True
+
+    def __delitem__(self, key: str) -> None:
+        del self._data[key]
+        self.modified = True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        # Never the ID: it is a bearer credential.
+        return f"Session(exists={self.exists}, keys={sorted(self._data)})"
+
+
+def get_session(scope: Scope) -> Session:
+    """The session of this request; bastion's middleware put it in the scope."""
+    session: Session | None = scope.get(SCOPE_KEY)
+    if session is None:
+        raise RuntimeError(
+            "no bastion session here: add bastion to the app with bastion.mount(app)"
+        )
+    return session
+
+
+def _new_secret() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+class SessionMiddleware:
+    """Loads the session before the app runs and saves it when the response starts.
+
+    ``bastion.mount(app)`` installs it around the whole app, so pages can render
+    tokens and flash messages; bastion's own ASGI entry wraps itself with it too,
+    and whichever runs first does the work.
+    """
+
+    def __init__(self, app: ASGIApp, bastion: Bastion) -> None:
+        self.app = app
+        self.bastion = bastion
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or SCOPE_KEY in scope:
+            await self.app(scope, receive, send)
+            return
+        config = self.bastion.config
+        headers = Headers(scope=scope)
+        if config.trusted_hosts is not None and not _host_trusted(headers, config.trusted_hosts):
+            await _plain(400, b"Invalid host header")(scope, receive, send)
+            return
+        secure = self.bastion.is_https(scope)
+        name = cookie_name(config.sessions.cookie_name, secure)
+        try:
+            session = await self.bastion.session_manager.load(_cookie(headers, name))
+        except Exception:
+            # Fail closed: without its session, no request of this visitor goes on.
+            logger.exception("bastion: the session store failed to load a session")
+            await _unavailable()(scope, receive, send)
+            return
+        scope[SCOPE_KEY] = session
+        if scope["method"] == "GET" and "text/html" in headers.get("accept", ""):
+            # Shown once: the flash moves from the session to this page's request.
+            scope[FLASH_KEY] = session.pop_flash()
+
+        failed = False
+
+        async def send_with_session(message: Message) -> None:
+            nonlocal failed
+            if failed:
+                return  # the app's own body, after its reply was replaced by a 503
+            if message["type"] == "http.response.start":
+                try:
+                    extra = await self.bastion.session_manager.save(session, name, secure)
+                except Exception:
+                    # The reply would claim a change the store never recorded.
+                    logger.exception("bastion: the session store failed to save a session")
+                    failed = True
+                    await _unavailable()(scope, receive, send)
+                    return
+                if extra:
+                    message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_session)
+
+
+class SessionManager:
+    """Reads and writes sessions in the app's store, under HMACs of their IDs."""
+
+    def __init__(self, bastion: Bastion) -> None:
+        self.bastion = bastion
+
+    def store_keys(self, sid: str) -> list[str]:
+        """Where a session is stored: under the current key first, then each fallback."""
+        return [
+            "session:" + hmac.new(key, sid.encode(), hashlib.sha256).hexdigest()
+            for key in self.bastion.keys.all("session")
+        ]
+
+    async def load(self, sid: str | None) -> Session:
+        if sid is None or not _ID.fullmatch(sid):
+            return Session()
+        raw, generation = None, 0
+        for generation, key in enumerate(self.store_keys(sid)):  # noqa: B007 - used below
+            raw = await self.bastion.store.get(key)
+            if raw is not None:
+                break
+        if raw is None:
+            return Session()
+        record = json.loads(raw)
+        now = time.time()
+        timeouts = self.bastion.config.sessions
+        if (
+            now - record["created"] > timeouts.absolute_timeout
+            or now - record["seen"] > timeouts.idle_timeout
+        ):
+            return Session()
+        session = Session(sid, record)
+        if generation:
+            # Stored under a key now in the fallbacks: move it under the current one.
+            session._dead.append(sid)
+            session.modified = True
+        if now - record["seen"] > _TOUCH_EVERY:
+            record["seen"] = now
+            session.modified = True
+        return session
+
+    async def save(self, session: Session, name: str, secure: bool) -> list[tuple[bytes, bytes]]:
+        store = self.bastion.store
+        for dead in session._dead:
+            for key in self.store_keys(dead)[0 if dead != session.id else 1 :]:
+                await store.delete(key)
+        session._dead.clear()
+        sid = session.id
+        if sid is not None and session.modified:
+            record = session._record
+            timeouts = self.bastion.config.sessions
+            now = time.time()
+            ttl = min(
+                timeouts.idle_timeout,
+                record["created"] + timeouts.absolute_timeout - now,
+            )
+            await store.set(self.store_keys(sid)[0], json.dumps(record).encode(), max(ttl, 1.0))
+            session.modified = False
+        if not session.cookie_changed:
+            return []
+        session.cookie_changed = False
+        if sid is None:
+            return [(b"set-cookie", _cookie_header(name, "", 0, secure))]
+        created: float = session._record["created"]
+        max_age = int(created + self.bastion.config.sessions.absolute_timeout - time.time())
+        return [(b"set-cookie", _cookie_header(name, sid, max_age, secure))]
+
+
+def cookie_name(base: str, secure: bool) -> str:
+    return f"__Host-{base}" if secure else base
+
+
+def _cookie_header(name: str, value: str, max_age: int, secure: bool) -> bytes:
+    parts = [f"{name}={value}", f"Max-Age={max(max_age, 0)}", "Path=/", "HttpOnly", "SameSite=Lax"]
+    if secure:
+        parts.append("Secure")
+    return "; ".join(parts).encode("latin-1")
+
+
+def _cookie(headers: Headers, name: str) -> str | None:
+    """The named cookie's value; a cookie sent twice (a planted duplicate) counts as none."""
+    found: list[str] = []
+    for header in headers.getlist("cookie"):
+        for pair in header.split(";"):
+            key, sep, value = pair.strip().partition("=")
+            if sep and key == name:
+                found.append(value)
+    return found[0] if len(found) == 1 else None
+
+
+def _host_trusted(headers: Headers, trusted: tuple[str, ...]) -> bool:
+    hosts = headers.getlist("host")
+    if len(hosts) != 1:
+        return False
+    host = hosts[0].lower()
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return host in trusted or name in trusted
+
+
+def _unavailable() -> Response:
+    return _plain(503, ServiceUnavailable.message.encode())
+
+
+def _plain(status: int, body: bytes) -> Response:
+    return Response(
+        body,
+        status,
+        {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        media_type="text/plain",
+    )

@@ -1,0 +1,38 @@
+"""Where bastion keeps state that must outlive a request: sessions now, counters later.
+
+A store is a small async key-value protocol with expiry, so that the same code runs on
+memory (tests), SQLite (the embedded default: survives a restart) and, for several
+workers or hosts, a shared server. Values are bytes; bastion serialises them itself.
+Any store error is the store's own exception: the pipeline turns it into a 503 and
+never carries on without the state it needed (fail closed).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from .memory import MemoryStore
+from .sqlite import SQLiteStore
+
+__all__ = ["MemoryStore", "SQLiteStore", "Store"]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Async key-value storage with a time to live on every key."""
+
+    async def get(self, key: str) -> bytes | None:
+        """The value, or ``None`` if absent or expired."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        """Store ``value`` for ``ttl`` seconds, replacing any previous value."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove the key; absent keys are not an error."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and files."""
+        ...
