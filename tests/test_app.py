@@ -344,9 +344,21 @@ def test_without_debug_any_host_is_served() -> None:
     """Without debug the listening address is not checked."""
     bastion = Bastion(secret_key=SECRET)
     greet = register_greet(bastion)
-    with TestClient(mounted(bastion), base_url="http://testserver") as client:
+    app = mounted(bastion)
+    # A page's session and token (made over loopback), then the call to "testserver".
+    with ActionClient(app, bastion) as page:
+        token = page.token()
+        session = page.session_id
+    with TestClient(app, base_url="http://testserver") as client:
         reply = client.post(
-            bastion.url_for(greet), json={"name": "Ada"}, headers={"Accept": "application/json"}
+            bastion.url_for(greet),
+            json={"name": "Ada"},
+            headers={
+                "Accept": "application/json",
+                "Origin": "http://127.0.0.1",
+                "Cookie": f"bastion_session={session}",
+                "X-CSRF-Token": token,
+            },
         )
     assert reply.json() == {"ok": True, "data": {"message": "Hello, Ada!"}}
 

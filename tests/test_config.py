@@ -169,7 +169,12 @@ def test_config_holds_what_bastion_was_given() -> None:
     """Bastion resolves its arguments into one Config."""
     limits = Limits(max_fields=9)
     bastion = Bastion(
-        secret_key=SECRET, prefix="/rpc", limits=limits, timeout=3, secret_key_fallbacks=[]
+        secret_key=SECRET,
+        prefix="/rpc",
+        limits=limits,
+        timeout=3,
+        secret_key_fallbacks=[],
+        allowed_origins=["https://app.example"],
     )
     assert bastion.config == Config(
         secret_key=Secret(SECRET.encode()),
@@ -178,6 +183,7 @@ def test_config_holds_what_bastion_was_given() -> None:
         prefix="/rpc",
         limits=limits,
         timeout=3.0,
+        allowed_origins=("https://app.example:443",),
     )
     assert bastion.debug is False
 

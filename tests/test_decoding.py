@@ -961,7 +961,10 @@ def test_form_reserved_fields_are_not_passed_to_the_model(
         calls.append(data)
         return SignupOut(**data.model_dump())
 
-    response = post_form(client, signup, b"name=Ada&_next=%2Fdone&_csrf=token&_bound=sealed")
+    token = client.token().encode()
+    response = post_form(
+        client, signup, b"name=Ada&_next=%2Fdone&_csrf=" + token + b"&_bound=sealed"
+    )
     assert_json_reply(response, 200, signup_reply(name="Ada"))
     assert calls == [Signup(name="Ada")]
 
@@ -997,7 +1000,12 @@ def test_form_other_underscore_fields_are_ordinary_unknown_fields(
         calls.append(data)
         return SignupOut(**data.model_dump())
 
-    response = post_form(client, signup, f"{name}=1".encode())
+    # The token goes in the header: "__csrf" is not the reserved field that carries it.
+    response = client.post(
+        client.url(signup),
+        content=f"{name}=1".encode(),
+        headers={**FORM, "X-CSRF-Token": client.token()},
+    )
     assert_json_reply(response, 422, invalid({name: EXTRA}))
     assert calls == []
 
@@ -1092,8 +1100,9 @@ def test_form_reserved_fields_count_towards_max_fields() -> None:
         return SignupOut(**data.model_dump())
 
     with ActionClient(mounted(app_bastion), app_bastion) as client:
-        two = post_form(client, signup, b"name=a&_csrf=t")
-        three = post_form(client, signup, b"name=a&_csrf=t&_next=%2F")
+        token = client.token().encode()
+        two = post_form(client, signup, b"name=a&_csrf=" + token)
+        three = post_form(client, signup, b"name=a&_csrf=" + token + b"&_next=%2F")
     assert_json_reply(two, 200, signup_reply(name="a"))
     assert_json_reply(three, 413, TOO_MANY_FIELDS)
     assert calls == [Signup(name="a")]

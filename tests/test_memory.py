@@ -2,6 +2,10 @@
 
 The quickstart runs in its own process; its peak resident memory (VmHWM) is read from
 /proc before and after each attack. Run with ``pytest -s`` to see the figures.
+
+Every attack carries what a script on the quickstart's page would send (its Origin, the
+session cookie and a CSRF token read from the page), so it gets past the origin and
+token checks and what answers is the body cap itself, the worst case.
 """
 
 import os
@@ -36,6 +40,8 @@ class Server:
     port: int
     pid: int
     greet_url: str = ""
+    credentials: str = ""
+    """Header lines a script on the page sends: Origin, the session cookie, a token."""
 
 
 @dataclass
@@ -122,15 +128,20 @@ def send_while_reading(
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """`python -m uvicorn --app-dir examples quickstart:app` on a free port."""
     with tempfile.TemporaryFile() as log:
-        yield from _serve(log)
+        yield from _serve(log, tmp_path_factory.mktemp("memory-data"))
 
 
-def _serve(log: IO[bytes]) -> Iterator[Server]:
+def _serve(log: IO[bytes], data_dir: Path) -> Iterator[Server]:
     port = free_port()
-    env = {**os.environ, "BASTION_SECRET_KEY": KEY}
+    env = {
+        **os.environ,
+        "BASTION_SECRET_KEY": KEY,
+        "BASTION_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
+        "BASTION_DATA_DIR": str(data_dir),
+    }
     process = subprocess.Popen(
         [
             sys.executable,
@@ -166,8 +177,19 @@ def _serve(log: IO[bytes]) -> Iterator[Server]:
             assert time.monotonic() < deadline, "uvicorn did not answer within 20 s"
             time.sleep(0.05)
         urls = re.findall(rb'action="(/_actions/[^"]+)"', page.body)
-        assert len(urls) == 3
-        yield Server(port=port, pid=process.pid, greet_url=urls[0].decode())
+        assert len(urls) == 4
+        # Rendering the forms' tokens made the session the page's reply sets.
+        cookie = re.fullmatch(r"(bastion_session=[A-Za-z0-9_-]{43});.*", page.headers["set-cookie"])
+        token = re.search(rb'name="_csrf" value="([A-Za-z0-9_-]{86})"', page.body)
+        assert cookie, page.headers
+        assert token, page.body
+        credentials = (
+            f"Origin: http://127.0.0.1:{port}\r\nCookie: {cookie.group(1)}\r\n"
+            f"X-CSRF-Token: {token.group(1).decode()}\r\n"
+        )
+        yield Server(
+            port=port, pid=process.pid, greet_url=urls[0].decode(), credentials=credentials
+        )
     finally:
         process.terminate()
         try:
@@ -179,7 +201,7 @@ def _serve(log: IO[bytes]) -> Iterator[Server]:
 
 def greet_request(server: Server, body: bytes) -> bytes:
     return (
-        f"POST {server.greet_url} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"POST {server.greet_url} HTTP/1.1\r\nHost: 127.0.0.1\r\n{server.credentials}"
         "Content-Type: application/json\r\nAccept: application/json\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
@@ -187,7 +209,8 @@ def greet_request(server: Server, body: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def warm(server: Server) -> Server:
-    """One real call first, so imports and first-call allocations are not counted."""
+    """One real call first, so imports and first-call allocations are not counted; it
+    also proves the credentials pass the origin and token checks."""
     reply = exchange(server.port, greet_request(server, b'{"name":"Ada"}'))
     assert reply.status == 200
     assert reply.body == b'{"ok":true,"data":{"message":"Hello, Ada!"}}'
@@ -214,7 +237,7 @@ TOO_LARGE = (
 def test_honest_50_mib_content_length_is_413_without_reading_it(warm: Server) -> None:
     """Content-Length: 50 MiB → 413 from the headers alone; peak RSS grows < 10 MiB."""
     head = (
-        f"POST {warm.greet_url} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"POST {warm.greet_url} HTTP/1.1\r\nHost: 127.0.0.1\r\n{warm.credentials}"
         f"Content-Type: application/json\r\nContent-Length: {BODY}\r\n\r\n"
     ).encode()
     reply = measured(warm, "honest Content-Length", head, (CHUNK for _ in range(50)))
@@ -226,7 +249,7 @@ def test_honest_50_mib_content_length_is_413_without_reading_it(warm: Server) ->
 def test_chunked_50_mib_without_content_length_is_413_at_the_cap(warm: Server) -> None:
     """Transfer-Encoding: chunked, no length → 413 once 1 MiB has arrived; RSS < +10 MiB."""
     head = (
-        f"POST {warm.greet_url} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"POST {warm.greet_url} HTTP/1.1\r\nHost: 127.0.0.1\r\n{warm.credentials}"
         "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     ).encode()
 
@@ -244,7 +267,7 @@ def test_lying_content_length_is_a_4xx(warm: Server) -> None:
     """Content-Length: 100, then 50 MiB: the 100 bytes are a truncated JSON body (4xx),
     the rest is not a request; never 2xx or 5xx, and RSS < +10 MiB."""
     head = (
-        f"POST {warm.greet_url} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"POST {warm.greet_url} HTTP/1.1\r\nHost: 127.0.0.1\r\n{warm.credentials}"
         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     ).encode()
     first = b'{"name": "' + CHUNK[10:]
@@ -264,7 +287,7 @@ def test_lying_content_length_bastion_refuses_the_declared_bytes(warm: Server) -
     declared = b'{"name": "' + b"a" * 90
     assert len(declared) == 100
     head = (
-        f"POST {warm.greet_url} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"POST {warm.greet_url} HTTP/1.1\r\nHost: 127.0.0.1\r\n{warm.credentials}"
         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     ).encode()
     before = vm_hwm_kib(warm.pid)

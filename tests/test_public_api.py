@@ -17,15 +17,21 @@ PUBLIC = [
     "Config",
     "ConfigurationError",
     "Context",
+    "Flash",
     "Forbidden",
     "Limits",
+    "MemoryStore",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "Policy",
     "RateLimited",
+    "SQLiteStore",
     "Secret",
     "ServiceUnavailable",
+    "Session",
+    "SessionConfig",
+    "Store",
     "Timeout",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -97,9 +103,10 @@ def test_public_classes_are_defined_in_bastion() -> None:
 
 
 def test_testing_module_surface() -> None:
-    """bastion.testing exports ActionClient only."""
-    assert bastion.testing.__all__ == ["ActionClient"]
+    """bastion.testing exports ActionClient and its AUTO default only."""
+    assert bastion.testing.__all__ == ["AUTO", "ActionClient"]
     assert bastion.testing.ActionClient.__module__ == "bastion.testing"
+    assert repr(bastion.testing.AUTO) == "AUTO"
 
 
 def test_package_is_typed() -> None:

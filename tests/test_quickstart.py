@@ -1,4 +1,4 @@
-"""The quickstart example, exactly as a reader runs it: its page and its three actions."""
+"""The quickstart example, exactly as a reader runs it: its page and its four actions."""
 
 import importlib.util
 import logging
@@ -17,14 +17,19 @@ from bastion.testing import ActionClient
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
 KEY = "quickstart-test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 DIGEST = re.compile(r"[0-9a-f]{16}")
+ACTIONS = ("greet", "boom", "whoami", "count")
 
 
 @pytest.fixture(scope="module")
-def quickstart() -> Iterator[ModuleType]:
-    """examples/quickstart.py imported fresh, with its key set in the environment first
-    (the module builds its Bastion at import). Environment and sys.modules are restored."""
+def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    """examples/quickstart.py imported fresh, with its configuration set in the
+    environment first (the module builds its Bastion at import): the key, the origin
+    ActionClient calls from, and a directory of its own for the session store.
+    Environment and sys.modules are restored."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BASTION_SECRET_KEY", KEY)
+        mp.setenv("BASTION_ALLOWED_ORIGINS", "http://127.0.0.1")
+        mp.setenv("BASTION_DATA_DIR", str(tmp_path_factory.mktemp("quickstart-data")))
         spec = importlib.util.spec_from_file_location("quickstart", QUICKSTART)
         assert spec is not None
         assert spec.loader is not None
@@ -62,23 +67,36 @@ def invalid(fields: dict[str, str]) -> dict[str, Any]:
 def test_key_comes_from_the_environment(quickstart: ModuleType) -> None:
     """The example reads BASTION_SECRET_KEY: its action IDs are those of that key."""
     assert quickstart.bastion.config.secret_key.reveal() == KEY.encode()
-    assert [spec.name for spec in quickstart.bastion.registry] == ["greet", "boom", "whoami"]
+    assert [spec.name for spec in quickstart.bastion.registry] == list(ACTIONS)
 
 
 def test_home_page_renders_a_form_for_each_action(
     quickstart: ModuleType, client: ActionClient
 ) -> None:
-    """GET / has one POST form per action, in order, each posting to its action URL."""
+    """GET / has one POST form per action, in order, each in its own section, posting
+    to its action URL with a fresh CSRF token and _next="/"."""
     response = client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     html = response.text
-    urls = [quickstart.bastion.url_for(name) for name in ("greet", "boom", "whoami")]
+    urls = [quickstart.bastion.url_for(name) for name in ACTIONS]
     assert all(re.fullmatch(r"/_actions/[A-Za-z0-9_-]{24}", url) for url in urls)
-    assert len(set(urls)) == 3
+    assert len(set(urls)) == 4
     assert re.findall(r'<form method="post" action="([^"]*)" data-bastion>', html) == urls
-    assert html.count('<input type="hidden" name="_next" value="/">') == 3
-    assert '<input name="name" required maxlength="50">' in html
+    forms = re.findall(
+        r'<section id="([a-z]+)">.*?'
+        r'<form method="post" action="([^"]*)" data-bastion>'
+        r'<input type="hidden" name="_csrf" value="([A-Za-z0-9_-]{86})">'
+        r'<input type="hidden" name="_next" value="/">',
+        html,
+        flags=re.DOTALL,
+    )
+    assert [(name, url) for name, url, _ in forms] == list(zip(ACTIONS, urls, strict=True))
+    # Each token is masked afresh, so no two renders (nor two forms) show the same bytes.
+    assert len({token for _, _, token in forms}) == 4
+    assert html.count('name="_csrf"') == 4
+    assert html.count('<input type="hidden" name="_next" value="/">') == 4
+    assert '<input name="name" required maxlength="50" value="">' in html
     assert '<script src="/_actions/bastion.js" defer></script>' in html
 
 
@@ -86,7 +104,7 @@ def test_page_names_no_function(client: ActionClient) -> None:
     """Action URLs are opaque: the page does not reveal function or module names."""
     urls = re.findall(r'action="([^"]*)"', client.get("/").text)
     for url in urls:
-        for name in ("greet", "boom", "whoami", "quickstart"):
+        for name in (*ACTIONS, "quickstart"):
             assert name not in url
 
 
@@ -154,11 +172,16 @@ def test_greet_name_of_50_characters_is_accepted(
 
 
 def test_greet_as_a_plain_form_redirects_home(quickstart: ModuleType, client: ActionClient) -> None:
-    """The page's form without JavaScript: 303 to its _next, "/"."""
+    """The page's form without JavaScript: 303 to its _next, "/", which then shows the
+    outcome once (a refusal would also be a 303 to "/", but with no greeting)."""
     response = client.submit(quickstart.greet, {"name": "Ada", "_next": "/"})
     assert response.status_code == 303
     assert response.headers["location"] == "/"
     assert response.headers["cache-control"] == "no-store"
+    page = client.get("/", headers={"Accept": "text/html"})
+    assert '<p role="status">Hello, Ada!</p>' in page.text
+    again = client.get("/", headers={"Accept": "text/html"})
+    assert 'role="status"' not in again.text
 
 
 # --- boom ----------------------------------------------------------------------------------
@@ -206,3 +229,16 @@ def test_whoami_sends_only_the_profile(quickstart: ModuleType, client: ActionCli
     assert_reply(response, 200, {"ok": True, "data": {"name": "Ada", "role": "author"}})
     for leaked in ("password_hash", "argon2", "email", "@"):
         assert leaked not in response.text
+
+
+# --- count ---------------------------------------------------------------------------------
+
+
+def test_count_adds_one_per_call_and_the_page_shows_the_total(
+    quickstart: ModuleType, client: ActionClient
+) -> None:
+    """count changes server state: each call adds one, and the page shows the total."""
+    before = quickstart.clicks
+    assert_reply(client.call(quickstart.count), 200, {"ok": True, "data": {"total": before + 1}})
+    assert_reply(client.call(quickstart.count), 200, {"ok": True, "data": {"total": before + 2}})
+    assert f'<span id="count-total">{before + 2}</span>' in client.get("/").text

@@ -1,5 +1,7 @@
 """Jinja helpers: ``action_url``, ``bastion_fields`` and ``bastion_script``."""
 
+import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,11 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from bastion import Bastion, public
+from bastion.sessions import SCOPE_KEY, Session
 from bastion.testing import ActionClient
+
+CSRF_INPUT = r'<input type="hidden" name="_csrf" value="[A-Za-z0-9_-]{86}">'
+"""The hidden token input: its value is masked afresh at every render."""
 
 FORM = """\
 <form method="post" action="{{ action_url('greet') }}" data-bastion>
@@ -35,31 +41,66 @@ def environment(bastion: Bastion, **options: Any) -> jinja2.Environment:
     return env
 
 
+def page_request(session: Session | None = None) -> Request:
+    """The ``request`` a page's template gets, with the session bastion's middleware
+    would have put in its scope."""
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    return Request({**scope, SCOPE_KEY: session if session is not None else Session()})
+
+
 def render(env: jinja2.Environment, source: str, **context: Any) -> str:
-    return env.from_string(source).render(**context)
+    """Render with a page's ``request`` in the context, as a ``TemplateResponse`` does."""
+    return env.from_string(source).render({"request": page_request(), **context})
+
+
+def helper(env: jinja2.Environment, name: str) -> Any:
+    """A context helper as Python code calls it, given the context Jinja would pass."""
+    context = env.from_string("").new_context({"request": page_request()})
+    return functools.partial(env.globals[name], context)
 
 
 # --- installing -------------------------------------------------------------------------
 
 
-def test_templates_installs_three_globals_on_an_environment(bastion: Bastion) -> None:
-    """bastion.templates(env) adds exactly action_url, bastion_fields and bastion_script."""
+def test_templates_installs_its_globals_on_an_environment(bastion: Bastion) -> None:
+    """bastion.templates(env) adds exactly action_url, action_form, bastion_fields,
+    bastion_script, csrf_input and flash."""
     env = jinja2.Environment(autoescape=True)
     before = set(env.globals)
     assert bastion.templates(env) is None
-    assert set(env.globals) - before == {"action_url", "bastion_fields", "bastion_script"}
+    assert set(env.globals) - before == {
+        "action_url",
+        "action_form",
+        "bastion_fields",
+        "bastion_script",
+        "csrf_input",
+        "flash",
+    }
 
 
 def test_plain_environment_renders_a_form(bastion: Bastion) -> None:
     """A jinja2.Environment renders the whole form snippet exactly."""
     greet = register_greet(bastion)
     html = render(environment(bastion), FORM)
-    assert html == (
-        f'<form method="post" action="{bastion.url_for(greet)}" data-bastion>\n'
-        '<input type="hidden" name="_next" value="/thanks">\n'
-        "</form>\n"
-        '<script src="/_actions/bastion.js" defer></script>'
+    assert re.fullmatch(
+        re.escape(f'<form method="post" action="{bastion.url_for(greet)}" data-bastion>\n')
+        + CSRF_INPUT
+        + re.escape(
+            '<input type="hidden" name="_next" value="/thanks">\n'
+            "</form>\n"
+            '<script src="/_actions/bastion.js" defer></script>'
+        ),
+        html,
     )
+
+
+def test_context_helpers_need_the_request(bastion: Bastion) -> None:
+    """Without ``request`` in the context there is no session for a token: the render
+    fails with a RuntimeError saying so, instead of a form that can never be posted."""
+    env = environment(bastion)
+    for source in ("{{ csrf_input() }}", "{{ bastion_fields() }}"):
+        with pytest.raises(RuntimeError, match=r"need `request` in the template context$"):
+            env.from_string(source).render()
 
 
 def test_starlette_jinja2templates_renders_a_page(bastion: Bastion, tmp_path: Path) -> None:
@@ -76,13 +117,25 @@ def test_starlette_jinja2templates_renders_a_page(bastion: Bastion, tmp_path: Pa
     app.router.routes.append(Route("/", page))
     with ActionClient(app, bastion) as client:
         reply = client.get("/")
+        token = re.search(r'name="_csrf" value="([^"]*)"', reply.text)
+        # The page's token is bound to the session its reply set: the form can be posted.
+        posted = client.submit(
+            greet,
+            {"_csrf": token.group(1) if token else ""},
+            headers={"Accept": "application/json"},
+        )
     assert reply.status_code == 200
-    assert reply.text == (
-        f'<form method="post" action="{bastion.url_for(greet)}" data-bastion>\n'
-        '<input type="hidden" name="_next" value="/thanks">\n'
-        "</form>\n"
-        '<script src="/_actions/bastion.js" defer></script>'
+    assert re.fullmatch(
+        re.escape(f'<form method="post" action="{bastion.url_for(greet)}" data-bastion>\n')
+        + CSRF_INPUT
+        + re.escape(
+            '<input type="hidden" name="_next" value="/thanks">\n'
+            "</form>\n"
+            '<script src="/_actions/bastion.js" defer></script>'
+        ),
+        reply.text,
     )
+    assert posted.json() == {"ok": True, "data": None}
 
 
 def test_jinja2templates_built_from_an_env_uses_that_env(bastion: Bastion) -> None:
@@ -127,24 +180,28 @@ def test_action_url_follows_the_prefix() -> None:
 
 
 def test_bastion_fields_renders_the_next_input(bastion: Bastion) -> None:
-    """next='/x' renders exactly one hidden _next input."""
+    """next='/x' renders the token, then exactly one hidden _next input."""
     html = render(environment(bastion), "{{ bastion_fields(next='/x') }}")
-    assert html == '<input type="hidden" name="_next" value="/x">'
+    assert re.fullmatch(
+        CSRF_INPUT + re.escape('<input type="hidden" name="_next" value="/x">'), html
+    )
 
 
-def test_bastion_fields_without_next_is_empty(bastion: Bastion) -> None:
-    """No next: nothing to render."""
+def test_bastion_fields_without_next_is_the_token_only(bastion: Bastion) -> None:
+    """No next: the hidden token input alone."""
     env = environment(bastion)
-    assert render(env, "{{ bastion_fields() }}") == ""
-    assert render(env, "{{ bastion_fields(next=None) }}") == ""
+    assert re.fullmatch(CSRF_INPUT, render(env, "{{ bastion_fields() }}"))
+    assert re.fullmatch(CSRF_INPUT, render(env, "{{ bastion_fields(next=None) }}"))
 
 
 def test_bastion_fields_returns_markup(bastion: Bastion) -> None:
     """The helper returns Markup, so autoescaping does not escape it a second time."""
-    fields = environment(bastion).globals["bastion_fields"]
+    fields = helper(environment(bastion), "bastion_fields")
     result = fields(next="/x")
     assert isinstance(result, Markup)
-    assert result == Markup('<input type="hidden" name="_next" value="/x">')
+    assert re.fullmatch(
+        CSRF_INPUT + re.escape('<input type="hidden" name="_next" value="/x">'), result
+    )
 
 
 @pytest.mark.parametrize(
@@ -163,7 +220,7 @@ def test_bastion_fields_returns_markup(bastion: Bastion) -> None:
 )
 def test_bastion_fields_refuses_unsafe_next(bastion: Bastion, unsafe: str) -> None:
     """Anything but a same-origin relative path is a ValueError naming the value."""
-    fields = environment(bastion).globals["bastion_fields"]
+    fields = helper(environment(bastion), "bastion_fields")
     with pytest.raises(ValueError, match=r"is not a same-origin relative path$") as caught:
         fields(next=unsafe)
     assert str(caught.value) == f"next={unsafe!r} is not a same-origin relative path"
@@ -179,18 +236,27 @@ def test_bastion_fields_escapes_attribute_values(bastion: Bastion) -> None:
     """Quotes, ampersands and angle brackets cannot break out of the value attribute."""
     env = environment(bastion)
     source = "{{ bastion_fields(next=target) }}"
-    assert render(env, source, target="/a?x=1&y='z'") == (
-        '<input type="hidden" name="_next" value="/a?x=1&amp;y=&#39;z&#39;">'
+    assert re.fullmatch(
+        CSRF_INPUT
+        + re.escape('<input type="hidden" name="_next" value="/a?x=1&amp;y=&#39;z&#39;">'),
+        render(env, source, target="/a?x=1&y='z'"),
     )
-    assert render(env, source, target='/a"><script>alert(1)</script>') == (
-        '<input type="hidden" name="_next" value="/a%22%3E%3Cscript%3Ealert(1)%3C/script%3E">'
+    assert re.fullmatch(
+        CSRF_INPUT
+        + re.escape(
+            '<input type="hidden" name="_next" value="/a%22%3E%3Cscript%3Ealert(1)%3C/script%3E">'
+        ),
+        render(env, source, target='/a"><script>alert(1)</script>'),
     )
 
 
 def test_bastion_fields_percent_encodes_spaces_and_non_ascii(bastion: Bastion) -> None:
     """A path with spaces or non-ASCII is percent-encoded, as a Location header needs."""
     html = render(environment(bastion), "{{ bastion_fields(next='/café menu') }}")
-    assert html == '<input type="hidden" name="_next" value="/caf%C3%A9%20menu">'
+    assert re.fullmatch(
+        CSRF_INPUT + re.escape('<input type="hidden" name="_next" value="/caf%C3%A9%20menu">'),
+        html,
+    )
 
 
 def test_helpers_are_safe_without_autoescape(bastion: Bastion) -> None:
@@ -198,7 +264,11 @@ def test_helpers_are_safe_without_autoescape(bastion: Bastion) -> None:
     env = jinja2.Environment()  # noqa: S701  # the helpers escape on their own
     bastion.templates(env)
     html = render(env, "{{ bastion_fields(next=target) }}", target="/a?x=1&y='z'")
-    assert html == '<input type="hidden" name="_next" value="/a?x=1&amp;y=&#39;z&#39;">'
+    assert re.fullmatch(
+        CSRF_INPUT
+        + re.escape('<input type="hidden" name="_next" value="/a?x=1&amp;y=&#39;z&#39;">'),
+        html,
+    )
 
 
 # --- bastion_script -----------------------------------------------------------------------

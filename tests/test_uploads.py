@@ -457,11 +457,12 @@ def test_more_text_parts_than_max_fields_is_413() -> None:
         calls.append(data)
         return Done()
 
-    three = multipart(part("name", b"a"), part("_next", b"/"), part("_csrf", b"t"))
-    four = multipart(
-        part("name", b"a"), part("_next", b"/"), part("_csrf", b"t"), part("_bound", b"b")
-    )
     with ActionClient(mounted(app_bastion), app_bastion) as client:
+        token = client.token().encode()
+        three = multipart(part("name", b"a"), part("_next", b"/"), part("_csrf", token))
+        four = multipart(
+            part("name", b"a"), part("_next", b"/"), part("_csrf", token), part("_bound", b"b")
+        )
         accepted = client.post(client.url(profile), content=three, headers=MULTIPART)
         refused = client.post(client.url(profile), content=four, headers=MULTIPART)
     assert_json_reply(accepted, 200, DONE)
@@ -779,8 +780,9 @@ def test_multipart_reserved_fields_are_not_passed_to_the_model(
         calls.append(data)
         return Done()
 
+    token = client.token().encode()
     body = multipart(
-        part("name", b"Ada"), part("_next", b"/done"), part("_csrf", b"t"), part("_bound", b"s")
+        part("name", b"Ada"), part("_next", b"/done"), part("_csrf", token), part("_bound", b"s")
     )
     response = client.post(client.url(profile), content=body, headers=MULTIPART)
     assert_json_reply(response, 200, DONE)
@@ -1183,8 +1185,16 @@ def test_filename_with_path_segments_is_passed_through_as_data_only(
     )
     assert_json_reply(response, 200, DONE)
     assert names == [filename]
-    assert list(tmp_path.iterdir()) == []
-    for directory in (root, tmp_path, *tmp_path.parents):
+    # Nothing in the working directory but the session store's own (BASTION_DATA_DIR,
+    # set by conftest), which holds the store's database and nothing else.
+    store_dir = tmp_path / "data"
+    assert [path for path in tmp_path.iterdir() if path != store_dir] == []
+    assert {path.name for path in store_dir.glob("*")} <= {
+        "bastion.sqlite3",
+        "bastion.sqlite3-wal",
+        "bastion.sqlite3-shm",
+    }
+    for directory in (root, store_dir, tmp_path, *tmp_path.parents):
         assert not (directory / stem).exists()
 
 

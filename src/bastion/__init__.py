@@ -4,7 +4,7 @@ Everything public is named here; the modules behind it are the pipeline's stages
 """
 
 from .app import Bastion
-from .config import Config, Limits
+from .config import Config, Limits, SessionConfig
 from .context import Context
 from .errors import (
     ActionError,
@@ -22,8 +22,11 @@ from .errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from .flash import Flash
 from .keys import Secret, generate_secret_key
 from .policy import Policy, public
+from .sessions import Session
+from .stores import MemoryStore, SQLiteStore, Store
 from .uploads import Upload
 
 __all__ = [
@@ -34,15 +37,21 @@ __all__ = [
     "Config",
     "ConfigurationError",
     "Context",
+    "Flash",
     "Forbidden",
     "Limits",
+    "MemoryStore",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "Policy",
     "RateLimited",
+    "SQLiteStore",
     "Secret",
     "ServiceUnavailable",
+    "Session",
+    "SessionConfig",
+    "Store",
     "Timeout",
     "Unauthorized",
     "UnsupportedMediaType",

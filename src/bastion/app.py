@@ -85,7 +85,9 @@ class Bastion:
         )
         self.keys: Final = KeyRing(secret, fallbacks)
         self.registry: Final = Registry()
-        self.store: Final[Store] = store or SQLiteStore(os.environ.get("BASTION_DATA_DIR", "data"))
+        self.store: Final[Store] = (
+            store if store is not None else SQLiteStore(os.environ.get("BASTION_DATA_DIR", "data"))
+        )
         self._checked_servers: set[tuple[Any, ...]] = set()
         self.session_manager: Final = SessionManager(self)
         self._entry = SessionMiddleware(self._dispatch, self)
@@ -157,8 +159,9 @@ class Bastion:
         return self.config.prefix + _SCRIPT
 
     def templates(self, target: Any) -> None:
-        """Add ``action_url``, ``bastion_fields`` and ``bastion_script`` to Jinja templates
-        (a Starlette ``Jinja2Templates`` or a ``jinja2.Environment``)."""
+        """Add bastion's helpers to Jinja templates (a Starlette ``Jinja2Templates`` or a
+        ``jinja2.Environment``): ``action_form``, ``action_url``, ``bastion_fields``,
+        ``csrf_input``, ``flash`` and ``bastion_script``."""
         templating.install(self, target)
 
     # --- mounting ----------------------------------------------------------------------

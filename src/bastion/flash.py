@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pydantic import BaseModel, SecretBytes, SecretStr
@@ -24,33 +25,60 @@ from .registry import ActionSpec, leaves
 __all__ = ["Flash", "failure", "success"]
 
 _SECRET_NAME: Final = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api.?key|private.?key|credit.?card|card.?number"
-    r"|cvc|cvv|pin|otp|ssn",
+    # Long words anywhere in the name; short ones only as a whole segment, so that
+    # "shipping" or "passenger" are not taken for a PIN or a pass.
+    r"pass(word|wd|phrase)|secret|token|api.?key|private.?key|credit.?card|card.?number"
+    r"|(^|[^a-z])(pass|pwd|pw|pin|otp|ssn|cvc|cvv)($|[^a-z])",
     re.IGNORECASE,
 )
 
-Flash = dict[str, Any]
-"""``{"action", "ok", "message", "data", "code", "fields", "digest", "values"}``."""
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Flash:
+    """The outcome of the last plain form post, as templates see it (``flash('greet')``)."""
+
+    action: str | None
+    """The action's name."""
+    ok: bool
+    """Whether it succeeded."""
+    data: Any = None
+    """What it returned (through its return type), on success."""
+    code: str | None = None
+    """The error code, on failure."""
+    message: str | None = None
+    """The public error message, on failure."""
+    fields: dict[str, str] = field(default_factory=dict)
+    """A message per invalid field."""
+    values: dict[str, str | list[str]] = field(default_factory=dict)
+    """What was typed, secrets left out: to fill the form again."""
+    digest: str | None = None
+    """The reference of an internal error, as in the server log."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """What the session stores (plain JSON)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> Flash:
+        return cls(**{k: v for k, v in stored.items() if k in cls.__dataclass_fields__})
 
 
 def success(spec: ActionSpec, payload: bytes) -> Flash:
-    return {"action": spec.name, "ok": True, "data": json.loads(payload)}
+    return Flash(action=spec.name, ok=True, data=json.loads(payload))
 
 
 def failure(
     spec: ActionSpec | None, exc: ActionError, body: Body | None, digest: str | None
 ) -> Flash:
-    flash: Flash = {
-        "action": spec.name if spec else None,
-        "ok": False,
-        "code": exc.code,
-        "message": exc.message,
-        "fields": exc.fields if isinstance(exc, ValidationFailed) else {},
-        "values": _typed_values(spec, body) if spec else {},
-    }
-    if digest is not None:
-        flash["digest"] = digest
-    return flash
+    return Flash(
+        action=spec.name if spec else None,
+        ok=False,
+        code=exc.code,
+        message=exc.message,
+        fields=exc.fields if isinstance(exc, ValidationFailed) else {},
+        values=_typed_values(spec, body) if spec else {},
+        digest=digest,
+    )
 
 
 def _typed_values(spec: ActionSpec, body: Body | None) -> dict[str, str | list[str]]:

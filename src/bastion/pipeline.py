@@ -90,7 +90,7 @@ async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: st
         if body is not None:
             body.close()
     if responses.wants_redirect(headers, form_post):
-        session.set_flash(flash.success(spec, payload))
+        session.set_flash(flash.success(spec, payload).to_dict())
         # To `_next`, or else back to the page the form was posted from.
         return responses.redirect(
             responses.safe_next(body.reserved.get("_next"))
@@ -118,6 +118,6 @@ def _refuse(
 ) -> Response:
     if responses.wants_redirect(headers, form_post):
         # A plain form goes back to the page it came from, which shows the flash.
-        session.set_flash(flash.failure(spec, exc, body, digest))
+        session.set_flash(flash.failure(spec, exc, body, digest).to_dict())
         return responses.redirect(responses.referer_path(headers) or "/")
     return responses.error(exc, digest=digest, debug=debug)

@@ -245,7 +245,9 @@ class SessionManager:
             # Stored under a key now in the fallbacks: move it under the current one.
             session._dead.append(sid)
             session.modified = True
-        if now - record["seen"] > _TOUCH_EVERY:
+        # Activity is recorded at most every minute, and more often for a short idle
+        # timeout: a session used more often than its idle timeout must never expire.
+        if now - record["seen"] > min(_TOUCH_EVERY, timeouts.idle_timeout / 10):
             record["seen"] = now
             session.modified = True
         return session

@@ -26,6 +26,7 @@ from jinja2.runtime import Context
 from markupsafe import Markup, escape
 
 from . import csrf
+from .flash import Flash
 from .responses import safe_next
 from .sessions import FLASH_KEY, get_session
 
@@ -88,13 +89,13 @@ def install(bastion: Bastion, target: Any) -> None:
         )
 
     @pass_context
-    def flash(context: Context, action: str | None = None) -> dict[str, Any] | None:
+    def flash(context: Context, action: str | None = None) -> Flash | None:
         """What the last plain form post left for this page (once), for ``action`` or any."""
         request = context.get("request")
-        outcome: dict[str, Any] | None = request.scope.get(FLASH_KEY) if request else None
-        if outcome is None or (action is not None and outcome.get("action") != action):
+        stored: dict[str, Any] | None = request.scope.get(FLASH_KEY) if request else None
+        if stored is None or (action is not None and stored.get("action") != action):
             return None
-        return outcome
+        return Flash.from_dict(stored)
 
     def bastion_script() -> Markup:
         return Markup('<script src="{}" defer></script>').format(escape(bastion.script_url))

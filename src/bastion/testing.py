@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, Final
+from urllib.parse import parse_qsl
 
 import httpx2 as httpx
 from starlette.testclient import TestClient
@@ -91,9 +92,13 @@ class ActionClient(TestClient):
         session = await manager.load(self.session_id)
         if session.id is None:
             session.ensure()
-            await manager.save(session, self._cookie_name(), secure=False)
-            if session.id is not None:
-                self.cookies.set(self._cookie_name(), session.id, domain=self.base_url.host)
+            set_cookie = await manager.save(session, self._cookie_name(), self._secure())
+            # Into the jar as a browser takes it from a reply (same domain, same flags), so
+            # the server's later Set-Cookie replaces it instead of sitting beside it.
+            reply = httpx.Response(
+                200, headers=set_cookie, request=httpx.Request("GET", self.base_url)
+            )
+            self.cookies.extract_cookies(reply)
         return csrf.issue(session, self.bastion.keys)
 
     def session(self) -> dict[str, Any]:
@@ -102,9 +107,14 @@ class ActionClient(TestClient):
             session = portal.call(self.bastion.session_manager.load, self.session_id)
         return dict(session)
 
+    def _secure(self) -> bool:
+        """As ``Bastion.is_https`` decides: the configuration first, else the scheme."""
+        if self.bastion.config.https is not None:
+            return self.bastion.config.https
+        return self.base_url.scheme == "https"
+
     def _cookie_name(self) -> str:
-        secure = self.bastion.config.https or self.base_url.scheme == "https"
-        return cookie_name(self.bastion.config.sessions.cookie_name, bool(secure))
+        return cookie_name(self.bastion.config.sessions.cookie_name, self._secure())
 
     # --- calls -------------------------------------------------------------------------
 
@@ -176,7 +186,7 @@ class ActionClient(TestClient):
         ):
             if self.origin is not None and "origin" not in request.headers:
                 request.headers["Origin"] = self.origin
-            if "x-csrf-token" not in request.headers and b"_csrf" not in _peek(request):
+            if "x-csrf-token" not in request.headers and not _has_form_token(request):
                 request.headers["X-CSRF-Token"] = self.token()
                 # The token may have just created the session: send its cookie too.
                 request.headers.pop("cookie", None)
@@ -184,9 +194,17 @@ class ActionClient(TestClient):
         return super().send(request, **kwargs)
 
 
-def _peek(request: httpx.Request) -> bytes:
-    """The request body if it is already in memory (a streamed body is left alone)."""
+def _has_form_token(request: httpx.Request) -> bool:
+    """Whether a form body in memory already has a ``_csrf`` field. Only forms count: a
+    JSON body that merely mentions ``_csrf`` still gets the header token. A streamed
+    body (httpx streams multipart) is not read; ``submit()`` handles those itself."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return False
     try:
-        return request.content
+        body = request.content
     except httpx.RequestNotRead:
-        return b""
+        return False
+    if media_type == "multipart/form-data":
+        return b'name="_csrf"' in body
+    return any(name == "_csrf" for name, _ in parse_qsl(body.decode("latin-1"), True))

@@ -16,7 +16,12 @@
     if (reply.ok) {
       form.dispatchEvent(new CustomEvent("bastion:ok", { detail: reply.data, bubbles: true }));
       if (result) {
-        result.textContent = typeof reply.data === "string" ? reply.data : JSON.stringify(reply.data);
+        var data = reply.data;
+        // A reply with a message shows it; anything else shows as JSON text.
+        result.textContent =
+          typeof data === "string" ? data
+          : data && typeof data.message === "string" ? data.message
+          : JSON.stringify(data);
       }
       return;
     }

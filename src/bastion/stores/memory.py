@@ -41,5 +41,9 @@ class MemoryStore:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __bool__(self) -> bool:
+        # A store is a store even when empty: ``store or default`` must not replace it.
+        return True
+
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._items)})"

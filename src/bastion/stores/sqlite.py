@@ -38,6 +38,10 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # The file holds sessions: readable by this user only, even in a directory
+            # that already existed with wider permissions (SQLite gives its -wal and -shm
+            # files the database file's mode). An existing file keeps its mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
