@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: demo quickstart test lint typecheck pytest browser clean
+.PHONY: demo quickstart test lint typecheck audit pytest browser clean
 
 # Re-install only when the project's metadata changes.
 $(VENV)/.installed: pyproject.toml
@@ -49,7 +49,13 @@ browser:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y --no-install-recommends chromium; }
 
-test: lint typecheck browser pytest
+# Every action of the quickstart passes `bastion audit` (rate limits, bounded fields, …).
+audit: $(VENV)/.installed
+	cd examples && QUICKSTART_PASSWORD=audit BASTION_ALLOWED_ORIGINS=http://127.0.0.1 \
+		BASTION_SECRET_KEY="$$(../$(BIN)/bastion keygen)" BASTION_DATA_DIR="$$(mktemp -d)" \
+		../$(BIN)/bastion audit quickstart:bastion > /dev/null && echo "bastion audit: quickstart clean"
+
+test: lint typecheck audit browser pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,28 +1,82 @@
-"""The bastion quickstart: four actions and a page with a form for each.
+"""The bastion quickstart: a page with a form for each action, and three demo accounts.
 
 Run it with `make quickstart` (or `make demo`), then open http://127.0.0.1:8000/.
 Configuration comes from the environment, as in production: BASTION_SECRET_KEY,
-BASTION_ALLOWED_ORIGINS (the page's origin) and BASTION_DATA_DIR (sessions).
+BASTION_ALLOWED_ORIGINS (the page's origin), BASTION_DATA_DIR (sessions), and
+QUICKSTART_PASSWORD for the demo accounts (generated and logged when unset).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from bastion import Bastion, public
+from bastion import (
+    ActionError,
+    Bastion,
+    Context,
+    authenticated,
+    hash_password,
+    needs_rehash,
+    public,
+    require,
+)
 
-bastion = Bastion(secret_key=os.environ.get("BASTION_SECRET_KEY"))
+log = logging.getLogger("quickstart")
 
+
+@dataclass
+class Account:
+    """What a real app loads from its database: more than it may show."""
+
+    id: int
+    name: str
+    email: str
+    password_hash: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+    permissions: frozenset[str] = field(default_factory=frozenset)
+
+
+def _demo_accounts() -> dict[str, Account]:
+    password = os.environ.get("QUICKSTART_PASSWORD")
+    if not password:
+        password = secrets.token_urlsafe(12)
+        log.warning("quickstart demo accounts: password %s", password)
+    hashed = hash_password(password)
+    accounts = [
+        Account(1, "Uma", "user@quickstart.example", hashed),
+        Account(2, "Ada", "author@quickstart.example", hashed, frozenset({"author"})),
+        Account(
+            3,
+            "Root",
+            "admin@quickstart.example",
+            hashed,
+            frozenset({"admin"}),
+            frozenset({"stats:read"}),
+        ),
+    ]
+    return {account.email: account for account in accounts}
+
+
+ACCOUNTS = _demo_accounts()
 clicks = 0
+
+
+def load_user(user_id: int) -> Account | None:
+    return next((a for a in ACCOUNTS.values() if a.id == user_id), None)
+
+
+bastion = Bastion(secret_key=os.environ.get("BASTION_SECRET_KEY"), load_user=load_user)
 
 
 class Greeting(BaseModel):
@@ -46,32 +100,6 @@ async def boom() -> None:
     raise RuntimeError("database connection lost: postgresql://app:password=hunter2@db/prod")
 
 
-@dataclass
-class User:
-    """What a real app loads from its database: more than it may show."""
-
-    name: str
-    role: str
-    email: str
-    password_hash: str
-
-
-class Profile(BaseModel):
-    name: str
-    role: str
-
-
-@bastion.action(policy=public)
-def whoami() -> Profile:
-    """Returns a User row; only the fields Profile declares leave the server."""
-    return User(  # type: ignore[return-value]  # read through Profile's fields
-        name="Ada",
-        role="author",
-        email="ada@board.example",
-        password_hash="$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2g",
-    )
-
-
 class Clicks(BaseModel):
     total: int
 
@@ -84,12 +112,72 @@ async def count() -> Clicks:
     return Clicks(total=clicks)
 
 
+class Credentials(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=254)
+    password: SecretStr = Field(min_length=1, max_length=1024)
+
+
+class Profile(BaseModel):
+    name: str
+    roles: list[str]
+
+
+@bastion.action(policy=public, rate="20/minute")
+async def login(ctx: Context, data: Credentials) -> Profile:
+    """Throttled per account and address; the same answer for an unknown account."""
+    account = ACCOUNTS.get(data.email.strip().lower())
+    password = data.password.get_secret_value()
+    stored = account.password_hash if account else None
+    if not await ctx.check_password(data.email, password, stored) or account is None:
+        raise ActionError("Wrong email or password.", code="login_failed", status=401)
+    if needs_rehash(account.password_hash):
+        account.password_hash = hash_password(password)
+    await ctx.login(account)  # a new session ID: one planted before log-in is dead
+    return Profile(name=account.name, roles=sorted(account.roles))
+
+
+@bastion.action(policy=authenticated)
+def logout(ctx: Context) -> None:
+    ctx.logout()
+
+
+@bastion.action(policy=authenticated)
+def whoami(ctx: Context) -> Profile:
+    """Returns the account row, with its email and password hash; only the fields
+    Profile declares leave the server."""
+    return ctx.user  # type: ignore[return-value]  # read through Profile's fields
+
+
+class Draft(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=100)
+
+
+@bastion.action(policy=require(roles={"author", "admin"}))
+async def publish(ctx: Context, data: Draft) -> Reply:
+    """Authors and admins only: 401 for visitors, 403 for other users."""
+    return Reply(message=f"Published “{data.title}”.")
+
+
+class Stats(BaseModel):
+    clicks: int
+    accounts: int
+
+
+@bastion.action(policy=require("stats:read"))
+async def stats() -> Stats:
+    """A permission, not a role: only the admin account holds it."""
+    return Stats(clicks=clicks, accounts=len(ACCOUNTS))
+
+
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 bastion.templates(templates)
 
 
 async def home(request: Request) -> Response:
-    return templates.TemplateResponse(request, "quickstart.html", {"clicks": clicks})
+    user = await bastion.user(request)
+    return templates.TemplateResponse(request, "quickstart.html", {"clicks": clicks, "user": user})
 
 
 app = Starlette(routes=[Route("/", home)])

@@ -4,6 +4,7 @@ Everything public is named here; the modules behind it are the pipeline's stages
 """
 
 from .app import Bastion
+from .auth import LoginThrottle, Principal, User
 from .config import Config, Limits, SessionConfig
 from .context import Context
 from .errors import (
@@ -24,7 +25,8 @@ from .errors import (
 )
 from .flash import Flash
 from .keys import Secret, generate_secret_key
-from .policy import Policy, public
+from .passwords import hash_password, needs_rehash, verify_password
+from .policy import Policy, authenticated, predicate, public, require
 from .sessions import Session
 from .stores import MemoryStore, SQLiteStore, Store
 from .uploads import Upload
@@ -40,11 +42,13 @@ __all__ = [
     "Flash",
     "Forbidden",
     "Limits",
+    "LoginThrottle",
     "MemoryStore",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "Policy",
+    "Principal",
     "RateLimited",
     "SQLiteStore",
     "Secret",
@@ -56,7 +60,14 @@ __all__ = [
     "Unauthorized",
     "UnsupportedMediaType",
     "Upload",
+    "User",
     "ValidationFailed",
+    "authenticated",
     "generate_secret_key",
+    "hash_password",
+    "needs_rehash",
+    "predicate",
     "public",
+    "require",
+    "verify_password",
 ]

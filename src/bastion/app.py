@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import os
 from collections.abc import Callable, Collection, Sequence
+from contextvars import ContextVar
 from importlib import resources
 from typing import Any, Final, TypeVar
 
@@ -16,14 +17,16 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from . import pipeline, templating
+from .auth import LoginThrottle, PasswordCheck, Principal, UserLoader, load_user
 from .config import Config, Limits, SessionConfig, check_timeout
 from .errors import ConfigurationError, NotFound
 from .keys import KeyRing, Secret, resolve_secret
 from .origin import parse_origin
-from .policy import Policy
-from .registry import Registry, build_spec
+from .policy import public
+from .ratelimit import Counter, parse_rate
+from .registry import Check, PolicyLike, Registry, build_spec
 from .responses import error
-from .sessions import SessionManager, SessionMiddleware
+from .sessions import SessionManager, SessionMiddleware, get_session
 from .stores import SQLiteStore, Store
 
 __all__ = ["Bastion"]
@@ -33,6 +36,19 @@ logger = logging.getLogger("bastion")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _SCRIPT: Final = "/bastion.js"
+
+
+class _Default:
+    """The app's default, where ``None`` has a meaning of its own."""
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Final = _Default()
+
+AUDITING: ContextVar[list[tuple[str, str]] | None] = ContextVar("bastion_auditing", default=None)
+"""Set by ``bastion audit``: registration refusals are collected here instead of raised."""
 
 
 class Bastion:
@@ -65,10 +81,20 @@ class Bastion:
         https: bool | None = None,
         sessions: SessionConfig | None = None,
         store: Store | None = None,
+        load_user: UserLoader | None = None,
+        login_throttle: LoginThrottle | None = None,
+        default_rate: str = "60/minute",
+        rate_limit_storage: str = "memory://",
+        trusted_proxies: Sequence[str] = (),
     ) -> None:
         """Every argument is described on ``Config``. Besides: ``secret_key`` defaults to
         ``BASTION_SECRET_KEY``, ``allowed_origins`` to ``BASTION_ALLOWED_ORIGINS`` (comma
         separated), and ``store`` to a ``SQLiteStore`` in ``BASTION_DATA_DIR`` (``./data``).
+
+        ``load_user(user_id)`` finds a signed-in user (sync or async). ``default_rate`` is
+        the limit of every public action that names none. ``rate_limit_storage`` is a
+        ``limits`` storage URI (``memory://``, ``redis://…``). ``trusted_proxies`` are the
+        networks (CIDR) whose ``X-Forwarded-For`` is believed.
         """
         secret, fallbacks = resolve_secret(secret_key, secret_key_fallbacks, debug=debug)
         self.config: Final = Config(
@@ -90,6 +116,11 @@ class Bastion:
         )
         self._checked_servers: set[tuple[Any, ...]] = set()
         self.session_manager: Final = SessionManager(self)
+        self.load_user: Final = load_user
+        self.default_rate: Final = parse_rate(default_rate, "default_rate")
+        self.counter: Final = Counter(rate_limit_storage)
+        self.password_check: Final = PasswordCheck(login_throttle or LoginThrottle(), self.counter)
+        self.trusted_proxies: Final = _resolve_networks(trusted_proxies)
         self._entry = SessionMiddleware(self._dispatch, self)
 
     @property
@@ -101,8 +132,10 @@ class Bastion:
     def action(
         self,
         *,
-        policy: Policy | None = None,
+        policy: PolicyLike | None = None,
         name: str | None = None,
+        rate: str | _Default | None = DEFAULT,
+        check: Check | None = None,
         timeout: float | None = None,
         max_body_bytes: int | None = None,
         max_files: int | None = None,
@@ -113,6 +146,10 @@ class Bastion:
         ``policy`` is required: who may call it (``public`` for anyone). The input
         model is the annotation of the parameter typed with a pydantic model, the
         output is the return annotation; both are checked here, at import time.
+        ``rate`` limits calls per caller (``"20/minute"``; public actions get
+        ``default_rate`` unless they name one; ``None`` for no limit). ``check(ctx,
+        data)`` runs after validation, for decisions about the object the call is
+        about ("owns this post"); anything but ``True`` answers 403.
         """
         overrides = {
             key: value
@@ -127,16 +164,23 @@ class Bastion:
         if name is not None and (not isinstance(name, str) or not name):
             raise ConfigurationError(f"an action's name must be a non-empty string, not {name!r}")
 
-        def register(fn: F) -> F:
-            label: str = name or getattr(fn, "__name__", None) or repr(fn)
+        def build(fn: F, label: str) -> None:
             try:
                 limits = dataclasses.replace(self.config.limits, **overrides)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"action {label!r}: {exc}") from exc
+            if rate is DEFAULT:
+                limit = self.default_rate if policy is public else None
+            else:
+                assert not isinstance(rate, _Default)  # noqa: S101 - narrowed by the branch
+                limit = parse_rate(rate, f"action {label!r}: rate")
             spec = build_spec(
                 fn,
                 name=label,
                 policy=policy,
+                rate=limit,
+                check=check,
+                file_cap_declared=max_file_bytes is not None,
                 limits=limits,
                 timeout=check_timeout(
                     self.config.timeout if timeout is None else timeout,
@@ -145,6 +189,17 @@ class Bastion:
                 keys=self.keys.all("action-id"),
             )
             self.registry.add(spec)
+
+        def register(fn: F) -> F:
+            label: str = name or getattr(fn, "__name__", None) or repr(fn)
+            try:
+                build(fn, label)
+            except ConfigurationError as exc:
+                refused = AUDITING.get()
+                if refused is None:
+                    raise
+                # `bastion audit` reports every refusal in one run instead of the first.
+                refused.append((label, str(exc)))
             return fn
 
         return register
@@ -173,6 +228,25 @@ class Bastion:
         app.add_middleware(SessionMiddleware, bastion=self)
 
     # --- per request -------------------------------------------------------------------
+
+    async def user(self, request: Any) -> Principal | None:
+        """The signed-in user of a page request (a Starlette ``Request``), or ``None``."""
+        return await load_user(self.load_user, get_session(request.scope))
+
+    def client_address(self, scope: Scope) -> str | None:
+        """The socket peer; behind ``trusted_proxies``, the right-most address in
+        ``X-Forwarded-For`` that is not one of them (the left part is the client's to say)."""
+        client = scope.get("client")
+        peer: str | None = client[0] if client else None
+        if not self.trusted_proxies or not _in_networks(peer, self.trusted_proxies):
+            return peer
+        forwarded = ",".join(
+            value.decode("latin-1") for key, value in scope["headers"] if key == b"x-forwarded-for"
+        )
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            if not _in_networks(hop, self.trusted_proxies):
+                return hop if _is_ip(hop) else None
+        return peer
 
     def is_https(self, scope: Scope) -> bool:
         """Configuration first; else the connection's own scheme (never a header)."""
@@ -273,6 +347,34 @@ def _resolve_hosts(values: Sequence[str] | None) -> tuple[str, ...] | None:
     if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
         raise ConfigurationError("trusted_hosts must be a list of host names")
     return tuple(v.lower() for v in values)
+
+
+def _resolve_networks(
+    values: Sequence[str],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    if isinstance(values, str):
+        raise ConfigurationError("trusted_proxies must be a list of networks, not one string")
+    try:
+        return tuple(ipaddress.ip_network(v, strict=False) for v in values)
+    except ValueError as exc:
+        raise ConfigurationError(f"trusted_proxies: {exc}") from None
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _in_networks(
+    address: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    if address is None or not _is_ip(address):
+        return False
+    ip = ipaddress.ip_address(address)
+    return any(ip in network for network in networks)
 
 
 def _is_loopback(host: object) -> bool:

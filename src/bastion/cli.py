@@ -1,11 +1,17 @@
-"""``bastion`` on the command line."""
+"""``bastion`` on the command line: ``keygen`` and ``audit``."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
+import os
 import sys
 from collections.abc import Sequence
 
+from .app import AUDITING, Bastion
+from .audit import ActionReport, inventory
+from .errors import ConfigurationError
 from .keys import generate_secret_key
 
 __all__ = ["main"]
@@ -17,10 +23,67 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("keygen", help="print a new random secret key (for BASTION_SECRET_KEY)")
+    audit = commands.add_parser(
+        "audit", help="list every action of an app and exit 1 on any violation"
+    )
+    audit.add_argument("target", help="MODULE:ATTR naming the app's Bastion, e.g. app:bastion")
+    audit.add_argument("--json", action="store_true", help="print JSON for machines")
     args = parser.parse_args(argv)
     if args.command == "keygen":
         sys.stdout.write(generate_secret_key() + "\n")
-    return 0
+        return 0
+    return _audit(args.target, as_json=args.json)
+
+
+def _audit(target: str, *, as_json: bool) -> int:
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        sys.stderr.write(f"bastion audit: {target!r} is not MODULE:ATTR\n")
+        return 2
+    sys.path.insert(0, os.getcwd())
+    refused: list[tuple[str, str]] = []
+    token = AUDITING.set(refused)
+    try:
+        module = importlib.import_module(module_name)
+    except ConfigurationError as exc:
+        sys.stderr.write(f"bastion audit: {module_name} refuses to start: {exc}\n")
+        return 1
+    finally:
+        AUDITING.reset(token)
+    bastion = getattr(module, attribute, None)
+    if not isinstance(bastion, Bastion):
+        sys.stderr.write(f"bastion audit: {target} is not a Bastion\n")
+        return 2
+    reports = inventory(bastion, refused)
+    if as_json:
+        sys.stdout.write(json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
+    else:
+        sys.stdout.write(_text(reports))
+    return 1 if any(r.violations for r in reports) else 0
+
+
+def _text(reports: list[ActionReport]) -> str:
+    lines: list[str] = []
+    for r in reports:
+        lines.append(f"{r.name}  [{r.id or 'not registered'}]")
+        if r.id is not None:
+            lines.append(f"  policy     {r.policy}")
+            lines.append(f"  rate       {r.rate or 'none'}")
+            lines.append(f"  accepts    {', '.join(r.content_types)}")
+            lines.append(f"  limits     body {r.max_body_bytes} B, timeout {r.timeout:g} s")
+            if r.max_file_bytes is not None:
+                lines.append(f"             files {r.max_file_bytes} B each")
+            lines.append(f"  bound      {', '.join(r.bound_arguments) or 'none'}")
+            for f in r.fields:
+                shown = {k: v for k, v in f.bounds.items() if k != "unbounded"}
+                bounds = ", ".join(f"{k}={v}" for k, v in shown.items()) or "no bounds"
+                lines.append(f"  field      {f.path}: {f.type} ({bounds})")
+        for violation in r.violations:
+            lines.append(f"  VIOLATION  {violation}")
+        lines.append("")
+    count = sum(len(r.violations) for r in reports)
+    lines.append(f"{len(reports)} actions, {count} violations")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

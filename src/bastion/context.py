@@ -1,38 +1,48 @@
-"""What a handler knows about the call it serves."""
+"""What a handler (and a policy) knows about the call it serves."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
+from .auth import load_user
+from .errors import Forbidden
+
 if TYPE_CHECKING:
+    from .app import Bastion
+    from .auth import Principal
     from .sessions import Session
 
 __all__ = ["Context"]
+
+_UNLOADED: Final[Any] = object()
 
 
 class Context:
     """Handed to every handler (and policy) as its ``Context``-annotated parameter.
 
-    It carries request metadata only: the body has already been read, capped and
-    validated into the action's input model, which the handler receives separately.
+    It carries request metadata, the session and the signed-in user: the body has
+    already been read, capped and validated into the action's input model, which the
+    handler receives separately.
     """
 
-    __slots__ = ("_scope", "action", "client", "headers", "session", "state")
+    __slots__ = ("_bastion", "_scope", "_user", "action", "client", "headers", "session", "state")
 
-    def __init__(self, *, action: str, scope: Scope, session: Session) -> None:
+    def __init__(self, *, action: str, scope: Scope, session: Session, bastion: Bastion) -> None:
         self._scope = scope
+        self._bastion = bastion
+        self._user: Any = _UNLOADED
         self.action = action
         """The action's registered name."""
         self.headers = Headers(scope=scope)
         """The request headers, read-only. No header changes which checks run."""
-        client = scope.get("client")
-        self.client: str | None = client[0] if client else None
-        """The peer address of the connection."""
+        self.client: str | None = bastion.client_address(scope)
+        """The caller's address: the socket peer, or the right-most untrusted
+        ``X-Forwarded-For`` entry when ``trusted_proxies`` are configured."""
         self.session = session
-        """The caller's server-side session (a mapping; ``rotate()`` at login)."""
+        """The caller's server-side session (a mapping)."""
         self.state: dict[str, Any] = {}
         """Free space for one call: what a policy computes, a handler may reuse."""
 
@@ -40,6 +50,51 @@ class Context:
     def scope(self) -> Scope:
         """The raw ASGI scope, for integrations that need it."""
         return self._scope
+
+    # --- the user ----------------------------------------------------------------------
+
+    @property
+    def user(self) -> Principal | None:
+        """The signed-in user, or ``None``. Loaded before the policy runs when the policy
+        needs it; in an action whose policy does not (``public``), use
+        ``await ctx.current_user()``."""
+        if self._user is _UNLOADED:
+            if self.session.user_id is None:
+                return None
+            raise RuntimeError(
+                "ctx.user is not loaded for this action's policy: use await ctx.current_user()"
+            )
+        user: Principal | None = self._user
+        return user
+
+    async def current_user(self) -> Principal | None:
+        """The signed-in user, loaded once per call (``load_user``), or ``None``."""
+        if self._user is _UNLOADED:
+            self._user = await load_user(self._bastion.load_user, self.session)
+        user: Principal | None = self._user
+        return user
+
+    async def login(self, user: Principal) -> None:
+        """Sign ``user`` in: a new session ID and CSRF secret (the old ID dies)."""
+        self.session.login(user.id)
+        self._user = user
+
+    def logout(self) -> None:
+        """Sign out: the session ends."""
+        self.session.logout()
+        self._user = None
+
+    async def check_password(self, account: str, password: str, stored_hash: str | None) -> bool:
+        """Whether ``password`` is right for ``account`` (``stored_hash`` is ``None`` when
+        there is no such account). Failures are throttled per account and address (429);
+        an unknown account costs the same time as a wrong password."""
+        return await self._bastion.password_check(account, password, stored_hash, self.client)
+
+    def authorize(self, allowed: object, message: str | None = None) -> None:
+        """Refuse the call (403) unless ``allowed`` is exactly ``True``: an object-level
+        check inside a handler, e.g. ``ctx.authorize(post.author_id == ctx.user.id)``."""
+        if allowed is not True:
+            raise Forbidden(message)
 
     def __repr__(self) -> str:
         return f"Context(action={self.action!r}, client={self.client!r})"

@@ -9,8 +9,11 @@ model, a handler or a database before every earlier stage has passed.
     3  session             sessions.get_session (loaded by the middleware)
     4  CSRF token          csrf.verify (a plain form's token is in  403
                            its flat fields: decoding.read first)    400 413
-    6  policy              policy.authorize                         403
-    7  validation          decoding.validate                        422
+    5  rate limit          ratelimit.Counter.hit                    429
+    6  policy              policy.authorize (loads the user if      401 403
+                           the policy needs one)
+    7  validation          decoding.validate, then the action's     422 403
+                           own check on the validated input
     9  execute             execute.run                              504
     10 output              output.serialize                         500
     11 respond             responses.*, flash.*                     200 303
@@ -62,11 +65,18 @@ async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: st
             body = await decoding.read(spec, kind, headers, receive)
         form_token = body.reserved.get("_csrf") if body is not None else None
         csrf.verify(session, headers, form_token, bastion.keys, spec.name)
-        ctx = Context(action=spec.name, scope=scope, session=session)
+        ctx = Context(action=spec.name, scope=scope, session=session, bastion=bastion)
+        if spec.rate is not None:
+            caller = f"user:{session.user_id}" if session.user_id is not None else ctx.client
+            await bastion.counter.hit(spec.rate, "action", spec.name, str(caller))
+        if spec.policy.needs_user:
+            await ctx.current_user()
         await policy.authorize(spec.policy, ctx)
         if body is None:
             body = await decoding.read(spec, kind, headers, receive)
         data = decoding.validate(spec, body)
+        if spec.check is not None:
+            await policy.check_object(spec.check, ctx, data)
         result = await execute.run(spec, ctx, data)
         payload = output.serialize(spec, result)
     except origin.CrossOrigin as exc:

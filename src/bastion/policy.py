@@ -1,49 +1,220 @@
 """Who may call an action: pipeline stage 6.
 
-A policy is a plain callable of the ``Context`` that answers allow (``True``) or deny
-(``False``), sync or async. Every action must name one: an action without a policy
-does not register (deny by default, decided at import time, not at request time).
+A policy answers allow (``True``) or deny for the call's ``Context``. Every action must
+name one: an action without a policy does not register (deny by default, decided at
+import time, not at request time). The vocabulary::
+
+    public                              anyone, anonymous visitors included
+    authenticated                       any signed-in user
+    require("post:create")              a user with every listed permission
+    require(roles={"author", "admin"})  a user with at least one of the roles
+    predicate(fn)                       fn(ctx) -> bool, sync or async
+    a & b,  a | b                       both, either (evaluated left to right)
+
+A denial answers 401 when nobody is signed in and the policy is about signed-in users
+(``authenticated``, ``require``: "sign in first"), else 403. Checks on the object a call
+is about ("owns this post") come after validation: ``@bastion.action(check=...)``, or
+``ctx.authorize(...)`` in the handler.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
-from .context import Context
-from .errors import Forbidden
+from .errors import Forbidden, Unauthorized
 
-__all__ = ["Policy", "authorize", "public"]
+if TYPE_CHECKING:
+    from .context import Context
 
-Policy = Callable[[Context], bool | Awaitable[bool]]
-"""A callable of the context answering whether the call may go on."""
+__all__ = [
+    "Policy",
+    "authenticated",
+    "authorize",
+    "describe",
+    "predicate",
+    "public",
+    "require",
+]
 
 
-class _Public:
-    """Anyone may call, anonymous visitors included. Still behind every other stage."""
+class Policy:
+    """A decision about a call. Subclasses answer in ``allows``."""
 
-    __name__ = "public"
+    needs_user: bool = True
+    """Whether deciding needs the signed-in user (loaded once per call if so)."""
 
-    def __call__(self, ctx: Context) -> bool:
-        return True
+    wants_sign_in: bool = False
+    """Whether an anonymous caller it denies is told to sign in (401) rather than 403."""
+
+    def allows(self, ctx: Context) -> bool | Awaitable[bool]:
+        raise NotImplementedError
+
+    def __call__(self, ctx: Context) -> bool | Awaitable[bool]:
+        """A policy is a callable of the context, like any plain function used as one."""
+        return self.allows(ctx)
+
+    def __and__(self, other: Policy) -> Policy:
+        return _AllOf(self, _as_policy(other))
+
+    def __or__(self, other: Policy) -> Policy:
+        return _AnyOf(self, _as_policy(other))
 
     def __repr__(self) -> str:
+        return self.describe()
+
+    def describe(self) -> str:
+        """A short human description, for logs and ``bastion audit``."""
+        return type(self).__name__
+
+
+class _Public(Policy):
+    needs_user = False
+
+    def allows(self, ctx: Context) -> bool:
+        return True
+
+    def describe(self) -> str:
         return "public"
 
 
+class _Authenticated(Policy):
+    wants_sign_in = True
+
+    def allows(self, ctx: Context) -> bool:
+        return ctx.user is not None
+
+    def describe(self) -> str:
+        return "authenticated"
+
+
+class _Require(Policy):
+    wants_sign_in = True
+
+    def __init__(self, permissions: frozenset[str], roles: frozenset[str]) -> None:
+        self.permissions = permissions
+        self.roles = roles
+
+    def allows(self, ctx: Context) -> bool:
+        user = ctx.user
+        if user is None:
+            return False
+        if not self.permissions <= frozenset(user.permissions):
+            return False
+        return not self.roles or bool(self.roles & frozenset(user.roles))
+
+    def describe(self) -> str:
+        parts = [repr(p) for p in sorted(self.permissions)]
+        if self.roles:
+            parts.append(f"roles={sorted(self.roles)!r}")
+        return f"require({', '.join(parts)})"
+
+
+class _Predicate(Policy):
+    def __init__(self, fn: Callable[[Context], bool | Awaitable[bool]]) -> None:
+        self.fn = fn
+
+    async def allows(self, ctx: Context) -> bool:
+        verdict = self.fn(ctx)
+        if inspect.isawaitable(verdict):
+            verdict = await verdict
+        return verdict is True
+
+    def describe(self) -> str:
+        return f"predicate({getattr(self.fn, '__qualname__', repr(self.fn))})"
+
+
+class _AllOf(Policy):
+    def __init__(self, *parts: Policy) -> None:
+        self.parts = parts
+        self.needs_user = any(p.needs_user for p in parts)
+        self.wants_sign_in = any(p.wants_sign_in for p in parts)
+
+    async def allows(self, ctx: Context) -> bool:
+        for part in self.parts:
+            if not await _verdict(part, ctx):
+                return False
+        return True
+
+    def describe(self) -> str:
+        return " & ".join(f"({p.describe()})" for p in self.parts)
+
+
+class _AnyOf(Policy):
+    def __init__(self, *parts: Policy) -> None:
+        self.parts = parts
+        self.needs_user = any(p.needs_user for p in parts)
+        self.wants_sign_in = any(p.wants_sign_in for p in parts)
+
+    async def allows(self, ctx: Context) -> bool:
+        for part in self.parts:
+            if await _verdict(part, ctx):
+                return True
+        return False
+
+    def describe(self) -> str:
+        return " | ".join(f"({p.describe()})" for p in self.parts)
+
+
 public: Policy = _Public()
-"""The policy of an action anyone may call: sign-up, log-in, a contact form."""
+"""Anyone may call, anonymous visitors included. Still behind every other stage, and
+rate-limited by default."""
+
+authenticated: Policy = _Authenticated()
+"""Any signed-in user."""
+
+
+def require(*permissions: str, roles: Iterable[str] = ()) -> Policy:
+    """A signed-in user holding every permission named, and (if roles are given) at
+    least one of the roles."""
+    perms, wanted = frozenset(permissions), frozenset(roles)
+    if isinstance(roles, str):
+        raise TypeError("roles= takes a collection of role names, not one string")
+    if not perms and not wanted:
+        raise TypeError("require() needs at least one permission or role")
+    return _Require(perms, wanted)
+
+
+def predicate(fn: Callable[[Context], bool | Awaitable[bool]]) -> Policy:
+    """A policy from a plain callable of the context: ``True`` allows, anything else denies."""
+    if not callable(fn):
+        raise TypeError(f"predicate() takes a callable, not {fn!r}")
+    return _Predicate(fn)
+
+
+def _as_policy(value: Any) -> Policy:
+    if not isinstance(value, Policy):
+        raise TypeError(f"policies combine with policies, not {value!r}; wrap it in predicate()")
+    return value
 
 
 def describe(policy: Policy) -> str:
-    """A short human name for a policy, for logs and ``bastion audit``."""
-    return getattr(policy, "__name__", None) or repr(policy)
+    return policy.describe()
 
 
-async def authorize(policy: Policy, ctx: Context) -> None:
-    """Run the policy; anything but a plain ``True`` denies."""
-    verdict = policy(ctx)
+async def _verdict(policy: Policy, ctx: Context) -> bool:
+    verdict = policy.allows(ctx)
+    if inspect.isawaitable(verdict):
+        verdict = await verdict
+    return verdict is True
+
+
+async def check_object(check: Callable[[Context, Any], Any], ctx: Context, data: Any) -> None:
+    """An action's own check on the validated input; anything but ``True`` is 403."""
+    verdict = check(ctx, data)
     if inspect.isawaitable(verdict):
         verdict = await verdict
     if verdict is not True:
         raise Forbidden()
+
+
+async def authorize(policy: Policy, ctx: Context) -> None:
+    """Run the policy; anything but a plain ``True`` denies. A denial is 401 for an
+    anonymous caller of a policy about signed-in users (``authenticated``, ``require``),
+    else 403."""
+    if await _verdict(policy, ctx):
+        return
+    if policy.wants_sign_in and ctx.user is None:
+        raise Unauthorized()
+    raise Forbidden()

@@ -14,10 +14,11 @@ import hashlib
 import hmac
 import inspect
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from limits import RateLimitItem
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, TypeAdapter
 from starlette.datastructures import UploadFile
 
@@ -25,7 +26,7 @@ from .config import Limits
 from .context import Context
 from .decoding import FormShape, form_shape
 from .errors import ConfigurationError
-from .policy import Policy
+from .policy import Policy, predicate
 
 __all__ = ["ActionSpec", "Registry", "build_spec", "leaves"]
 
@@ -56,6 +57,12 @@ class ActionSpec:
     form: FormShape
     ids: tuple[str, ...]
     """The action ID under the current key first, then under each fallback key."""
+    rate: RateLimitItem | None = None
+    """Calls allowed per caller (``None``: unlimited, which ``bastion audit`` flags)."""
+    check: Check | None = None
+    """Runs after validation with the context and the input; ``False`` denies (403)."""
+    file_cap_declared: bool = False
+    """Whether the action named its own ``max_file_bytes`` (``bastion audit`` asks it)."""
 
     @property
     def id(self) -> str:
@@ -77,14 +84,23 @@ def action_ids(name: str, keys: tuple[bytes, ...]) -> tuple[str, ...]:
     )
 
 
+Check = Callable[[Any, Any], bool | Awaitable[bool]]
+"""``check(ctx, data)``: an object-level decision on the validated input."""
+
+PolicyLike = Policy | Callable[[Any], bool | Awaitable[bool]]
+
+
 def build_spec(
     fn: Callable[..., Any],
     *,
     name: str,
-    policy: Policy | None,
+    policy: PolicyLike | None,
     limits: Limits,
     timeout: float,
     keys: tuple[bytes, ...],
+    rate: RateLimitItem | None = None,
+    check: Check | None = None,
+    file_cap_declared: bool = False,
 ) -> ActionSpec:
     where = f"action {name!r}"
     if policy is None:
@@ -93,6 +109,10 @@ def build_spec(
         )
     if not callable(policy):
         raise ConfigurationError(f"{where}: policy must be callable, not {policy!r}")
+    if not isinstance(policy, Policy):
+        policy = predicate(policy)  # a plain callable of the context
+    if check is not None and not callable(check):
+        raise ConfigurationError(f"{where}: check must be callable, not {check!r}")
     if not callable(fn) or not (inspect.isfunction(fn) or inspect.iscoroutinefunction(fn)):
         raise ConfigurationError(f"{where}: an action must be a plain function, not {fn!r}")
     try:
@@ -150,6 +170,9 @@ def build_spec(
         accepts_uploads=_mentions(input_model, UploadFile),
         form=form_shape(input_model),
         ids=action_ids(name, keys),
+        rate=rate,
+        check=check,
+        file_cap_declared=file_cap_declared,
     )
 
 

@@ -99,6 +99,26 @@ class Session(MutableMapping[str, Any]):
         self._data = self._record.setdefault("data", {})
         self.modified = self.cookie_changed = True
 
+    # --- sign-in ---------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> Any:
+        """The ID of the signed-in user, or ``None`` for an anonymous visitor."""
+        return self._record.get("user")
+
+    def login(self, user_id: str | int) -> None:
+        """Sign in: rotate first (a session ID known before log-in dies), then remember
+        the user. The CSRF secret is new, so tokens rendered before are refused."""
+        if isinstance(user_id, bool) or not isinstance(user_id, str | int):
+            raise TypeError(f"a user ID is a str or an int, not {type(user_id).__name__}")
+        self.rotate()
+        self._record["user"] = user_id
+        self.modified = True
+
+    def logout(self) -> None:
+        """Sign out: the whole session ends (its data and its ID)."""
+        self.clear()
+
     # --- flash -----------------------------------------------------------------------
 
     def set_flash(self, flash: dict[str, Any]) -> None:
