@@ -182,3 +182,4 @@ async def home(request: Request) -> Response:
 
 app = Starlette(routes=[Route("/", home)])
 bastion.mount(app)
+bastion.add_security_headers(app)  # CSP with a nonce, no framing, HSTS over https

@@ -5,6 +5,7 @@ Everything public is named here; the modules behind it are the pipeline's stages
 
 from .app import Bastion
 from .auth import LoginThrottle, Principal, User
+from .binding import Bound
 from .config import Config, Limits, SessionConfig
 from .context import Context
 from .errors import (
@@ -36,6 +37,7 @@ __all__ = [
     "BadRequest",
     "Bastion",
     "BastionError",
+    "Bound",
     "Config",
     "ConfigurationError",
     "Context",

@@ -18,16 +18,20 @@ from starlette.types import Receive, Scope, Send
 
 from . import pipeline, templating
 from .auth import LoginThrottle, PasswordCheck, Principal, UserLoader, load_user
+from .binding import DEFAULT_TTL, seal
 from .config import Config, Limits, SessionConfig, check_timeout
 from .errors import ConfigurationError, NotFound
+from .events import AuditSink, log_sink
+from .headers import SecurityHeaders, default_csp
 from .keys import KeyRing, Secret, resolve_secret
 from .origin import parse_origin
 from .policy import public
 from .ratelimit import Counter, parse_rate
 from .registry import Check, PolicyLike, Registry, build_spec
 from .responses import error
-from .sessions import SessionManager, SessionMiddleware, get_session
+from .sessions import Session, SessionManager, SessionMiddleware, get_session
 from .stores import SQLiteStore, Store
+from .taint import TaintSet, redactor, taint_env
 
 __all__ = ["Bastion"]
 
@@ -86,6 +90,7 @@ class Bastion:
         default_rate: str = "60/minute",
         rate_limit_storage: str = "memory://",
         trusted_proxies: Sequence[str] = (),
+        audit_sinks: Sequence[AuditSink] = (log_sink,),
     ) -> None:
         """Every argument is described on ``Config``. Besides: ``secret_key`` defaults to
         ``BASTION_SECRET_KEY``, ``allowed_origins`` to ``BASTION_ALLOWED_ORIGINS`` (comma
@@ -94,7 +99,8 @@ class Bastion:
         ``load_user(user_id)`` finds a signed-in user (sync or async). ``default_rate`` is
         the limit of every public action that names none. ``rate_limit_storage`` is a
         ``limits`` storage URI (``memory://``, ``redis://…``). ``trusted_proxies`` are the
-        networks (CIDR) whose ``X-Forwarded-For`` is believed.
+        networks (CIDR) whose ``X-Forwarded-For`` is believed. ``audit_sinks`` receive one
+        ``AuditEvent`` per call (by default, a JSON line on the ``bastion.audit`` logger).
         """
         secret, fallbacks = resolve_secret(secret_key, secret_key_fallbacks, debug=debug)
         self.config: Final = Config(
@@ -121,6 +127,9 @@ class Bastion:
         self.counter: Final = Counter(rate_limit_storage)
         self.password_check: Final = PasswordCheck(login_throttle or LoginThrottle(), self.counter)
         self.trusted_proxies: Final = _resolve_networks(trusted_proxies)
+        self.audit_sinks: Final = tuple(audit_sinks)
+        self.taints: Final = TaintSet()
+        redactor.taint_sets.add(self.taints)
         self._entry = SessionMiddleware(self._dispatch, self)
 
     @property
@@ -204,6 +213,30 @@ class Bastion:
 
         return register
 
+    def seal(
+        self,
+        action: Callable[..., Any] | str,
+        values: dict[str, Any],
+        *,
+        session: Session | None = None,
+        ttl: float = DEFAULT_TTL,
+        bind_session: bool | None = None,
+    ) -> str:
+        """Values sealed for ``action``'s bound parameter, to send as ``_bound`` (templates
+        use ``action_form(..., bind=...)``). Tied to ``session`` when a user is signed in
+        (or when ``bind_session=True``); valid for ``ttl`` seconds."""
+        spec = self.registry.get(action)
+        return seal(self.keys, spec, values, session, ttl=ttl, bind_session=bind_session)
+
+    def taint(self, value: str | bytes, reason: str) -> None:
+        """Never let ``value`` leave the server: a reply, flash or redirect holding it is
+        refused (500), and logs show it masked."""
+        self.taints.add(value, reason)
+
+    def taint_env(self, name: str, reason: str | None = None) -> str:
+        """Read a secret (an API key) from the environment, tainted; ``KeyError`` if unset."""
+        return taint_env(self.taints, name, reason)
+
     def url_for(self, action: Callable[..., Any] | str) -> str:
         """The path an action answers at, for a function or a registered name."""
         return f"{self.config.prefix}/{self.registry.get(action).id}"
@@ -226,6 +259,14 @@ class Bastion:
         give every page of the app its session (for tokens and flash messages)."""
         app.mount(self.config.prefix, app=self, name="bastion")
         app.add_middleware(SessionMiddleware, bastion=self)
+
+    def add_security_headers(
+        self, app: Starlette, *, csp: Callable[[str], str] = default_csp
+    ) -> None:
+        """CSP with a per-request nonce, no framing, nosniff, Referrer-Policy,
+        Permissions-Policy, and HSTS over https, on every response of ``app``.
+        ``csp(nonce)`` builds another policy."""
+        app.add_middleware(SecurityHeaders, https=self.is_https, csp=csp)
 
     # --- per request -------------------------------------------------------------------
 

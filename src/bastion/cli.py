@@ -45,6 +45,11 @@ def _audit(target: str, *, as_json: bool) -> int:
     token = AUDITING.set(refused)
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not f"{module_name}.".startswith(f"{exc.name}."):
+            raise  # the app's own import of something else failed: show where
+        sys.stderr.write(f"bastion audit: no module named {exc.name!r}\n")
+        return 2
     except ConfigurationError as exc:
         sys.stderr.write(f"bastion audit: {module_name} refuses to start: {exc}\n")
         return 1
@@ -56,7 +61,7 @@ def _audit(target: str, *, as_json: bool) -> int:
         return 2
     reports = inventory(bastion, refused)
     if as_json:
-        sys.stdout.write(json.dumps([r.as_dict() for r in reports], indent=2) + "\n")
+        sys.stdout.write(json.dumps([r.as_dict() for r in reports], indent=2, default=str) + "\n")
     else:
         sys.stdout.write(_text(reports))
     return 1 if any(r.violations for r in reports) else 0

@@ -9,6 +9,7 @@ from starlette.types import Scope
 
 from .auth import load_user
 from .errors import Forbidden
+from .taint import TaintSet
 
 if TYPE_CHECKING:
     from .app import Bastion
@@ -28,7 +29,18 @@ class Context:
     handler receives separately.
     """
 
-    __slots__ = ("_bastion", "_scope", "_user", "action", "client", "headers", "session", "state")
+    __slots__ = (
+        "_bastion",
+        "_scope",
+        "_user",
+        "action",
+        "bound",
+        "client",
+        "headers",
+        "session",
+        "state",
+        "taints",
+    )
 
     def __init__(self, *, action: str, scope: Scope, session: Session, bastion: Bastion) -> None:
         self._scope = scope
@@ -43,7 +55,11 @@ class Context:
         ``X-Forwarded-For`` entry when ``trusted_proxies`` are configured."""
         self.session = session
         """The caller's server-side session (a mapping)."""
+        self.bound: Any = None
+        """The values sealed into the form (the action's bound model), once opened."""
         self.state: dict[str, Any] = {}
+        self.taints: TaintSet | None = None
+        """Values tainted for this call only (``ctx.taint``)."""
         """Free space for one call: what a policy computes, a handler may reuse."""
 
     @property
@@ -89,6 +105,12 @@ class Context:
         there is no such account). Failures are throttled per account and address (429);
         an unknown account costs the same time as a wrong password."""
         return await self._bastion.password_check(account, password, stored_hash, self.client)
+
+    def taint(self, value: str | bytes, reason: str = "tainted in this call") -> None:
+        """Never let ``value`` leave in this call's reply (a password hash just loaded)."""
+        if self.taints is None:
+            self.taints = TaintSet()
+        self.taints.add(value, reason)
 
     def authorize(self, allowed: object, message: str | None = None) -> None:
         """Refuse the call (403) unless ``allowed`` is exactly ``True``: an object-level

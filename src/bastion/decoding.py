@@ -138,7 +138,11 @@ async def read(spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Rece
         return body
     raw = await transport.read(receive, limits.max_body_bytes)
     if kind is BodyKind.JSON:
-        return Body(kind, _parse_json(raw, limits))
+        obj = _parse_json(raw, limits)
+        sealed = obj.pop("_bound", None)  # a script sends the sealed values it was given
+        if sealed is not None and not isinstance(sealed, str):
+            raise BadRequest("The _bound field must be text.")
+        return Body(kind, obj, {"_bound": sealed} if sealed is not None else {})
     pairs = _parse_form(raw, limits)
     data, reserved = _split_reserved(pairs, limits)
     return Body(kind, data, reserved)

@@ -28,6 +28,8 @@ async def run(spec: ActionSpec, ctx: Context, data: BaseModel) -> Any:
         kwargs[spec.context_param] = ctx
     if spec.data_param is not None:
         kwargs[spec.data_param] = data
+    if spec.bound_param is not None:
+        kwargs[spec.bound_param] = ctx.bound
     result: Any = None
     # move_on_after rather than fail_after: a TimeoutError the handler raises itself
     # is its own failure (a 500), not bastion's deadline.

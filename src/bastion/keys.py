@@ -26,10 +26,10 @@ logger = logging.getLogger("bastion")
 MIN_SECRET_BYTES: Final = 32
 ENV_VAR: Final = "BASTION_SECRET_KEY"
 
-Purpose = Literal["action-id", "csrf", "session"]
+Purpose = Literal["action-id", "csrf", "session", "bound"]
 """What a derived key is for. Each purpose is one ``info`` string for HKDF."""
 
-_PURPOSES: Final[tuple[Purpose, ...]] = ("action-id", "csrf", "session")
+_PURPOSES: Final[tuple[Purpose, ...]] = ("action-id", "csrf", "session", "bound")
 
 
 class Secret:

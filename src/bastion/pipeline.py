@@ -12,29 +12,48 @@ model, a handler or a database before every earlier stage has passed.
     5  rate limit          ratelimit.Counter.hit                    429
     6  policy              policy.authorize (loads the user if      401 403
                            the policy needs one)
-    7  validation          decoding.validate, then the action's     422 403
+    7  validation          decoding.validate                        422
+    8  bound arguments     binding.open_bound, then the action's    400 403
                            own check on the validated input
     9  execute             execute.run                              504
-    10 output              output.serialize                         500
+    10 output              output.serialize, then the taint guard   500
     11 respond             responses.*, flash.*                     200 303
+    -- audit               one events.AuditEvent per call, whatever its outcome
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
-from typing import TYPE_CHECKING
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from . import csrf, decoding, execute, flash, origin, output, policy, responses, transport
+from . import (
+    binding,
+    csrf,
+    decoding,
+    events,
+    execute,
+    flash,
+    origin,
+    output,
+    policy,
+    responses,
+    transport,
+)
 from .context import Context
 from .errors import ActionError
+from .events import AuditEvent
 from .registry import ActionSpec
 from .sessions import Session, get_session
+from .taint import TaintedOutput
 from .transport import BodyKind
 
 if TYPE_CHECKING:
@@ -49,65 +68,126 @@ INTERNAL = ActionError("Something went wrong.", code="internal", status=500)
 
 
 async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: str) -> Response:
-    headers = Headers(scope=scope)
-    session = get_session(scope)
-    form_post = False
-    body: decoding.Body | None = None
+    """Run one call through every stage; then the taint guard and the audit event."""
+    call = _Call(Headers(scope=scope), get_session(scope), time.time())
+    started = time.perf_counter()
+    response = _guard(bastion, call, await _run(bastion, scope, receive, action_id, call))
+    spec, user_id = call.spec, call.session.user_id
+    event = AuditEvent(
+        timestamp=call.started,
+        action=spec.name if spec else None,
+        action_id=spec.id if spec else None,
+        principal=None if user_id is None else str(user_id),
+        client=bastion.client_address(scope),
+        outcome=events.outcome_of(call.error),
+        status=response.status_code,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        digest=call.digest,
+    )
+    await events.emit(bastion.audit_sinks, event)
+    return response
+
+
+@dataclass(slots=True)
+class _Call:
+    """What one call has learnt so far, for the reply, the guard and the audit event."""
+
+    headers: Headers
+    session: Session
+    started: float
     spec: ActionSpec | None = None
+    form_post: bool = False
+    body: decoding.Body | None = None
+    ctx: Context | None = None
+    error: ActionError | None = None
+    digest: str | None = None
+    flash: dict[str, Any] | None = None
+
+
+async def _run(
+    bastion: Bastion, scope: Scope, receive: Receive, action_id: str, call: _Call
+) -> Response:
+    headers, session = call.headers, call.session
     try:
-        spec = transport.resolve(bastion.registry, scope, action_id)
+        spec = call.spec = transport.resolve(bastion.registry, scope, action_id)
         # Known before any check on the body, so that a browser posting a plain form
         # lands on a page (303) whatever refuses it, a 413 or 415 included.
-        form_post = _is_form_post(headers)
+        call.form_post = _is_form_post(headers)
         kind = transport.body_kind(spec, headers)
         origin.check(headers, bastion.origins_for(scope), spec.name)
-        if form_post:
-            body = await decoding.read(spec, kind, headers, receive)
-        form_token = body.reserved.get("_csrf") if body is not None else None
+        if call.form_post:
+            call.body = await decoding.read(spec, kind, headers, receive)
+        form_token = call.body.reserved.get("_csrf") if call.body is not None else None
         csrf.verify(session, headers, form_token, bastion.keys, spec.name)
-        ctx = Context(action=spec.name, scope=scope, session=session, bastion=bastion)
+        ctx = call.ctx = Context(action=spec.name, scope=scope, session=session, bastion=bastion)
         if spec.rate is not None:
             caller = f"user:{session.user_id}" if session.user_id is not None else ctx.client
             await bastion.counter.hit(spec.rate, "action", spec.name, str(caller))
         if spec.policy.needs_user:
             await ctx.current_user()
         await policy.authorize(spec.policy, ctx)
-        if body is None:
-            body = await decoding.read(spec, kind, headers, receive)
-        data = decoding.validate(spec, body)
+        if call.body is None:
+            call.body = await decoding.read(spec, kind, headers, receive)
+        data = decoding.validate(spec, call.body)
+        sealed = call.body.reserved.get("_bound")
+        ctx.bound = binding.open_bound(bastion.keys, spec, sealed, session)
         if spec.check is not None:
             await policy.check_object(spec.check, ctx, data)
         result = await execute.run(spec, ctx, data)
         payload = output.serialize(spec, result)
     except origin.CrossOrigin as exc:
+        call.error = exc
         # Never a redirect: a cross-site page must not get a navigable answer.
         return responses.error(exc)
     except ActionError as exc:
-        return _refuse(headers, session, form_post, spec, body, exc)
+        call.error = exc
+        return _refuse(call, exc)
     except Exception as exc:
-        digest = secrets.token_hex(8)
-        # The traceback goes to the server log only, under the digest the client sees.
-        logger.error(
-            "action %s failed [digest %s]",
-            spec.name if spec else "?",
-            digest,
-            exc_info=exc,
-            extra={"digest": digest},
-        )
+        call.error, call.digest = INTERNAL, _log_failure(call, exc)
         debug = {"type": type(exc).__name__, "message": str(exc)} if bastion.debug else None
-        return _refuse(headers, session, form_post, spec, body, INTERNAL, digest, debug)
+        return _refuse(call, INTERNAL, debug)
     finally:
-        if body is not None:
-            body.close()
-    if responses.wants_redirect(headers, form_post):
-        session.set_flash(flash.success(spec, payload).to_dict())
+        if call.body is not None:
+            call.body.close()
+    if responses.wants_redirect(headers, call.form_post):
+        _flash(call, flash.success(spec, payload))
         # To `_next`, or else back to the page the form was posted from.
         return responses.redirect(
-            responses.safe_next(body.reserved.get("_next"))
+            responses.safe_next(call.body.reserved.get("_next"))
             or responses.referer_path(headers)
             or "/"
         )
     return responses.success(payload)
+
+
+def _log_failure(call: _Call, exc: BaseException) -> str:
+    digest = secrets.token_hex(8)
+    # The traceback goes to the server log only, under the digest the client sees.
+    logger.error(
+        "action %s failed [digest %s]",
+        call.spec.name if call.spec else "?",
+        digest,
+        exc_info=exc,
+        extra={"digest": digest},
+    )
+    return digest
+
+
+def _guard(bastion: Bastion, call: _Call, response: Response) -> Response:
+    """Stage 10's last word: no reply, flash or redirect carries a tainted value."""
+    taints = [bastion.taints]
+    if call.ctx is not None and call.ctx.taints is not None:
+        taints.append(call.ctx.taints)
+    flash_json = json.dumps(call.flash) if call.flash is not None else None
+    location = response.headers.get("location")
+    body = bytes(response.body)
+    for found in (t.find(body, location, flash_json) for t in taints):
+        if found is not None:
+            if call.flash is not None:
+                call.session.pop_flash()
+            call.error, call.digest = INTERNAL, _log_failure(call, TaintedOutput(found))
+            return responses.error(INTERNAL, digest=call.digest)
+    return response
 
 
 def _is_form_post(headers: Headers) -> bool:
@@ -116,18 +196,14 @@ def _is_form_post(headers: Headers) -> bool:
     return media_type.decode("latin-1") in (BodyKind.FORM.value, BodyKind.MULTIPART.value)
 
 
-def _refuse(
-    headers: Headers,
-    session: Session,
-    form_post: bool,
-    spec: ActionSpec | None,
-    body: decoding.Body | None,
-    exc: ActionError,
-    digest: str | None = None,
-    debug: object = None,
-) -> Response:
-    if responses.wants_redirect(headers, form_post):
+def _flash(call: _Call, outcome: flash.Flash) -> None:
+    call.flash = outcome.to_dict()
+    call.session.set_flash(call.flash)
+
+
+def _refuse(call: _Call, exc: ActionError, debug: object = None) -> Response:
+    if responses.wants_redirect(call.headers, call.form_post):
         # A plain form goes back to the page it came from, which shows the flash.
-        session.set_flash(flash.failure(spec, exc, body, digest).to_dict())
-        return responses.redirect(responses.referer_path(headers) or "/")
-    return responses.error(exc, digest=digest, debug=debug)
+        _flash(call, flash.failure(call.spec, exc, call.body, call.digest))
+        return responses.redirect(responses.referer_path(call.headers) or "/")
+    return responses.error(exc, digest=call.digest, debug=debug)

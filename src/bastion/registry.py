@@ -22,6 +22,7 @@ from limits import RateLimitItem
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, TypeAdapter
 from starlette.datastructures import UploadFile
 
+from .binding import Bound
 from .config import Limits
 from .context import Context
 from .decoding import FormShape, form_shape
@@ -63,6 +64,9 @@ class ActionSpec:
     """Runs after validation with the context and the input; ``False`` denies (403)."""
     file_cap_declared: bool = False
     """Whether the action named its own ``max_file_bytes`` (``bastion audit`` asks it)."""
+    bound: type[BaseModel] | None = None
+    """The model of the values sealed into its forms (``Annotated[Model, Bound]``)."""
+    bound_param: str | None = None
 
     @property
     def id(self) -> str:
@@ -122,6 +126,8 @@ def build_spec(
 
     context_param: str | None = None
     data_param: str | None = None
+    bound_param: str | None = None
+    bound_model: type[BaseModel] | None = None
     input_model: type[BaseModel] = NoInput
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -132,15 +138,19 @@ def build_spec(
                 f"{where}: parameter {param.name!r} is positional-only; remove the '/'"
             )
         annotation = hints.get(param.name)
-        if annotation is Context and context_param is None:
+        sealed = _bound_model(annotation)
+        if sealed is not None and bound_param is None:
+            bound_param, bound_model = param.name, sealed
+            _check_input(sealed, where)
+        elif annotation is Context and context_param is None:
             context_param = param.name
         elif _is_model(annotation) and data_param is None:
             data_param = param.name
             input_model = annotation
         else:
             raise ConfigurationError(
-                f"{where}: parameter {param.name!r} must be annotated with Context or with "
-                "a pydantic model (one of each at most)"
+                f"{where}: parameter {param.name!r} must be annotated with Context, a pydantic "
+                "model, or Annotated[Model, Bound] (one of each at most)"
             )
     _complete(input_model, where)
     _check_input(input_model, where)
@@ -173,6 +183,8 @@ def build_spec(
         rate=rate,
         check=check,
         file_cap_declared=file_cap_declared,
+        bound=bound_model,
+        bound_param=bound_param,
     )
 
 
@@ -227,6 +239,18 @@ def _path(fn: Callable[..., Any]) -> str:
 
 
 # --- checks -----------------------------------------------------------------------------
+
+
+def _bound_model(annotation: Any) -> type[BaseModel] | None:
+    """``Model`` for ``Annotated[Model, Bound]``, else ``None``."""
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return None
+    inner, *extras = typing.get_args(annotation)
+    if not any(extra is Bound for extra in extras):
+        return None
+    if not _is_model(inner):
+        raise ConfigurationError(f"Annotated[..., Bound] takes a pydantic model, not {inner!r}")
+    return inner
 
 
 def _is_model(annotation: Any) -> typing.TypeGuard[type[BaseModel]]:

@@ -5,7 +5,7 @@
     bastion.templates(templates)   # a Starlette Jinja2Templates or a jinja2.Environment
 
     {% set outcome = flash('greet') %}
-    {% call action_form('greet', next='/') %}
+    {% call action_form('greet', next='/') %}   {# bind={'post_id': 42} seals values #}
       <input name="name" value="{{ outcome.values.name if outcome else '' }}">
       <button>Greet</button>
     {% endcall %}
@@ -25,8 +25,9 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup, escape
 
-from . import csrf
+from . import binding, csrf
 from .flash import Flash
+from .headers import NONCE_KEY
 from .responses import safe_next
 from .sessions import FLASH_KEY, get_session
 
@@ -64,14 +65,25 @@ def install(bastion: Bastion, target: Any) -> None:
         return fields
 
     @pass_context
+    def bound_input(context: Context, action: str, values: dict[str, Any]) -> Markup:
+        """The hidden ``_bound`` input: ``values`` sealed for ``action`` (and, for a
+        signed-in visitor, their session)."""
+        request = context.get("request")
+        session = get_session(request.scope) if request is not None else None
+        sealed = binding.seal(bastion.keys, bastion.registry.get(action), values, session)
+        return Markup('<input type="hidden" name="_bound" value="{}">').format(sealed)
+
+    @pass_context
     def action_form(
         context: Context,
         action: str,
         next: str | None = None,
+        bind: dict[str, Any] | None = None,
         caller: Callable[[], str] | None = None,
         **attributes: str,
     ) -> Markup:
-        """A whole ``<form>`` for an action: method, URL, encoding and hidden fields."""
+        """A whole ``<form>`` for an action: method, URL, encoding and hidden fields,
+        with ``bind`` values sealed in ``_bound``."""
         spec = bastion.registry.get(action)
         attrs = Markup("").join(
             Markup(' {}="{}"').format(name.rstrip("_").replace("_", "-"), value)
@@ -83,6 +95,7 @@ def install(bastion: Bastion, target: Any) -> None:
                 bastion.url_for(action), enctype, attrs
             )
             + bastion_fields(context, next)
+            + (bound_input(context, action, bind) if bind is not None else Markup(""))
             # The call block's body is template source, rendered (and escaped) by Jinja.
             + Markup(caller() if caller is not None else "")  # noqa: S704
             + Markup("</form>")
@@ -97,7 +110,21 @@ def install(bastion: Bastion, target: Any) -> None:
             return None
         return Flash.from_dict(stored)
 
-    def bastion_script() -> Markup:
+    @pass_context
+    def csp_nonce(context: Context) -> str:
+        """This response's CSP nonce, for inline ``<script nonce=…>`` and ``<style nonce=…>``
+        (empty when ``add_security_headers`` is not in use)."""
+        request = context.get("request")
+        nonce: str = request.scope.get(NONCE_KEY, "") if request is not None else ""
+        return nonce
+
+    @pass_context
+    def bastion_script(context: Context) -> Markup:
+        nonce = csp_nonce(context)
+        if nonce:
+            return Markup('<script src="{}" nonce="{}" defer></script>').format(
+                bastion.script_url, nonce
+            )
         return Markup('<script src="{}" defer></script>').format(escape(bastion.script_url))
 
     env.globals.update(
@@ -105,6 +132,8 @@ def install(bastion: Bastion, target: Any) -> None:
         action_form=action_form,
         bastion_fields=bastion_fields,
         bastion_script=bastion_script,
+        bound_input=bound_input,
+        csp_nonce=csp_nonce,
         csrf_input=csrf_input,
         flash=flash,
     )

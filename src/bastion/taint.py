@@ -1,0 +1,122 @@
+"""Taint: values that must never leave the server, whatever a handler returns.
+
+``bastion.taint(value, reason)`` marks a process-wide secret (an API key, a signing
+key); ``ctx.taint(value, reason)`` marks one for the current call (a password hash the
+handler loaded). The output stage refuses any reply whose body, flash or redirect URL
+holds a tainted value — found as is or JSON-escaped, anywhere, however deeply nested —
+and answers a generic 500 whose log line names the reason, never the value.
+
+The same values are masked in bastion's logs by ``RedactingFilter``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import weakref
+from collections.abc import Iterable
+from typing import Final
+
+__all__ = ["RedactingFilter", "TaintSet", "TaintedOutput", "redactor", "taint_env"]
+
+MIN_TAINT_LENGTH: Final = 6
+"""Shorter values would match innocent text everywhere (and are no secret anyway)."""
+
+
+class TaintedOutput(Exception):
+    """A reply held a tainted value. Its message names the reason only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the reply held a value tainted as {reason!r}; it was not sent")
+        self.reason = reason
+
+
+class TaintSet:
+    """Tainted values and why, each also in its JSON-escaped spelling."""
+
+    def __init__(self) -> None:
+        self._needles: dict[bytes, str] = {}
+
+    def add(self, value: str | bytes, reason: str) -> None:
+        text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+        if not isinstance(text, str) or len(text) < MIN_TAINT_LENGTH:
+            raise ValueError(f"only text of {MIN_TAINT_LENGTH}+ characters can be tainted")
+        raw = text.encode("utf-8", "surrogateescape")
+        self._needles[raw] = reason
+        escaped = json.dumps(text)[1:-1].encode()  # as it appears inside a JSON string
+        self._needles[escaped] = reason
+
+    def find(self, *blobs: bytes | str | None) -> str | None:
+        """The reason of the first tainted value in any of ``blobs``, or ``None``."""
+        if not self._needles:
+            return None
+        for blob in blobs:
+            if not blob:
+                continue
+            data = blob.encode("utf-8", "surrogateescape") if isinstance(blob, str) else blob
+            for needle, reason in self._needles.items():
+                if needle in data:
+                    return reason
+        return None
+
+    def values(self) -> Iterable[str]:
+        return (n.decode("utf-8", "surrogateescape") for n in self._needles)
+
+    def __bool__(self) -> bool:
+        return bool(self._needles)
+
+    def __len__(self) -> int:
+        return len(self._needles)
+
+    def __repr__(self) -> str:
+        return f"TaintSet(values={len(self._needles) // 2})"  # never the values
+
+
+def taint_env(taints: TaintSet, name: str, reason: str | None = None) -> str:
+    """Read a secret from the environment and taint it in one step."""
+    value = os.environ.get(name)
+    if not value:
+        raise KeyError(f"environment variable {name} is not set")
+    taints.add(value, reason or name)
+    return value
+
+
+_SECRET_PAIR: Final = re.compile(
+    r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|authorization|cookie|"
+    r"set-cookie|session|csrf)(\"?'?\s*[:=]\s*\"?'?)((?:bearer |basic )?[^\s\"'&,;}\]]+)"
+)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks ``password=…``-like values and every process-wide tainted value in records.
+
+    One instance (``redactor``) sits on bastion's loggers; add it to your own handlers
+    to cover your logs too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taint_sets: weakref.WeakSet[TaintSet] = weakref.WeakSet()
+
+    def redact(self, text: str) -> str:
+        text = _SECRET_PAIR.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+        for taints in list(self.taint_sets):
+            for value in taints.values():
+                text = text.replace(value, "[tainted]")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.redact(record.getMessage())
+        record.args = ()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        return True
+
+
+redactor: Final = RedactingFilter()
+for _name in ("bastion", "bastion.security", "bastion.audit"):
+    logging.getLogger(_name).addFilter(redactor)
