@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import json
 import logging
 import os
 from collections.abc import Callable, Collection, Sequence
@@ -12,7 +13,9 @@ from contextvars import ContextVar
 from importlib import resources
 from typing import Any, Final, TypeVar
 
+import jinja2
 from starlette.applications import Starlette
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -27,7 +30,7 @@ from .keys import KeyRing, Secret, resolve_secret
 from .origin import parse_origin
 from .policy import public
 from .ratelimit import Counter, parse_rate
-from .registry import Check, PolicyLike, Registry, build_spec
+from .registry import ActionSpec, Check, PolicyLike, Registry, build_spec
 from .responses import error
 from .sessions import Session, SessionManager, SessionMiddleware, get_session
 from .stores import SQLiteStore, Store
@@ -131,6 +134,7 @@ class Bastion:
         self.taints: Final = TaintSet()
         redactor.taint_sets.add(self.taints)
         self._entry = SessionMiddleware(self._dispatch, self)
+        self._jinja: jinja2.Environment | None = None
 
     @property
     def debug(self) -> bool:
@@ -145,6 +149,7 @@ class Bastion:
         name: str | None = None,
         rate: str | _Default | None = DEFAULT,
         check: Check | None = None,
+        fragment: str | None = None,
         timeout: float | None = None,
         max_body_bytes: int | None = None,
         max_files: int | None = None,
@@ -158,7 +163,8 @@ class Bastion:
         ``rate`` limits calls per caller (``"20/minute"``; public actions get
         ``default_rate`` unless they name one; ``None`` for no limit). ``check(ctx,
         data)`` runs after validation, for decisions about the object the call is
-        about ("owns this post"); anything but ``True`` answers 403.
+        about ("owns this post"); anything but ``True`` answers 403. ``fragment`` names
+        the template htmx requests get back, rendered with ``data`` (the result).
         """
         overrides = {
             key: value
@@ -189,6 +195,7 @@ class Bastion:
                 policy=policy,
                 rate=limit,
                 check=check,
+                fragment=fragment,
                 file_cap_declared=max_file_bytes is not None,
                 limits=limits,
                 timeout=check_timeout(
@@ -246,10 +253,22 @@ class Bastion:
         """Where ``bastion.js`` (progressive enhancement for forms) is served."""
         return self.config.prefix + _SCRIPT
 
+    def render_fragment(self, spec: ActionSpec, scope: Scope, payload: bytes) -> str | None:
+        """The action's htmx fragment for this result, or ``None`` if it declares none."""
+        if spec.fragment is None:
+            return None
+        if self._jinja is None:
+            raise ConfigurationError(
+                f"action {spec.name!r} names a fragment: call bastion.templates(...) first"
+            )
+        template = self._jinja.get_template(spec.fragment)
+        return template.render(request=Request(scope), data=json.loads(payload))
+
     def templates(self, target: Any) -> None:
         """Add bastion's helpers to Jinja templates (a Starlette ``Jinja2Templates`` or a
         ``jinja2.Environment``): ``action_form``, ``action_url``, ``bastion_fields``,
         ``csrf_input``, ``flash`` and ``bastion_script``."""
+        self._jinja = getattr(target, "env", target)
         templating.install(self, target)
 
     # --- mounting ----------------------------------------------------------------------

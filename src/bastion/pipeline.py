@@ -149,14 +149,13 @@ async def _run(
     finally:
         if call.body is not None:
             call.body.close()
+    next_path = responses.safe_next(call.body.reserved.get("_next"))
+    if responses.is_htmx(headers):
+        return responses.htmx_success(bastion.render_fragment(spec, scope, payload), next_path)
     if responses.wants_redirect(headers, call.form_post):
         _flash(call, flash.success(spec, payload))
         # To `_next`, or else back to the page the form was posted from.
-        return responses.redirect(
-            responses.safe_next(call.body.reserved.get("_next"))
-            or responses.referer_path(headers)
-            or "/"
-        )
+        return responses.redirect(next_path or responses.referer_path(headers) or "/")
     return responses.success(payload)
 
 
@@ -202,6 +201,8 @@ def _flash(call: _Call, outcome: flash.Flash) -> None:
 
 
 def _refuse(call: _Call, exc: ActionError, debug: object = None) -> Response:
+    if responses.is_htmx(call.headers):
+        return responses.htmx_error(exc, digest=call.digest)
     if responses.wants_redirect(call.headers, call.form_post):
         # A plain form goes back to the page it came from, which shows the flash.
         _flash(call, flash.failure(call.spec, exc, call.body, call.digest))

@@ -67,6 +67,8 @@ class ActionSpec:
     bound: type[BaseModel] | None = None
     """The model of the values sealed into its forms (``Annotated[Model, Bound]``)."""
     bound_param: str | None = None
+    fragment: str | None = None
+    """The template an htmx request gets back (rendered with ``data``)."""
 
     @property
     def id(self) -> str:
@@ -104,6 +106,7 @@ def build_spec(
     keys: tuple[bytes, ...],
     rate: RateLimitItem | None = None,
     check: Check | None = None,
+    fragment: str | None = None,
     file_cap_declared: bool = False,
 ) -> ActionSpec:
     where = f"action {name!r}"
@@ -185,6 +188,7 @@ def build_spec(
         file_cap_declared=file_cap_declared,
         bound=bound_model,
         bound_param=bound_param,
+        fragment=fragment,
     )
 
 

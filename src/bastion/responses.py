@@ -7,6 +7,7 @@ Other`` so the browser lands on a page, never on raw JSON. Every reply carries
 
 from __future__ import annotations
 
+import html
 import json
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
@@ -16,15 +17,51 @@ from starlette.responses import Response
 
 from .errors import ActionError, ValidationFailed
 
-__all__ = ["error", "redirect", "safe_next", "success", "wants_redirect"]
+__all__ = [
+    "error",
+    "htmx_error",
+    "htmx_success",
+    "is_htmx",
+    "redirect",
+    "safe_next",
+    "success",
+    "wants_redirect",
+]
 
 _SECURITY_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 _MAX_NEXT: Final = 2048
 
 
+def is_htmx(headers: Headers) -> bool:
+    """A request htmx sent: it swaps HTML into the page, so it gets HTML back."""
+    return headers.get("hx-request") == "true"
+
+
 def wants_redirect(headers: Headers, form_post: bool) -> bool:
-    """A browser's plain form post, as opposed to a script asking for JSON."""
-    return form_post and "application/json" not in headers.get("accept", "")
+    """A browser's plain form post, as opposed to a script asking for JSON (or htmx)."""
+    return (
+        form_post and "application/json" not in headers.get("accept", "") and not is_htmx(headers)
+    )
+
+
+def htmx_success(fragment: str | None, next_path: str | None) -> Response:
+    """The action's fragment; else ``HX-Redirect`` to ``_next``; else an empty swap."""
+    if fragment is not None:
+        return Response(fragment, 200, _SECURITY_HEADERS, media_type="text/html")
+    headers = dict(_SECURITY_HEADERS)
+    if next_path is not None:
+        headers["HX-Redirect"] = next_path
+    return Response(b"", 200, headers, media_type="text/html")
+
+
+def htmx_error(exc: ActionError, *, digest: str | None = None) -> Response:
+    """The public message as a small alert, with the refusal's own status."""
+    reference = f" (reference {digest})" if digest else ""
+    body = f'<p class="bastion-error" role="alert">{html.escape(exc.message)}{reference}</p>'
+    response = Response(body, exc.status, _SECURITY_HEADERS, media_type="text/html")
+    response.headers.update(exc.headers)
+    response.headers.update(_SECURITY_HEADERS)
+    return response
 
 
 def success(data: bytes) -> Response:

@@ -1,28 +1,53 @@
 // bastion.js: progressive enhancement for action forms. No build step, no dependencies.
 //
-// A <form data-bastion> still works without this script (a plain post, answered 303).
-// With it, the form is sent with fetch and the JSON reply is shown in the form:
-//   <output data-bastion-result>   receives the result (or the error message)
-//   <span data-bastion-error="name">  receives the message for field `name`
+// A <form data-bastion> (what action_form() renders) works without this script: a
+// plain post, answered 303, with the outcome shown once on the next page. With it:
+//   - the form is sent with fetch, its token in X-CSRF-Token, asking for JSON;
+//   - the submit buttons are disabled while the call is pending;
+//   - <output data-bastion-result> receives the result or the error message; a form
+//     without one follows its _next on success, as the plain post would;
+//   - <... data-bastion-error="name"> receives the message for field `name`, and the
+//     field is marked aria-invalid;
+//   - errors are announced in an aria-live region.
 // Everything is written with textContent: a reply can never inject markup.
 (function () {
   "use strict";
 
+  var live;
+  function announce(text) {
+    if (!live) {
+      live = document.createElement("div");
+      live.setAttribute("role", "alert");
+      live.setAttribute("aria-live", "assertive");
+      live.className = "bastion-live";
+      live.style.cssText = "position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)";
+      document.body.appendChild(live);
+    }
+    live.textContent = text;
+  }
+
+  function text(data) {
+    if (typeof data === "string") return data;
+    if (data && typeof data.message === "string") return data.message;
+    return JSON.stringify(data);
+  }
+
   function show(form, reply) {
-    form.querySelectorAll("[data-bastion-error]").forEach(function (el) {
-      el.textContent = "";
+    form.querySelectorAll("[data-bastion-error]").forEach(function (slot) {
+      slot.textContent = "";
+    });
+    form.querySelectorAll("[aria-invalid]").forEach(function (field) {
+      field.removeAttribute("aria-invalid");
     });
     var result = form.querySelector("[data-bastion-result]");
     if (reply.ok) {
       form.dispatchEvent(new CustomEvent("bastion:ok", { detail: reply.data, bubbles: true }));
-      if (result) {
-        var data = reply.data;
-        // A reply with a message shows it; anything else shows as JSON text.
-        result.textContent =
-          typeof data === "string" ? data
-          : data && typeof data.message === "string" ? data.message
-          : JSON.stringify(data);
+      var next = form.querySelector('input[name="_next"]');
+      if (!result && next && next.value) {
+        window.location.assign(next.value);
+        return;
       }
+      if (result) result.textContent = text(reply.data);
       return;
     }
     var err = reply.error || { message: "Something went wrong." };
@@ -30,32 +55,41 @@
     Object.keys(fields).forEach(function (name) {
       var slot = form.querySelector('[data-bastion-error="' + CSS.escape(name) + '"]');
       if (slot) slot.textContent = fields[name];
+      var field = form.elements.namedItem(name);
+      if (field && field.setAttribute) field.setAttribute("aria-invalid", "true");
     });
+    var message = err.message + (err.digest ? " (reference " + err.digest + ")" : "");
+    if (result) result.textContent = message;
+    announce(message);
     form.dispatchEvent(new CustomEvent("bastion:error", { detail: err, bubbles: true }));
-    if (result) {
-      result.textContent = err.message + (err.digest ? " (reference " + err.digest + ")" : "");
-    }
   }
 
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-bastion")) return;
+    if (form.getAttribute("aria-busy") === "true") {
+      event.preventDefault();
+      return;
+    }
     event.preventDefault();
     var body = new FormData(form);
-    var encoded = form.enctype === "multipart/form-data" ? body : new URLSearchParams(body);
+    var token = form.querySelector('input[name="_csrf"]');
+    var buttons = form.querySelectorAll("button, input[type=submit]");
+    form.setAttribute("aria-busy", "true");
+    buttons.forEach(function (b) { b.disabled = true; });
     fetch(form.action, {
       method: "POST",
-      body: encoded,
+      body: form.enctype === "multipart/form-data" ? body : new URLSearchParams(body),
       credentials: "same-origin",
-      headers: { Accept: "application/json" },
+      headers: { Accept: "application/json", "X-CSRF-Token": token ? token.value : "" },
     })
-      .then(function (response) {
-        return response.json();
-      })
+      .then(function (response) { return response.json(); })
       .catch(function () {
         return { ok: false, error: { message: "The server could not be reached." } };
       })
       .then(function (reply) {
+        form.removeAttribute("aria-busy");
+        buttons.forEach(function (b) { b.disabled = false; });
         show(form, reply);
       });
   });
