@@ -263,7 +263,9 @@ def test_key_ring_lists_current_then_fallbacks() -> None:
 def test_key_ring_repr_shows_no_key_material() -> None:
     """repr(KeyRing) names purposes and generations only."""
     ring = KeyRing(Secret(SECRET.encode()), [Secret(OTHER_SECRET.encode())])
-    assert repr(ring) == "KeyRing(purposes=['action-id', 'csrf', 'session'], generations=2)"
+    assert repr(ring) == (
+        "KeyRing(purposes=['action-id', 'csrf', 'session', 'bound'], generations=2)"
+    )
 
 
 def test_bastion_key_ring_follows_its_config() -> None:

@@ -359,8 +359,8 @@ def test_parameter_not_context_or_model_is_refused(bastion: Bastion, annotation:
     with pytest.raises(ConfigurationError) as caught:
         bastion.action(policy=public)(handler)
     assert str(caught.value) == (
-        "action 'handler': parameter 'value' must be annotated with Context or with "
-        "a pydantic model (one of each at most)"
+        "action 'handler': parameter 'value' must be annotated with Context, a pydantic "
+        "model, or Annotated[Model, Bound] (one of each at most)"
     )
 
 

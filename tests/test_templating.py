@@ -64,7 +64,7 @@ def helper(env: jinja2.Environment, name: str) -> Any:
 
 def test_templates_installs_its_globals_on_an_environment(bastion: Bastion) -> None:
     """bastion.templates(env) adds exactly action_url, action_form, bastion_fields,
-    bastion_script, csrf_input and flash."""
+    bastion_script, bound_input, csp_nonce, csrf_input and flash."""
     env = jinja2.Environment(autoescape=True)
     before = set(env.globals)
     assert bastion.templates(env) is None
@@ -73,6 +73,8 @@ def test_templates_installs_its_globals_on_an_environment(bastion: Bastion) -> N
         "action_form",
         "bastion_fields",
         "bastion_script",
+        "bound_input",
+        "csp_nonce",
         "csrf_input",
         "flash",
     }
@@ -144,7 +146,7 @@ def test_jinja2templates_built_from_an_env_uses_that_env(bastion: Bastion) -> No
     templates = Jinja2Templates(env=env)
     bastion.templates(templates)
     assert templates.env is env
-    assert env.globals["bastion_script"]() == '<script src="/_actions/bastion.js" defer></script>'
+    assert helper(env, "bastion_script")() == '<script src="/_actions/bastion.js" defer></script>'
 
 
 # --- action_url -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import binascii
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, Final, NoReturn
@@ -46,6 +47,7 @@ _AAD: Final = b"bastion/bound/v1"
 _NONCE: Final = 12
 _MAX_SEALED: Final = 8192
 """Characters of a ``_bound`` field at most: what a server seals is small."""
+_SEALED_TEXT: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class _BoundMarker:
@@ -100,7 +102,11 @@ def seal(
     sealed = AESGCM(keys.current("bound")).encrypt(
         nonce, json.dumps(payload, separators=(",", ":")).encode(), _AAD
     )
-    return base64.urlsafe_b64encode(nonce + sealed).rstrip(b"=").decode()
+    return _encode(nonce + sealed)
+
+
+def _encode(blob: bytes) -> str:
+    return base64.urlsafe_b64encode(blob).rstrip(b"=").decode()
 
 
 def open_bound(
@@ -129,11 +135,15 @@ def open_bound(
 
 
 def _decrypt(keys: KeyRing, sealed: str, spec: ActionSpec) -> Any:
-    if len(sealed) > _MAX_SEALED or not sealed.isascii():
+    if len(sealed) > _MAX_SEALED or not _SEALED_TEXT.fullmatch(sealed):
         _refuse(spec, "malformed")
     try:
         blob = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
     except (binascii.Error, ValueError):
+        _refuse(spec, "malformed")
+    # Python's decoder skips unknown characters and ignores a last character's spare
+    # bits: only the one spelling seal() writes is accepted, so a token has one text.
+    if _encode(blob) != sealed:
         _refuse(spec, "malformed")
     nonce, ciphertext = blob[:_NONCE], blob[_NONCE:]
     if len(nonce) != _NONCE or not ciphertext:

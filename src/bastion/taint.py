@@ -3,8 +3,8 @@
 ``bastion.taint(value, reason)`` marks a process-wide secret (an API key, a signing
 key); ``ctx.taint(value, reason)`` marks one for the current call (a password hash the
 handler loaded). The output stage refuses any reply whose body, flash or redirect URL
-holds a tainted value — found as is or JSON-escaped, anywhere, however deeply nested —
-and answers a generic 500 whose log line names the reason, never the value.
+holds a tainted value — found as is, JSON-escaped or percent-encoded, anywhere, however
+deeply nested — and answers a generic 500 whose log line names the reason, never the value.
 
 The same values are masked in bastion's logs by ``RedactingFilter``.
 """
@@ -18,6 +18,7 @@ import re
 import weakref
 from collections.abc import Iterable
 from typing import Final
+from urllib.parse import unquote_to_bytes
 
 __all__ = ["RedactingFilter", "TaintSet", "TaintedOutput", "redactor", "taint_env"]
 
@@ -34,31 +35,39 @@ class TaintedOutput(Exception):
 
 
 class TaintSet:
-    """Tainted values and why, each also in its JSON-escaped spelling."""
+    """Tainted values and why, each also in the spellings a JSON encoder gives it."""
 
     def __init__(self) -> None:
         self._needles: dict[bytes, str] = {}
+        self._values: set[bytes] = set()
 
     def add(self, value: str | bytes, reason: str) -> None:
         text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
         if not isinstance(text, str) or len(text) < MIN_TAINT_LENGTH:
             raise ValueError(f"only text of {MIN_TAINT_LENGTH}+ characters can be tainted")
         raw = text.encode("utf-8", "surrogateescape")
+        self._values.add(raw)
         self._needles[raw] = reason
-        escaped = json.dumps(text)[1:-1].encode()  # as it appears inside a JSON string
-        self._needles[escaped] = reason
+        # As it appears inside a JSON string: json.dumps writes non-ASCII as \uXXXX,
+        # pydantic (the replies) as UTF-8; both escape quotes and control characters.
+        for ascii_only in (True, False):
+            escaped = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
+            self._needles[escaped.encode("utf-8", "surrogateescape")] = reason
 
     def find(self, *blobs: bytes | str | None) -> str | None:
-        """The reason of the first tainted value in any of ``blobs``, or ``None``."""
+        """The reason of the first tainted value in any of ``blobs`` (percent-encoded
+        ones too, as in a redirect URL), or ``None``."""
         if not self._needles:
             return None
         for blob in blobs:
             if not blob:
                 continue
             data = blob.encode("utf-8", "surrogateescape") if isinstance(blob, str) else blob
-            for needle, reason in self._needles.items():
-                if needle in data:
-                    return reason
+            spellings = (data, unquote_to_bytes(data)) if b"%" in data else (data,)
+            for spelling in spellings:
+                for needle, reason in self._needles.items():
+                    if needle in spelling:
+                        return reason
         return None
 
     def values(self) -> Iterable[str]:
@@ -68,10 +77,11 @@ class TaintSet:
         return bool(self._needles)
 
     def __len__(self) -> int:
-        return len(self._needles)
+        """How many values are tainted (not how many spellings are searched)."""
+        return len(self._values)
 
     def __repr__(self) -> str:
-        return f"TaintSet(values={len(self._needles) // 2})"  # never the values
+        return f"TaintSet(values={len(self._values)})"  # never the values
 
 
 def taint_env(taints: TaintSet, name: str, reason: str | None = None) -> str:
