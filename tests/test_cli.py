@@ -73,7 +73,7 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert caught.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith("usage: bastion [-h] {keygen}")
+    assert err.startswith("usage: bastion [-h] {keygen,audit} ...\n")
     assert err.endswith("error: the following arguments are required: command\n")
 
 
@@ -83,16 +83,19 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert caught.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: bastion [-h] {keygen}")
+    assert err.startswith("usage: bastion [-h] {keygen,audit} ...\n")
     # Python versions differ on quoting the choices.
-    assert re.search(r"invalid choice: 'frobnicate' \(choose from '?keygen'?\)\n$", err), err
+    assert re.search(
+        r"invalid choice: 'frobnicate' \(choose from '?keygen'?, '?audit'?\)\n$", err
+    ), err
 
 
-def test_help_lists_keygen(capsys: pytest.CaptureFixture[str]) -> None:
-    """--help exits 0 and describes keygen."""
+def test_help_lists_keygen_and_audit(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help exits 0 and describes both commands, keygen and audit."""
     with pytest.raises(SystemExit) as caught:
         main(["--help"])
     assert caught.value.code == 0
     out = capsys.readouterr().out
     assert "Server actions, secure by default." in out
     assert "print a new random secret key (for BASTION_SECRET_KEY)" in out
+    assert "list every action of an app and exit 1 on any violation" in out

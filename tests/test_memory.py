@@ -141,6 +141,8 @@ def _serve(log: IO[bytes], data_dir: Path) -> Iterator[Server]:
         "BASTION_SECRET_KEY": KEY,
         "BASTION_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}",
         "BASTION_DATA_DIR": str(data_dir),
+        # The demo accounts' password: set, so the quickstart neither generates nor logs one.
+        "QUICKSTART_PASSWORD": "memory-test-password",
     }
     process = subprocess.Popen(
         [
@@ -177,7 +179,9 @@ def _serve(log: IO[bytes], data_dir: Path) -> Iterator[Server]:
             assert time.monotonic() < deadline, "uvicorn did not answer within 20 s"
             time.sleep(0.05)
         urls = re.findall(rb'action="(/_actions/[^"]+)"', page.body)
-        assert len(urls) == 4
+        assert len(urls) == 8
+        greet = re.search(rb'<section id="greet">.*?action="(/_actions/[^"]+)"', page.body, re.S)
+        assert greet, page.body
         # Rendering the forms' tokens made the session the page's reply sets.
         cookie = re.fullmatch(r"(bastion_session=[A-Za-z0-9_-]{43});.*", page.headers["set-cookie"])
         token = re.search(rb'name="_csrf" value="([A-Za-z0-9_-]{86})"', page.body)
@@ -188,7 +192,7 @@ def _serve(log: IO[bytes], data_dir: Path) -> Iterator[Server]:
             f"X-CSRF-Token: {token.group(1).decode()}\r\n"
         )
         yield Server(
-            port=port, pid=process.pid, greet_url=urls[0].decode(), credentials=credentials
+            port=port, pid=process.pid, greet_url=greet.group(1).decode(), credentials=credentials
         )
     finally:
         process.terminate()

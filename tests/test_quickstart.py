@@ -1,4 +1,7 @@
-"""The quickstart example, exactly as a reader runs it: its page and its four actions."""
+"""The quickstart example, exactly as a reader runs it: its page and its actions.
+
+Who may call which action, for every demo account, is in test_quickstart_matrix.py.
+"""
 
 import importlib.util
 import logging
@@ -16,18 +19,23 @@ from bastion.testing import ActionClient
 
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.py"
 KEY = "quickstart-test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+PASSWORD = "quickstart-test-password"
 DIGEST = re.compile(r"[0-9a-f]{16}")
-ACTIONS = ("greet", "boom", "whoami", "count")
+ACTIONS = ("greet", "boom", "count", "login", "logout", "whoami", "publish", "stats")
+"""In the order they are registered."""
+PAGE = ("greet", "boom", "login", "logout", "whoami", "publish", "stats", "count")
+"""In the order the page shows them."""
 
 
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """examples/quickstart.py imported fresh, with its configuration set in the
     environment first (the module builds its Bastion at import): the key, the origin
-    ActionClient calls from, and a directory of its own for the session store.
-    Environment and sys.modules are restored."""
+    ActionClient calls from, a directory of its own for the session store, and the
+    demo accounts' password. Environment and sys.modules are restored."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("BASTION_SECRET_KEY", KEY)
+        mp.setenv("QUICKSTART_PASSWORD", PASSWORD)
         mp.setenv("BASTION_ALLOWED_ORIGINS", "http://127.0.0.1")
         mp.setenv("BASTION_DATA_DIR", str(tmp_path_factory.mktemp("quickstart-data")))
         spec = importlib.util.spec_from_file_location("quickstart", QUICKSTART)
@@ -73,15 +81,15 @@ def test_key_comes_from_the_environment(quickstart: ModuleType) -> None:
 def test_home_page_renders_a_form_for_each_action(
     quickstart: ModuleType, client: ActionClient
 ) -> None:
-    """GET / has one POST form per action, in order, each in its own section, posting
-    to its action URL with a fresh CSRF token and _next="/"."""
+    """GET / has one POST form per action, in the page's order, each in its own section,
+    posting to its action URL with a fresh CSRF token and _next="/"."""
     response = client.get("/")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/html; charset=utf-8"
     html = response.text
-    urls = [quickstart.bastion.url_for(name) for name in ACTIONS]
+    urls = [quickstart.bastion.url_for(name) for name in PAGE]
     assert all(re.fullmatch(r"/_actions/[A-Za-z0-9_-]{24}", url) for url in urls)
-    assert len(set(urls)) == 4
+    assert len(set(urls)) == 8
     assert re.findall(r'<form method="post" action="([^"]*)" data-bastion>', html) == urls
     forms = re.findall(
         r'<section id="([a-z]+)">.*?'
@@ -91,13 +99,35 @@ def test_home_page_renders_a_form_for_each_action(
         html,
         flags=re.DOTALL,
     )
-    assert [(name, url) for name, url, _ in forms] == list(zip(ACTIONS, urls, strict=True))
+    assert [(name, url) for name, url, _ in forms] == list(zip(PAGE, urls, strict=True))
     # Each token is masked afresh, so no two renders (nor two forms) show the same bytes.
-    assert len({token for _, _, token in forms}) == 4
-    assert html.count('name="_csrf"') == 4
-    assert html.count('<input type="hidden" name="_next" value="/">') == 4
+    assert len({token for _, _, token in forms}) == 8
+    assert html.count('name="_csrf"') == 8
+    assert html.count('<input type="hidden" name="_next" value="/">') == 8
     assert '<input name="name" required maxlength="50" value="">' in html
-    assert '<script src="/_actions/bastion.js" defer></script>' in html
+    assert '<input name="email" type="email" required maxlength="254" value="">' in html
+    # A password field is never given a value back, not even after a failed log-in.
+    assert '<input name="password" type="password" required maxlength="1024">' in html
+    assert '<input name="title" required maxlength="100" value="">' in html
+    script = r'<script src="/_actions/bastion.js" nonce="[\w-]{22}" defer></script>'
+    assert re.search(script, html)
+
+
+def test_home_page_says_who_is_signed_in(quickstart: ModuleType, client: ActionClient) -> None:
+    """Anonymous: "Not signed in" and the demo accounts; after log-in: the user's name and
+    roles, never their email or password hash."""
+    signed_in = re.compile(r'<p id="signed-in">(.*?)</p>')
+    assert signed_in.findall(client.get("/").text) == [
+        "Not signed in. Accounts: user@, author@ and admin@quickstart.example."
+    ]
+    login = client.call(
+        quickstart.login, {"email": "author@quickstart.example", "password": PASSWORD}
+    )
+    assert login.status_code == 200
+    html = client.get("/").text
+    assert signed_in.findall(html) == ["Signed in as Ada (author)."]
+    assert "author@quickstart.example" not in html
+    assert "$argon2id$" not in html
 
 
 def test_page_names_no_function(client: ActionClient) -> None:
@@ -224,11 +254,27 @@ def test_boom_is_a_generic_500_with_a_digest_logged_with_the_traceback(
 
 
 def test_whoami_sends_only_the_profile(quickstart: ModuleType, client: ActionClient) -> None:
-    """The User row's email and password hash never leave: exactly name and role."""
+    """Signed in through the login action as the author, whoami returns the account row;
+    its email and password hash never leave: exactly name and roles."""
+    login = client.call(
+        quickstart.login, {"email": "author@quickstart.example", "password": PASSWORD}
+    )
+    assert_reply(login, 200, {"ok": True, "data": {"name": "Ada", "roles": ["author"]}})
     response = client.call(quickstart.whoami)
-    assert_reply(response, 200, {"ok": True, "data": {"name": "Ada", "role": "author"}})
-    for leaked in ("password_hash", "argon2", "email", "@"):
-        assert leaked not in response.text
+    assert_reply(response, 200, {"ok": True, "data": {"name": "Ada", "roles": ["author"]}})
+    assert response.content == b'{"ok":true,"data":{"name":"Ada","roles":["author"]}}'
+    for reply in (login, response):
+        for leaked in ("password_hash", "argon2", "email", "@", PASSWORD):
+            assert leaked not in reply.text
+
+
+def test_whoami_without_signing_in_is_401(quickstart: ModuleType, client: ActionClient) -> None:
+    """An anonymous visitor is told to sign in, and learns nothing of any account."""
+    assert_reply(
+        client.call(quickstart.whoami),
+        401,
+        {"ok": False, "error": {"code": "unauthorized", "message": "Please sign in first."}},
+    )
 
 
 # --- count ---------------------------------------------------------------------------------

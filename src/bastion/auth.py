@@ -108,13 +108,15 @@ class PasswordCheck:
         who = _normal(account)
         where = address or "unknown"
         await self._counter.check(self._address, "login-address", where)
-        await self._counter.check(self._account, "login-account", who, where)
+        # The attempt takes its place in the account's window before the (slow) verify,
+        # in one atomic step: checking first and counting after the verify let a burst
+        # of concurrent guesses all pass the check. A right password frees the window.
+        await self._counter.hit(self._account, "login-account", who, where)
         if await verify_in_thread(stored_hash, password):
             await self._counter.clear(self._account, "login-account", who, where)
             return True
-        await self._counter.hit(self._address, "login-address", where)
         # Counted, not refused: this failure is answered as a failure; the next is 429.
-        await self._counter.limiter.hit(self._account, "login-account", who, where)
+        await self._counter.limiter.hit(self._address, "login-address", where)
         return False
 
 

@@ -56,3 +56,6 @@ def _verify(stored_hash: str, password: str) -> bool:
         return _hasher.verify(stored_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+    except UnicodeEncodeError:
+        # argon2 reads the hash as ASCII: a corrupted, non-ASCII one is malformed too.
+        return False

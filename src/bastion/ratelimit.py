@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 
-from limits import RateLimitItem, parse
+from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
@@ -21,13 +21,22 @@ __all__ = ["Counter", "parse_rate"]
 
 
 def parse_rate(rate: str | None, where: str) -> RateLimitItem | None:
-    """``"20/minute"``, ``"5 per 15 minutes"`` … as the limits library reads them."""
+    """``"20/minute"``, ``"5 per 15 minutes"`` … as the limits library reads them: one
+    rate, of at least one call."""
     if rate is None:
         return None
     try:
-        return parse(rate)
+        items = parse_many(rate)
     except ValueError as exc:
         raise ConfigurationError(f"{where}: {rate!r} is not a rate like '20/minute'") from exc
+    if len(items) != 1:
+        # limits' own parse() would keep the first and silently drop the others.
+        raise ConfigurationError(f"{where}: {rate!r} names {len(items)} rates; give one")
+    if items[0].amount < 1:
+        raise ConfigurationError(
+            f"{where}: {rate!r} allows no call at all; use a policy to refuse everyone"
+        )
+    return items[0]
 
 
 class Counter:
