@@ -975,3 +975,16 @@ def test_report_as_dict_is_json_ready(bastion: Bastion) -> None:
     assert json.loads(json.dumps(data))["fields"] == [
         {"path": "code", "type": "str", "bounds": {"max_length": 8, "pattern": "^[A-Z]+$"}}
     ]
+
+
+def test_inventory_flags_a_composed_policy_that_admits_anonymous_callers_without_a_rate() -> None:
+    """`public | authenticated` lets anonymous visitors in: with rate=None it is as
+    exposed as `public`, and the audit says so."""
+    bastion = Bastion(secret_key=BAD_KEY, store=MemoryStore())
+
+    @bastion.action(policy=public | authenticated, rate=None)
+    async def open_door() -> None:
+        return None
+
+    [report] = inventory(bastion)
+    assert report.violations == ["public action without a rate limit"]

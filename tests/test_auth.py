@@ -366,11 +366,12 @@ def test_load_user_returning_a_non_principal_is_a_generic_500(
     )
 
 
-def test_signed_in_session_without_load_user_is_a_generic_500(
+def test_login_without_load_user_is_refused_and_signs_nobody_in(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """A Bastion without load_user cannot tell who a signed-in session is: 500, not a
-    guess, and the handler does not run."""
+    """A Bastion without load_user could never tell who a signed-in session is, so
+    ctx.login() refuses (a generic 500) instead of signing in a user no later call
+    could load; the session stays anonymous."""
     bastion = Bastion(secret_key=SECRET, store=MemoryStore())
     ran: list[str] = []
 
@@ -384,13 +385,18 @@ def test_signed_in_session_without_load_user_is_a_generic_500(
 
     caplog.set_level(logging.ERROR, logger="bastion")
     with ActionClient(mounted(bastion), bastion) as client:
-        assert_reply(client.call(sign_in), 200, {"ok": True, "data": None})
-        reply = client.call(whoami)
+        reply = client.call(sign_in)
         assert_reply(reply, 500, internal(reply))
+        assert client.session() == {}
+        assert_reply(
+            client.call(whoami),
+            401,
+            {"ok": False, "error": {"code": "unauthorized", "message": "Please sign in first."}},
+        )
     assert ran == []
     [record] = [r for r in caplog.records if r.name == "bastion"]
     assert record.exc_info is not None
-    assert str(record.exc_info[1]) == "a session is signed in but Bastion has no load_user"
+    assert str(record.exc_info[1]) == "ctx.login() needs Bastion(load_user=...)"
 
 
 def test_bastion_user_gives_a_page_its_signed_in_user() -> None:

@@ -398,18 +398,10 @@ def test_unknown_action_id_is_a_not_found_event_without_an_action(
 
 
 def test_get_on_an_action_is_an_invalid_event(site: Site, client: ActionClient) -> None:
-    """405 (actions are POST only) counts as invalid. The method is refused inside the
-    lookup (transport.resolve), so today the event names no action; only the outcome,
-    status and client are pinned here."""
+    """405 (actions are POST only) counts as invalid, and names the action it was for."""
     reply = client.get(client.url("save"))
     assert reply.status_code == 405
-    event = only_event(site)
-    assert (event.outcome, event.status, event.client, event.digest) == (
-        "invalid",
-        405,
-        PEER[0],
-        None,
-    )
+    assert fields_of(only_event(site)) == expect(site, "save", "invalid", 405)
 
 
 def test_refused_plain_form_event_has_the_303_status_and_the_refusals_outcome(

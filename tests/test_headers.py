@@ -59,9 +59,7 @@ def security_headers(nonce: str, *, hsts: bool = False) -> dict[str, str]:
         "x-frame-options": "DENY",
         "x-content-type-options": "nosniff",
         "referrer-policy": "strict-origin-when-cross-origin",
-        "permissions-policy": (
-            "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
-        ),
+        "permissions-policy": ("camera=(), microphone=(), geolocation=(), payment=(), usb=()"),
     }
     if hsts:
         headers["strict-transport-security"] = "max-age=63072000; includeSubDomains"
@@ -204,9 +202,7 @@ def test_nonce_is_in_the_scope_for_the_app(client: ActionClient) -> None:
 def test_default_csp_is_exact() -> None:
     """``default_csp`` spells the policy above."""
     assert default_csp("abc") == csp("abc")
-    assert PERMISSIONS_POLICY == (
-        "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
-    )
+    assert PERMISSIONS_POLICY == ("camera=(), microphone=(), geolocation=(), payment=(), usb=()")
     assert HSTS == "max-age=63072000; includeSubDomains"
 
 

@@ -429,3 +429,28 @@ def test_x_forwarded_for_from_an_untrusted_peer_does_not_buy_more_calls() -> Non
         assert_reply(reply, 200, ok("203.0.113.50"))
         assert_limited(client.call("ping", headers={"X-Forwarded-For": "198.51.100.2"}), 60)
     assert site.ran == ["ping"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "limited"),
+    [
+        pytest.param(public, True, id="public"),
+        pytest.param(public | authenticated, True, id="public-or-authenticated"),
+        pytest.param(lambda ctx: True, True, id="plain-callable"),
+        pytest.param(authenticated, False, id="authenticated"),
+        pytest.param(public & authenticated, False, id="public-and-authenticated"),
+    ],
+)
+def test_default_rate_follows_whether_the_policy_admits_anonymous_callers(
+    policy: Any, limited: bool
+) -> None:
+    """Any policy that may let an anonymous caller through — public, `public | x`, a plain
+    callable — gets the default rate; policies that require a user do not."""
+    bastion = Bastion(secret_key=SECRET, store=MemoryStore(), default_rate="7/minute")
+
+    @bastion.action(policy=policy)
+    async def act() -> None:
+        return None
+
+    rate = bastion.registry.get("act").rate
+    assert (str(rate) if rate else None) == ("7 per 1 minute" if limited else None)

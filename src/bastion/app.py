@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from importlib import resources
 from typing import Any, Final, TypeVar
 
+import anyio
 import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -28,12 +29,11 @@ from .events import AuditSink, log_sink
 from .headers import SecurityHeaders, default_csp
 from .keys import KeyRing, Secret, resolve_secret
 from .origin import parse_origin
-from .policy import public
 from .ratelimit import Counter, parse_rate
 from .registry import ActionSpec, Check, PolicyLike, Registry, build_spec
 from .responses import error
 from .sessions import Session, SessionManager, SessionMiddleware, get_session
-from .stores import SQLiteStore, Store
+from .stores import RedisStore, Store, store_from_url
 from .taint import TaintSet, redactor, taint_env
 
 __all__ = ["Bastion"]
@@ -43,6 +43,7 @@ logger = logging.getLogger("bastion")
 F = TypeVar("F", bound=Callable[..., Any])
 
 _SCRIPT: Final = "/bastion.js"
+_HEALTH: Final = "/health"
 
 
 class _Default:
@@ -91,17 +92,19 @@ class Bastion:
         load_user: UserLoader | None = None,
         login_throttle: LoginThrottle | None = None,
         default_rate: str = "60/minute",
-        rate_limit_storage: str = "memory://",
+        rate_limit_storage: str | None = None,
         trusted_proxies: Sequence[str] = (),
         audit_sinks: Sequence[AuditSink] = (log_sink,),
     ) -> None:
         """Every argument is described on ``Config``. Besides: ``secret_key`` defaults to
         ``BASTION_SECRET_KEY``, ``allowed_origins`` to ``BASTION_ALLOWED_ORIGINS`` (comma
-        separated), and ``store`` to a ``SQLiteStore`` in ``BASTION_DATA_DIR`` (``./data``).
+        separated), and ``store`` to ``BASTION_STORE`` (``redis://…``, ``memory://``) or else
+        a ``SQLiteStore`` in ``BASTION_DATA_DIR`` (``./data``).
 
         ``load_user(user_id)`` finds a signed-in user (sync or async). ``default_rate`` is
         the limit of every public action that names none. ``rate_limit_storage`` is a
-        ``limits`` storage URI (``memory://``, ``redis://…``). ``trusted_proxies`` are the
+        ``limits`` storage URI (``memory://``, ``redis://…``); by default the store's Redis,
+        else memory. ``trusted_proxies`` are the
         networks (CIDR) whose ``X-Forwarded-For`` is believed. ``audit_sinks`` receive one
         ``AuditEvent`` per call (by default, a JSON line on the ``bastion.audit`` logger).
         """
@@ -121,12 +124,21 @@ class Bastion:
         self.keys: Final = KeyRing(secret, fallbacks)
         self.registry: Final = Registry()
         self.store: Final[Store] = (
-            store if store is not None else SQLiteStore(os.environ.get("BASTION_DATA_DIR", "data"))
+            store
+            if store is not None
+            else store_from_url(
+                os.environ.get("BASTION_STORE"), os.environ.get("BASTION_DATA_DIR", "data")
+            )
         )
         self._checked_servers: set[tuple[Any, ...]] = set()
         self.session_manager: Final = SessionManager(self)
         self.load_user: Final = load_user
         self.default_rate: Final = parse_rate(default_rate, "default_rate")
+        if rate_limit_storage is None:
+            # Counters live where the state does: shared when the store is Redis.
+            rate_limit_storage = (
+                self.store.url if isinstance(self.store, RedisStore) else "memory://"
+            )
         self.counter: Final = Counter(rate_limit_storage)
         self.password_check: Final = PasswordCheck(login_throttle or LoginThrottle(), self.counter)
         self.trusted_proxies: Final = _resolve_networks(trusted_proxies)
@@ -185,7 +197,8 @@ class Bastion:
             except ConfigurationError as exc:
                 raise ConfigurationError(f"action {label!r}: {exc}") from exc
             if rate is DEFAULT:
-                limit = self.default_rate if policy is public else None
+                admits_anonymous = getattr(policy, "admits_anonymous", True)
+                limit = self.default_rate if admits_anonymous else None
             else:
                 assert not isinstance(rate, _Default)  # noqa: S101 - narrowed by the branch
                 limit = parse_rate(rate, f"action {label!r}: rate")
@@ -346,11 +359,33 @@ class Bastion:
         response: Response
         if path == _SCRIPT and scope["method"] in ("GET", "HEAD"):
             response = _script_response()
+        elif path == _HEALTH and scope["method"] in ("GET", "HEAD"):
+            response = await self._health()
         elif path.startswith("/") and path.count("/") == 1 and len(path) > 1:
             response = await pipeline.handle(self, scope, receive, path[1:])
         else:
             response = error(NotFound())
         await response(scope, receive, send)
+
+    async def _health(self) -> Response:
+        """``GET {prefix}/health``: whether the store answers (for load balancers)."""
+        try:
+            with anyio.fail_after(1.0):
+                if isinstance(self.store, RedisStore):
+                    await self.store.ping()
+                else:
+                    await self.store.get("health")
+            healthy = True
+        except Exception:
+            logger.warning("bastion: health check: the store does not answer", exc_info=True)
+            healthy = False
+        body = b'{"ok":true,"store":"ok"}' if healthy else b'{"ok":false,"store":"unavailable"}'
+        return Response(
+            body,
+            200 if healthy else 503,
+            {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+            media_type="application/json",
+        )
 
     def _refuse_debug_off_loopback(self, scope: Scope) -> None:
         server = tuple(scope.get("server") or ())

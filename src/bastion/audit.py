@@ -28,7 +28,6 @@ from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
 from starlette.datastructures import UploadFile
 
-from .policy import public
 from .registry import _record_fields
 from .transport import BodyKind
 
@@ -103,8 +102,8 @@ def _report(spec: ActionSpec) -> ActionReport:
         bound_arguments=list(spec.bound.model_fields) if spec.bound is not None else [],
         fields=list(_fields(spec.input_model, "", frozenset({spec.input_model}))),
     )
-    if spec.rate is None and spec.policy is public:
-        report.violations.append("public action without a rate limit")
+    if spec.rate is None and spec.policy.admits_anonymous:
+        report.violations.append("public action without a rate limit")  # anyone may call
     for f in report.fields:
         if f.bounds.get("unbounded"):
             report.violations.append(f"field {f.path!r} ({f.type}) has no maximum length")

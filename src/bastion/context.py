@@ -8,7 +8,7 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from .auth import load_user
-from .errors import Forbidden
+from .errors import ConfigurationError, Forbidden
 from .taint import TaintSet
 
 if TYPE_CHECKING:
@@ -92,6 +92,9 @@ class Context:
 
     async def login(self, user: Principal) -> None:
         """Sign ``user`` in: a new session ID and CSRF secret (the old ID dies)."""
+        if self._bastion.load_user is None:
+            # Without it, every later call of this user could not be answered.
+            raise ConfigurationError("ctx.login() needs Bastion(load_user=...)")
         self.session.login(user.id)
         self._user = user
 

@@ -22,9 +22,7 @@ __all__ = ["NONCE_KEY", "SecurityHeaders", "default_csp"]
 
 NONCE_KEY: Final = "bastion.csp_nonce"
 
-PERMISSIONS_POLICY: Final = (
-    "camera=(), microphone=(), geolocation=(), payment=(), usb=(), interest-cohort=()"
-)
+PERMISSIONS_POLICY: Final = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 HSTS: Final = "max-age=63072000; includeSubDomains"
 
 

@@ -4,7 +4,8 @@ Every action call runs these stages, in this order; each lives in its own module
 Cheap, stateless refusals come first, and nothing decoded from the body reaches a
 model, a handler or a database before every earlier stage has passed.
 
-    1  route + transport   transport.resolve, transport.body_kind   404 405 415 413
+    1  route + transport   transport.resolve, check_method,         404 405 415 413
+                           body_kind
     2  request origin      origin.check                             403
     3  session             sessions.get_session (loaded by the middleware)
     4  CSRF token          csrf.verify (a plain form's token is in  403
@@ -72,7 +73,9 @@ async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: st
     call = _Call(Headers(scope=scope), get_session(scope), time.time())
     started = time.perf_counter()
     response = _guard(bastion, call, await _run(bastion, scope, receive, action_id, call))
-    spec, user_id = call.spec, call.session.user_id
+    spec = call.spec
+    # Who called: the user signed in when the call arrived (a log-out call is theirs).
+    user_id = call.principal if call.principal is not None else call.session.user_id
     event = AuditEvent(
         timestamp=call.started,
         action=spec.name if spec else None,
@@ -102,6 +105,7 @@ class _Call:
     error: ActionError | None = None
     digest: str | None = None
     flash: dict[str, Any] | None = None
+    principal: Any = None
 
 
 async def _run(
@@ -109,7 +113,8 @@ async def _run(
 ) -> Response:
     headers, session = call.headers, call.session
     try:
-        spec = call.spec = transport.resolve(bastion.registry, scope, action_id)
+        spec = call.spec = transport.resolve(bastion.registry, action_id)
+        transport.check_method(scope)
         # Known before any check on the body, so that a browser posting a plain form
         # lands on a page (303) whatever refuses it, a 413 or 415 included.
         call.form_post = _is_form_post(headers)
@@ -120,6 +125,7 @@ async def _run(
         form_token = call.body.reserved.get("_csrf") if call.body is not None else None
         csrf.verify(session, headers, form_token, bastion.keys, spec.name)
         ctx = call.ctx = Context(action=spec.name, scope=scope, session=session, bastion=bastion)
+        call.principal = session.user_id
         if spec.rate is not None:
             caller = f"user:{session.user_id}" if session.user_id is not None else ctx.client
             await bastion.counter.hit(spec.rate, "action", spec.name, str(caller))

@@ -48,6 +48,10 @@ class Policy:
     wants_sign_in: bool = False
     """Whether an anonymous caller it denies is told to sign in (401) rather than 403."""
 
+    admits_anonymous: bool = True
+    """Whether it may let an anonymous caller through: such actions get the app's
+    ``default_rate`` unless they name one, and ``bastion audit`` wants them limited."""
+
     def allows(self, ctx: Context) -> bool | Awaitable[bool]:
         raise NotImplementedError
 
@@ -81,6 +85,7 @@ class _Public(Policy):
 
 class _Authenticated(Policy):
     wants_sign_in = True
+    admits_anonymous = False
 
     def allows(self, ctx: Context) -> bool:
         return ctx.user is not None
@@ -91,6 +96,7 @@ class _Authenticated(Policy):
 
 class _Require(Policy):
     wants_sign_in = True
+    admits_anonymous = False
 
     def __init__(self, permissions: frozenset[str], roles: frozenset[str]) -> None:
         self.permissions = permissions
@@ -100,9 +106,9 @@ class _Require(Policy):
         user = ctx.user
         if user is None:
             return False
-        if not self.permissions <= frozenset(user.permissions):
+        if not self.permissions <= _names(user.permissions):
             return False
-        return not self.roles or bool(self.roles & frozenset(user.roles))
+        return not self.roles or bool(self.roles & _names(user.roles))
 
     def describe(self) -> str:
         parts = [repr(p) for p in sorted(self.permissions)]
@@ -130,6 +136,7 @@ class _AllOf(Policy):
         self.parts = parts
         self.needs_user = any(p.needs_user for p in parts)
         self.wants_sign_in = any(p.wants_sign_in for p in parts)
+        self.admits_anonymous = all(p.admits_anonymous for p in parts)
 
     async def allows(self, ctx: Context) -> bool:
         for part in self.parts:
@@ -146,6 +153,7 @@ class _AnyOf(Policy):
         self.parts = parts
         self.needs_user = any(p.needs_user for p in parts)
         self.wants_sign_in = any(p.wants_sign_in for p in parts)
+        self.admits_anonymous = any(p.admits_anonymous for p in parts)
 
     async def allows(self, ctx: Context) -> bool:
         for part in self.parts:
@@ -181,6 +189,11 @@ def predicate(fn: Callable[[Context], bool | Awaitable[bool]]) -> Policy:
     if not callable(fn):
         raise TypeError(f"predicate() takes a callable, not {fn!r}")
     return _Predicate(fn)
+
+
+def _names(values: Any) -> frozenset[str]:
+    """A user's roles or permissions as a set; one string is one name, not its letters."""
+    return frozenset((values,)) if isinstance(values, str) else frozenset(values)
 
 
 def _as_policy(value: Any) -> Policy:

@@ -21,7 +21,7 @@ from .errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, Uns
 if TYPE_CHECKING:
     from .registry import ActionSpec, Registry
 
-__all__ = ["BodyKind", "body_kind", "read", "resolve", "stream"]
+__all__ = ["BodyKind", "body_kind", "check_method", "read", "resolve", "stream"]
 
 
 class BodyKind(Enum):
@@ -33,14 +33,18 @@ class BodyKind(Enum):
 _KINDS = {kind.value: kind for kind in BodyKind}
 
 
-def resolve(registry: Registry, scope: Scope, action_id: str) -> ActionSpec:
-    """The action for this ID, then the method. Unknown IDs get a bare 404, no hint."""
+def resolve(registry: Registry, action_id: str) -> ActionSpec:
+    """The action for this ID. Unknown IDs get a bare 404, no hint."""
     spec = registry.by_id(action_id)
     if spec is None:
         raise NotFound()
+    return spec
+
+
+def check_method(scope: Scope) -> None:
+    """Actions are called with POST; anything else is 405 with ``Allow: POST``."""
     if scope["method"] != "POST":
         raise MethodNotAllowed()
-    return spec
 
 
 def body_kind(spec: ActionSpec, headers: Headers) -> BodyKind:
