@@ -12,9 +12,10 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from .memory import MemoryStore
+from .redis import RedisStore
 from .sqlite import SQLiteStore
 
-__all__ = ["MemoryStore", "SQLiteStore", "Store"]
+__all__ = ["MemoryStore", "RedisStore", "SQLiteStore", "Store", "store_from_url"]
 
 
 @runtime_checkable
@@ -36,3 +37,15 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+def store_from_url(url: str | None, data_dir: str = "data") -> Store:
+    """``redis://…`` → ``RedisStore``, ``memory://`` → ``MemoryStore``, anything else
+    (or nothing) → ``SQLiteStore`` in ``data_dir`` (``sqlite:///path/dir`` names the dir)."""
+    if url and url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisStore(url)
+    if url == "memory://":
+        return MemoryStore()
+    if url and url.startswith("sqlite:///"):
+        return SQLiteStore(url.removeprefix("sqlite:///") or data_dir)
+    return SQLiteStore(data_dir)

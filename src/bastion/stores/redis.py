@@ -1,0 +1,50 @@
+"""Shared state for several workers or hosts: Redis (redis-py's asyncio client).
+
+Every call has a timeout (half a second by default) so that a Redis that stops
+answering turns into a prompt 503 rather than requests piling up; the pipeline then
+fails closed. Keys live under a prefix, so one Redis can serve several apps.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as redis
+
+__all__ = ["RedisStore"]
+
+
+class RedisStore:
+    """State in Redis at ``url`` (``redis://host:port/db``)."""
+
+    def __init__(self, url: str, *, timeout: float = 0.5, prefix: str = "bastion:") -> None:
+        self.url = url
+        self.prefix = prefix
+        self._redis = redis.Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+            health_check_interval=30,
+        )
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self._redis.get(self.prefix + key)
+        return value.encode() if isinstance(value, str) else value
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        await self._redis.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
+
+    async def delete(self, key: str) -> None:
+        await self._redis.delete(self.prefix + key)
+
+    async def ping(self) -> bool:
+        """Whether Redis answers now (for health checks)."""
+        return bool(await self._redis.ping())
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    def __repr__(self) -> str:
+        # The URL may hold a password: show where, not how.
+        host = self._redis.connection_pool.connection_kwargs.get("host", "?")
+        port = self._redis.connection_pool.connection_kwargs.get("port", "?")
+        return f"RedisStore(host={host!r}, port={port!r})"
