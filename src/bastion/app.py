@@ -95,6 +95,7 @@ class Bastion:
         rate_limit_storage: str | None = None,
         trusted_proxies: Sequence[str] = (),
         audit_sinks: Sequence[AuditSink] = (log_sink,),
+        unavailable_errors: tuple[type[BaseException], ...] = (ConnectionError,),
     ) -> None:
         """Every argument is described on ``Config``. Besides: ``secret_key`` defaults to
         ``BASTION_SECRET_KEY``, ``allowed_origins`` to ``BASTION_ALLOWED_ORIGINS`` (comma
@@ -107,6 +108,9 @@ class Bastion:
         else memory. ``trusted_proxies`` are the
         networks (CIDR) whose ``X-Forwarded-For`` is believed. ``audit_sinks`` receive one
         ``AuditEvent`` per call (by default, a JSON line on the ``bastion.audit`` logger).
+        A handler raising one of ``unavailable_errors`` (a database driver's connection
+        error, say) gets a generic 503 instead of a 500; it is logged under a digest the same
+        way.
         """
         secret, fallbacks = resolve_secret(secret_key, secret_key_fallbacks, debug=debug)
         self.config: Final = Config(
@@ -143,6 +147,7 @@ class Bastion:
         self.password_check: Final = PasswordCheck(login_throttle or LoginThrottle(), self.counter)
         self.trusted_proxies: Final = _resolve_networks(trusted_proxies)
         self.audit_sinks: Final = tuple(audit_sinks)
+        self.unavailable_errors: Final = tuple(unavailable_errors)
         self.taints: Final = TaintSet()
         redactor.taint_sets.add(self.taints)
         self._entry = SessionMiddleware(self._dispatch, self)

@@ -116,7 +116,7 @@ class PasswordCheck:
             await self._counter.clear(self._account, "login-account", who, where)
             return True
         # Counted, not refused: this failure is answered as a failure; the next is 429.
-        await self._counter.limiter.hit(self._address, "login-address", where)
+        await self._counter.count(self._address, "login-address", where)
         return False
 
 

@@ -50,7 +50,7 @@ from . import (
     transport,
 )
 from .context import Context
-from .errors import ActionError
+from .errors import ActionError, ServiceUnavailable
 from .events import AuditEvent
 from .registry import ActionSpec
 from .sessions import Session, get_session
@@ -66,6 +66,9 @@ logger = logging.getLogger("bastion")
 
 INTERNAL = ActionError("Something went wrong.", code="internal", status=500)
 """What the client learns of any exception outside the ``ActionError`` tree."""
+
+UNAVAILABLE = ServiceUnavailable()
+"""What the client learns when a handler's backend is down (``unavailable_errors``)."""
 
 
 async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: str) -> Response:
@@ -149,9 +152,11 @@ async def _run(
         call.error = exc
         return _refuse(call, exc)
     except Exception as exc:
-        call.error, call.digest = INTERNAL, _log_failure(call, exc)
+        # A backend that is down (the app's database, say) is "try again later", not a bug.
+        failure = UNAVAILABLE if isinstance(exc, bastion.unavailable_errors) else INTERNAL
+        call.error, call.digest = failure, _log_failure(call, exc)
         debug = {"type": type(exc).__name__, "message": str(exc)} if bastion.debug else None
-        return _refuse(call, INTERNAL, debug)
+        return _refuse(call, failure, debug)
     finally:
         if call.body is not None:
             call.body.close()

@@ -8,16 +8,23 @@ abused first. Log-in throttling (``auth.py``) counts failures with the same mach
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
-from .errors import ConfigurationError, RateLimited
+from .errors import ConfigurationError, RateLimited, ServiceUnavailable
 
 __all__ = ["Counter", "parse_rate"]
+
+logger = logging.getLogger("bastion")
+
+T = TypeVar("T")
 
 
 def parse_rate(rate: str | None, where: str) -> RateLimitItem | None:
@@ -40,26 +47,50 @@ def parse_rate(rate: str | None, where: str) -> RateLimitItem | None:
 
 
 class Counter:
-    """Moving-window counters in a ``limits`` storage (memory by default)."""
+    """Moving-window counters in a ``limits`` storage (memory by default; Redis to share
+    them between workers and hosts).
 
-    def __init__(self, storage_uri: str = "memory://") -> None:
+    A storage that fails or does not answer in time fails closed: the call is refused
+    with 503, never let through uncounted.
+    """
+
+    def __init__(self, storage_uri: str = "memory://", *, timeout: float = 0.5) -> None:
         uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
-        self.storage = storage_from_string(uri)
+        options: dict[str, float | str | bool] = {}
+        if uri.startswith(("async+redis://", "async+rediss://")):
+            # redis-py (already a dependency), with bounded waits on every call.
+            options = {
+                "implementation": "redispy",
+                "socket_timeout": timeout,
+                "socket_connect_timeout": timeout,
+            }
+        self.storage = storage_from_string(uri, **options)
         self.limiter = MovingWindowRateLimiter(self.storage)
 
     async def hit(self, rate: RateLimitItem, *key: str) -> None:
         """Count one call; 429 with ``Retry-After`` once the window is full."""
-        if not await self.limiter.hit(rate, *key):
+        if not await self._call(self.limiter.hit(rate, *key)):
             raise RateLimited(await self.retry_after(rate, *key))
+
+    async def count(self, rate: RateLimitItem, *key: str) -> None:
+        """Count one event without refusing anything (a failed log-in)."""
+        await self._call(self.limiter.hit(rate, *key))
 
     async def check(self, rate: RateLimitItem, *key: str) -> None:
         """429 if one more would go over, without counting this one."""
-        if not await self.limiter.test(rate, *key):
+        if not await self._call(self.limiter.test(rate, *key)):
             raise RateLimited(await self.retry_after(rate, *key))
 
     async def clear(self, rate: RateLimitItem, *key: str) -> None:
-        await self.limiter.clear(rate, *key)
+        await self._call(self.limiter.clear(rate, *key))
 
     async def retry_after(self, rate: RateLimitItem, *key: str) -> int:
-        stats = await self.limiter.get_window_stats(rate, *key)
+        stats = await self._call(self.limiter.get_window_stats(rate, *key))
         return max(1, math.ceil(stats.reset_time - time.time()))
+
+    async def _call(self, pending: Awaitable[T]) -> T:
+        try:
+            return await pending
+        except Exception:
+            logger.exception("bastion: the rate-limit storage failed; refusing the call")
+            raise ServiceUnavailable() from None
