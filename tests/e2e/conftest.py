@@ -1,5 +1,6 @@
-"""Browser fixtures: the quickstart served by uvicorn as `make quickstart` serves it, a
-hostile site beside it, and Debian's Chromium driven by Playwright.
+"""Browser fixtures: the quickstart served by uvicorn as `make quickstart` serves it, the
+demo board as `make demo` serves it, a hostile site beside them, and Debian's Chromium
+driven by Playwright.
 
 The quickstart answers at http://127.0.0.1:P; the hostile site at http://localhost:P2, a
 different site (another host, another port) on the same machine, so every request from
@@ -212,6 +213,66 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quickstart]
     try:
         server.wait_until_up("/")
         yield Quickstart(server)
+    finally:
+        server.stop()
+
+
+@dataclass
+class Board:
+    """examples/board served by uvicorn at ``url`` (http://127.0.0.1:P), its data in a fresh
+    SQLite file, its seeded accounts' passwords chosen here."""
+
+    server: Server
+    admin_password: str
+    author_password: str
+
+    ADMIN = "admin@board.example"
+    AUTHOR = "author@board.example"
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def statuses(self, method: str, path: str) -> list[int]:
+        """The statuses the server answered to ``method path``, from uvicorn's access log."""
+        line = re.compile(rf'"{re.escape(method)} {re.escape(path)} HTTP/[0-9.]+" ([0-9]{{3}})')
+        return [int(status) for status in line.findall(self.server.log_text())]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
+    """The board exactly as `make demo` serves it: uvicorn, a random key, the origin it is
+    served at as its only allowed origin, data and sessions in a fresh directory."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    tmp = tmp_path_factory.mktemp("board")
+    passwords = {
+        "BOARD_ADMIN_PASSWORD": secrets.token_urlsafe(15),
+        "BOARD_AUTHOR_PASSWORD": secrets.token_urlsafe(15),
+    }
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BASTION_DATA_DIR")},
+        **passwords,
+        "BASTION_SECRET_KEY": secrets.token_hex(32),
+        "BASTION_ALLOWED_ORIGINS": url,
+        "BOARD_DATA_DIR": str(tmp / "data"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(REPO / "examples"),
+        "board.app:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = start(command, url, tmp / "uvicorn.log", env)
+    try:
+        server.wait_until_up("/login")
+        yield Board(server, passwords["BOARD_ADMIN_PASSWORD"], passwords["BOARD_AUTHOR_PASSWORD"])
     finally:
         server.stop()
 

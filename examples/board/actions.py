@@ -1,0 +1,237 @@
+"""Every server action of the board. Each names who may call it (its policy), how often
+(its rate), what it takes (a pydantic model, unknown fields refused) and the only
+fields it may send back (its return type). ``/security`` lists them as ``bastion audit``
+does.
+
+Handlers that touch the database are plain functions: bastion runs them in a worker
+thread. The two that need ``await`` (``ctx.check_password``, ``ctx.login``) are async
+and send their queries to a thread with ``db.run``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, selectinload
+
+from bastion import (
+    ActionError,
+    Bound,
+    Context,
+    ValidationFailed,
+    authenticated,
+    hash_password,
+    needs_rehash,
+    public,
+    require,
+)
+
+from .core import Member, bastion, db, member
+from .db import Account, Post, now
+from .schemas import (
+    AccountRef,
+    Credentials,
+    Draft,
+    Export,
+    Notice,
+    PostDeleted,
+    PostRef,
+    PostSaved,
+    ProblemReport,
+    RoleChanged,
+    RoleChoice,
+    SignedIn,
+    SignUp,
+    Welcome,
+)
+
+__all__ = [
+    "change_role",
+    "create_post",
+    "delete_post",
+    "edit_post",
+    "export_my_data",
+    "login",
+    "logout",
+    "report_problem",
+    "signup",
+]
+
+authors = require(roles={"author", "admin"})
+admins = require(roles={"admin"})
+
+EMAIL_TAKEN = "An account with this email already exists."
+
+
+def normal_email(email: str) -> str:
+    """One spelling per address, for sign-up and log-in alike."""
+    return unicodedata.normalize("NFC", email.strip()).lower()
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+@bastion.action(policy=public, rate="10/hour")
+def signup(data: SignUp) -> Welcome:
+    """Anyone may open an account (an author's); ten tries an hour per address.
+
+    Saying that an address is taken tells the caller it has an account: the price of a
+    useful message, which the rate limit keeps to ten addresses an hour."""
+    email = normal_email(data.email)
+    with db.session() as session:
+        if session.scalar(select(Account.id).where(Account.email == email)) is not None:
+            raise ValidationFailed({"email": EMAIL_TAKEN})
+    account = Account(
+        email=email,
+        name=data.name,
+        role="author",
+        password_hash=hash_password(data.password.get_secret_value()),  # argon2id
+    )
+    try:
+        with db.transaction() as session:
+            session.add(account)
+    except IntegrityError:  # the same address, signed up a moment ago by another call
+        raise ValidationFailed({"email": EMAIL_TAKEN}) from None
+    return Welcome(
+        name=account.name,
+        email=account.email,
+        message=f"Welcome, {account.name}! Your account is ready: sign in.",
+    )
+
+
+def _find_account(email: str) -> Account | None:
+    with db.session() as session:
+        return session.scalar(select(Account).where(Account.email == email))
+
+
+def _store_hash(account_id: int, password: str) -> None:
+    with db.transaction() as session:
+        account = session.get(Account, account_id)
+        if account is not None:
+            account.password_hash = hash_password(password)
+
+
+@bastion.action(policy=public, rate="20/minute")
+async def login(ctx: Context, data: Credentials) -> SignedIn:
+    """Throttled per account and address (``ctx.check_password``: 429 past five failures),
+    the same answer and the same time for an unknown address, and a new session ID."""
+    email = normal_email(data.email)
+    password = data.password.get_secret_value()
+    account = await db.run(_find_account, email)
+    if account is not None:
+        ctx.taint(account.password_hash, "password hash")
+    stored = account.password_hash if account is not None else None
+    if not await ctx.check_password(email, password, stored) or account is None:
+        raise ActionError("Wrong email or password.", code="login_failed", status=401)
+    if needs_rehash(account.password_hash):
+        await db.run(_store_hash, account.id, password)
+    await ctx.login(Member.of(account))  # rotates the session: a planted ID dies here
+    return SignedIn(name=account.name, message=f"Signed in as {account.name}.")
+
+
+@bastion.action(policy=authenticated, rate="30/minute")
+def logout(ctx: Context) -> Notice:
+    ctx.logout()
+    return Notice(message="You are signed out.")
+
+
+@bastion.action(policy=authenticated, rate="6/minute")
+def export_my_data(ctx: Context) -> Export:
+    """Your account and posts. The handler returns the ORM row, hash and all; only the
+    fields ``Export`` declares are read from it, and the hash is tainted besides: were
+    it ever to reach the reply, the reply would be refused."""
+    with db.session() as session:
+        account = session.get(Account, member(ctx).id, options=[selectinload(Account.posts)])
+        if account is None:
+            raise ActionError("Your account no longer exists.", code="account_gone", status=404)
+        ctx.taint(account.password_hash, "password hash")
+        return account  # type: ignore[return-value]  # read through Export's fields
+
+
+@bastion.action(policy=admins, rate="30/minute")
+def change_role(ctx: Context, data: RoleChoice, ref: Annotated[AccountRef, Bound]) -> RoleChanged:
+    """Admins only. Which account is sealed into its row of the admin page."""
+    if ref.account_id == member(ctx).id:
+        # The board would be left without an admin, by a slip of the mouse.
+        raise ActionError(
+            "You cannot change your own role: ask another admin.", code="own_role", status=409
+        )
+    with db.transaction() as session:
+        account = session.get(Account, ref.account_id)
+        if account is None:
+            raise ActionError("This account no longer exists.", code="account_gone", status=404)
+        account.role = data.role
+        name = account.name
+    article = "an" if data.role[0] in "aeiou" else "a"
+    return RoleChanged(
+        id=ref.account_id,
+        name=name,
+        role=data.role,
+        message=f"{name} is now {article} {data.role}.",
+    )
+
+
+# --- posts ------------------------------------------------------------------------------------
+
+
+@bastion.action(policy=authors, rate="10/minute")
+def create_post(ctx: Context, data: Draft) -> PostSaved:
+    """Authors and admins: 401 for visitors, 403 for readers."""
+    with db.transaction() as session:
+        post = Post(author_id=member(ctx).id, title=data.title, body=data.body)
+        session.add(post)
+        session.flush()  # assigns the ID
+        post_id = post.id
+    return PostSaved(id=post_id, title=data.title, message=f"Published “{data.title}”.")
+
+
+def _changeable_post(ctx: Context, session: Session, post_id: int) -> Post:
+    """The post, if this member may change it: checked in the transaction that changes
+    it, so nothing can happen between the check and the write."""
+    post = session.get(Post, post_id)
+    if post is None:
+        raise ActionError("This post no longer exists.", code="post_gone", status=404)
+    ctx.authorize(member(ctx).may_change(post), "Only its author or an admin can change this post.")
+    return post
+
+
+@bastion.action(policy=authors, rate="30/minute")
+def edit_post(ctx: Context, data: Draft, ref: Annotated[PostRef, Bound]) -> PostSaved:
+    """Owner or admin. The post ID comes sealed from the edit page: a changed or replayed
+    one is refused (400) before this runs; a valid one for a post that is not yours,
+    here (403)."""
+    with db.transaction() as session:
+        post = _changeable_post(ctx, session, ref.post_id)
+        post.title, post.body, post.updated_at = data.title, data.body, now()
+    return PostSaved(id=ref.post_id, title=data.title, message=f"Saved “{data.title}”.")
+
+
+@bastion.action(policy=authors, rate="30/minute", fragment="fragments/post_deleted.html")
+def delete_post(ctx: Context, ref: Annotated[PostRef, Bound]) -> PostDeleted:
+    """Owner or admin, like editing. htmx gets the fragment that replaces the post."""
+    with db.transaction() as session:
+        post = _changeable_post(ctx, session, ref.post_id)
+        title = post.title
+        session.delete(post)
+    return PostDeleted(id=ref.post_id, title=title, message=f"Deleted “{title}”.")
+
+
+# --- the problem report -----------------------------------------------------------------------
+
+
+@bastion.action(policy=public, rate="5/minute")
+def report_problem(data: ProblemReport) -> Notice:
+    """Fails inside, as an outage would: the database's message, with its connection
+    string, goes to the server log under a digest; the visitor gets the digest only."""
+    raise OperationalError(
+        "INSERT INTO problem_reports (summary) VALUES (%(summary)s)",
+        {"summary": "[withheld]"},
+        ConnectionError(
+            'connection to server at "reports-db.internal" (10.20.0.7), port 5432 failed: '
+            'FATAL: password authentication failed for user "board" '
+            "(postgresql://board:not-a-real-password@reports-db.internal:5432/reports)"
+        ),
+    )

@@ -1,0 +1,110 @@
+"""The board as one Starlette app: pages, static files, actions, security headers.
+
+    uvicorn --app-dir examples board.app:app      # what `make demo` runs
+    bastion audit board.app:bastion               # from examples/: every action checked
+
+On start-up it creates the schema and, the first time, two accounts (an admin and an
+author) with a post each; a password it had to generate is printed then, and never again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Final
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from . import actions, pages  # noqa: F401 - actions: imported to register them
+from .core import bastion, db, settings
+from .db import SeedAccount
+
+__all__ = ["app", "bastion"]
+
+log = logging.getLogger("board")
+
+SEEDS: Final = (
+    SeedAccount(
+        email="admin@board.example",
+        name="Grace",
+        role="admin",
+        password=settings.admin_password,
+        posts=(
+            (
+                "Welcome to the team board",
+                "Post updates for the team here. Authors edit and delete their own posts; "
+                "admins look after all of them and hand out roles.\n\n"
+                "Every button on this board is a bastion server action. The Security page "
+                "lists each one with its policy, rate limit and fields.",
+            ),
+        ),
+    ),
+    SeedAccount(
+        email="author@board.example",
+        name="Ada",
+        role="author",
+        password=settings.author_password,
+        posts=(
+            (
+                "Friday's release",
+                "The export button on your profile now hands out your name, email, role "
+                "and posts, and nothing else.\n\nTry to edit this post as someone else.",
+            ),
+        ),
+    ),
+)
+
+
+def prepare() -> None:
+    """The schema, and on the first start the seeded accounts (run in a worker thread)."""
+    log.info("data in %s", db.url.render_as_string(hide_password=True))
+    db.create_schema()
+    for email, password in db.seed(SEEDS).items():
+        if password is None:
+            log.info("created %s with the password from the environment", email)
+        else:
+            # Printed once: it is stored nowhere but as an argon2 hash.
+            log.warning("created %s with the password %s", email, password)
+
+
+class _UvicornStyle(logging.Formatter):
+    """``INFO:     board: …``, aligned with uvicorn's own lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname + ':':<9} {super().format(record)}"
+
+
+def _log_to_stderr() -> None:
+    """The board's messages and bastion's (errors with their digest, one audit event per
+    action call) on stderr, beside uvicorn's, unless logging is set up already."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(_UvicornStyle("%(name)s: %(message)s"))
+    root.addHandler(handler)
+    for name in ("board", "bastion"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+@asynccontextmanager
+async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+    _log_to_stderr()
+    await db.run(prepare)
+    yield
+    db.dispose()
+
+
+app = Starlette(
+    routes=[
+        *(Route(path, endpoint) for path, endpoint in pages.ROUTES),
+        Mount("/static", StaticFiles(directory=pages.HERE / "static"), name="static"),
+    ],
+    exception_handlers={404: pages.not_found},
+    lifespan=lifespan,
+)
+bastion.mount(app)  # POST /_actions/<id>, and a session for every page
+bastion.add_security_headers(app)  # CSP with a nonce, no framing, nosniff, …

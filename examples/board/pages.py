@@ -1,0 +1,239 @@
+"""The board's pages. Each renders the forms of its actions; none changes anything
+(every change is an action, behind bastion's checks). Pages a visitor may not use send
+them to log in; pages for admins answer others 403.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from sqlalchemy import func, select
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.templating import Jinja2Templates
+
+from bastion.audit import inventory
+
+from .core import Member, bastion, db
+from .db import ROLES, Account, Post
+
+__all__ = ["ROUTES", "not_found", "templates"]
+
+HERE: Final = Path(__file__).parent
+BOARD_SIZE: Final = 100
+"""Posts shown on the board, newest first."""
+
+templates = Jinja2Templates(directory=HERE / "templates")
+bastion.templates(templates)  # action_form, bastion_fields, bound_input, flash, csp_nonce …
+
+
+def when(moment: datetime) -> str:
+    """``27 Nov 2025, 14:03 UTC``: unambiguous for a team spread over time zones."""
+    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
+
+
+templates.env.filters["when"] = when
+templates.env.globals["ROLES"] = ROLES
+
+
+# --- rendering and guards ---------------------------------------------------------------------
+
+
+async def signed_in(request: Request) -> Member | None:
+    user = await bastion.user(request)
+    return user if isinstance(user, Member) else None
+
+
+def render(
+    request: Request, name: str, member: Member | None, status_code: int = 200, **context: Any
+) -> Response:
+    response = templates.TemplateResponse(
+        request, name, {"member": member, **context}, status_code=status_code
+    )
+    # Pages hold CSRF tokens, sealed values and personal data: no cache keeps them.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def refuse(request: Request, member: Member | None, status_code: int, message: str) -> Response:
+    titles = {403: "Not allowed", 404: "Not found"}
+    return render(
+        request,
+        "error.html",
+        member,
+        status_code=status_code,
+        title=titles.get(status_code, "Error"),
+        message=message,
+    )
+
+
+MemberPage = Callable[[Request, Member], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def members_only(page: MemberPage) -> Endpoint:
+    """Visitors who are not signed in go to log in, and come back here after."""
+
+    @functools.wraps(page)
+    async def endpoint(request: Request) -> Response:
+        member = await signed_in(request)
+        if member is None:
+            path = request.url.path
+            query = "" if path == "/" else "?" + urlencode({"next": path})
+            return RedirectResponse(f"/login{query}", status_code=303)
+        return await page(request, member)
+
+    return endpoint
+
+
+def admins_only(page: MemberPage) -> Endpoint:
+    @members_only
+    @functools.wraps(page)
+    async def endpoint(request: Request, member: Member) -> Response:
+        if not member.is_admin:
+            return refuse(request, member, 403, "This page is for admins.")
+        return await page(request, member)
+
+    return endpoint
+
+
+_NEXT: Final = re.compile(r"/(?:[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*)?")
+
+
+def next_path(value: str | None) -> str:
+    """Where to go after log-in: one of our own paths, never another site."""
+    return value if value is not None and _NEXT.fullmatch(value) else "/"
+
+
+# --- the board --------------------------------------------------------------------------------
+
+
+def _board() -> list[Post]:
+    with db.session() as session:
+        newest = select(Post).order_by(Post.created_at.desc(), Post.id.desc()).limit(BOARD_SIZE)
+        return list(session.scalars(newest))
+
+
+@members_only
+async def board(request: Request, member: Member) -> Response:
+    return render(request, "board.html", member, posts=await db.run(_board))
+
+
+def _post(post_id: int) -> Post | None:
+    with db.session() as session:
+        return session.get(Post, post_id)
+
+
+@members_only
+async def edit(request: Request, member: Member) -> Response:
+    post = await db.run(_post, request.path_params["post_id"])
+    if post is None:
+        return refuse(request, member, 404, "This post does not exist (any more).")
+    if not member.may_change(post):
+        return refuse(request, member, 403, "Only its author or an admin can edit this post.")
+    return render(request, "edit.html", member, post=post)
+
+
+# --- accounts ---------------------------------------------------------------------------------
+
+
+async def login(request: Request) -> Response:
+    after = next_path(request.query_params.get("next"))
+    member = await signed_in(request)
+    if member is not None:
+        return RedirectResponse(after, status_code=303)
+    return render(request, "login.html", None, next=after)
+
+
+async def signup(request: Request) -> Response:
+    if await signed_in(request) is not None:
+        return RedirectResponse("/", status_code=303)
+    return render(request, "signup.html", None)
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    joined: datetime
+    posts: list[Post]
+
+
+def _profile(account_id: int) -> Profile | None:
+    with db.session() as session:
+        account = session.get(Account, account_id)
+        if account is None:
+            return None
+        return Profile(account.created_at, list(account.posts))
+
+
+@members_only
+async def me(request: Request, member: Member) -> Response:
+    profile = await db.run(_profile, member.id)
+    if profile is None:
+        return refuse(request, member, 404, "Your account no longer exists.")
+    return render(request, "me.html", member, profile=profile)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """An account as the admin page lists it: never its password hash."""
+
+    id: int
+    name: str
+    email: str
+    role: str
+    joined: datetime
+    posts: int
+
+
+def _accounts() -> list[Row]:
+    with db.session() as session:
+        query = (
+            select(Account, func.count(Post.id))
+            .outerjoin(Post, Post.author_id == Account.id)
+            .group_by(Account.id)
+            .order_by(Account.created_at, Account.id)
+        )
+        return [
+            Row(a.id, a.name, a.email, a.role, a.created_at, count)
+            for a, count in session.execute(query)
+        ]
+
+
+@admins_only
+async def admin(request: Request, member: Member) -> Response:
+    return render(request, "admin.html", member, accounts=await db.run(_accounts))
+
+
+# --- for everyone -----------------------------------------------------------------------------
+
+
+async def report(request: Request) -> Response:
+    return render(request, "report.html", await signed_in(request))
+
+
+async def security(request: Request) -> Response:
+    """The action inventory, as ``bastion audit`` prints it."""
+    return render(request, "security.html", await signed_in(request), actions=inventory(bastion))
+
+
+async def not_found(request: Request, exc: Exception) -> Response:
+    return refuse(request, await signed_in(request), 404, "There is no page here.")
+
+
+ROUTES: Final = [
+    ("/", board),
+    ("/posts/{post_id:int}/edit", edit),
+    ("/login", login),
+    ("/signup", signup),
+    ("/me", me),
+    ("/admin", admin),
+    ("/report", report),
+    ("/security", security),
+]

@@ -1,0 +1,154 @@
+"""What each action takes, and the only things it may send back.
+
+Inputs forbid unknown fields (bastion refuses to register one that does not) and bound
+every text, so ``bastion audit`` finds nothing to say. Outputs name each field that
+leaves: an ``Account`` row read through ``Export`` loses its password hash on the way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    SecretStr,
+    StringConstraints,
+)
+
+from .db import Role
+from .settings import MIN_PASSWORD_LENGTH
+
+__all__ = [
+    "AccountRef",
+    "Credentials",
+    "Draft",
+    "Export",
+    "ExportedPost",
+    "Notice",
+    "PostDeleted",
+    "PostRef",
+    "PostSaved",
+    "ProblemReport",
+    "RoleChanged",
+    "RoleChoice",
+    "SignUp",
+    "SignedIn",
+    "Welcome",
+]
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Body = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=10_000)]
+Summary = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- inputs -------------------------------------------------------------------------------
+
+
+def _long_enough(password: SecretStr) -> SecretStr:
+    # pydantic's own min_length would say "at least 12 items after validation".
+    if len(password.get_secret_value()) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"Use at least {MIN_PASSWORD_LENGTH} characters.")
+    return password
+
+
+class SignUp(Input):
+    name: Name
+    email: Annotated[EmailStr, Field(max_length=254)]
+    password: Annotated[SecretStr, Field(max_length=1024), AfterValidator(_long_enough)]
+
+
+class Credentials(Input):
+    # Not EmailStr: a log-in says nothing about which addresses are well-formed accounts.
+    email: str = Field(min_length=3, max_length=254)
+    password: SecretStr = Field(min_length=1, max_length=1024)
+
+
+class Draft(Input):
+    title: Title
+    body: Body
+
+
+class ProblemReport(Input):
+    summary: Summary
+
+
+class RoleChoice(Input):
+    role: Role
+
+
+class PostRef(Input):
+    """Sealed into a post's edit and delete forms: which post, as the server said."""
+
+    post_id: int = Field(ge=1)
+
+
+class AccountRef(Input):
+    """Sealed into each row of the admin page: whose role changes."""
+
+    account_id: int = Field(ge=1)
+
+
+# --- outputs ------------------------------------------------------------------------------
+
+
+class Notice(BaseModel):
+    message: str
+
+
+class Welcome(BaseModel):
+    name: str
+    email: str
+    message: str
+
+
+class SignedIn(BaseModel):
+    name: str
+    message: str
+
+
+class PostSaved(BaseModel):
+    id: int
+    title: str
+    message: str
+
+
+class PostDeleted(BaseModel):
+    id: int
+    title: str
+    message: str
+
+
+class RoleChanged(BaseModel):
+    id: int
+    name: str
+    role: Role
+    message: str
+
+
+class ExportedPost(BaseModel):
+    id: int
+    title: str
+    body: str
+    created_at: datetime
+    updated_at: datetime | None
+
+
+class Export(BaseModel):
+    """Everything the board holds about you that is safe to hand out: no password hash,
+    no ID, nothing about anyone else."""
+
+    name: str
+    email: str
+    role: Role
+    created_at: datetime
+    posts: list[ExportedPost]
