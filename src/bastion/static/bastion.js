@@ -5,7 +5,9 @@
 //   - the form is sent with fetch, its token in X-CSRF-Token, asking for JSON;
 //   - the submit buttons are disabled while the call is pending;
 //   - <output data-bastion-result> receives the result or the error message; a form
-//     without one follows its _next on success, as the plain post would;
+//     without one follows its _next on success, as the plain post would, and shows an
+//     error in [data-bastion-message] (made at the top of the form if missing);
+//   - forms htmx sends (hx-post) are left to htmx;
 //   - <... data-bastion-error="name"> receives the message for field `name`, and the
 //     field is marked aria-invalid;
 //   - errors are announced in an aria-live region.
@@ -41,13 +43,11 @@
     });
     var result = form.querySelector("[data-bastion-result]");
     if (reply.ok) {
-      form.dispatchEvent(new CustomEvent("bastion:ok", { detail: reply.data, bubbles: true }));
       var next = form.querySelector('input[name="_next"]');
-      if (!result && next && next.value) {
-        window.location.assign(next.value);
-        return;
-      }
       if (result) result.textContent = text(reply.data);
+      // Dispatched once the result is shown, so a listener can restyle it.
+      form.dispatchEvent(new CustomEvent("bastion:ok", { detail: reply.data, bubbles: true }));
+      if (!result && next && next.value) window.location.assign(next.value);
       return;
     }
     var err = reply.error || { message: "Something went wrong." };
@@ -59,7 +59,16 @@
       if (field && field.setAttribute) field.setAttribute("aria-invalid", "true");
     });
     var message = err.message + (err.digest ? " (reference " + err.digest + ")" : "");
-    if (result) result.textContent = message;
+    // A form without a result slot still shows its error where it is seen, not only
+    // to screen readers.
+    var slot = result || form.querySelector("[data-bastion-message]");
+    if (!slot) {
+      slot = document.createElement("p");
+      slot.setAttribute("data-bastion-message", "");
+      slot.className = "bastion-error";
+      form.insertBefore(slot, form.firstChild);
+    }
+    slot.textContent = message;
     announce(message);
     form.dispatchEvent(new CustomEvent("bastion:error", { detail: err, bubbles: true }));
   }
@@ -67,6 +76,10 @@
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement) || !form.hasAttribute("data-bastion")) return;
+    // Someone else (htmx, the page's own script) already sends this form.
+    if (event.defaultPrevented || form.hasAttribute("hx-post") || form.hasAttribute("data-hx-post")) {
+      return;
+    }
     if (form.getAttribute("aria-busy") === "true") {
       event.preventDefault();
       return;
