@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import services
 from starlette.applications import Starlette
 
 from bastion import Bastion
@@ -46,3 +47,11 @@ def client(bastion: Bastion) -> Iterator[ActionClient]:
     """A client over the app; register actions on ``bastion`` before the first call."""
     with ActionClient(mounted(bastion), bastion) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis of the tests: ``REDIS_URL`` (CI), else a throwaway redis-server for the
+    whole run, else the test is skipped with that reason (see tests/services.py)."""
+    with services.redis_for_tests(tmp_path_factory.mktemp("redis")) as url:
+        yield url

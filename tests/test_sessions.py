@@ -763,9 +763,18 @@ class ReadOnlyStore(MemoryStore):
 
 
 def assert_unavailable(reply: httpx.Response) -> None:
+    """503 with the generic sentence: the JSON envelope for an action call (scripts and
+    bastion.js read it), plain text for a page."""
     assert reply.status_code == 503
-    assert reply.text == UNAVAILABLE
-    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    if reply.request.url.path.startswith("/_actions/"):
+        assert reply.json() == {
+            "ok": False,
+            "error": {"code": "unavailable", "message": UNAVAILABLE},
+        }
+        assert reply.headers["content-type"] == "application/json"
+    else:
+        assert reply.text == UNAVAILABLE
+        assert reply.headers["content-type"] == "text/plain; charset=utf-8"
     assert reply.headers["cache-control"] == "no-store"
     assert reply.headers["x-content-type-options"] == "nosniff"
     assert "Traceback" not in reply.text

@@ -18,6 +18,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from . import pipeline, templating
@@ -295,6 +296,9 @@ class Bastion:
         """Serve the actions from a Starlette or FastAPI app, under ``prefix``, and
         give every page of the app its session (for tokens and flash messages)."""
         app.mount(self.config.prefix, app=self, name="bastion")
+        # The prefix itself is bastion's too (a 404): else Starlette redirects it to
+        # "prefix/" with an absolute URL built from the Host header.
+        app.router.routes.append(Route(self.config.prefix, self, include_in_schema=False))
         app.add_middleware(SessionMiddleware, bastion=self)
 
     def add_security_headers(
@@ -380,6 +384,9 @@ class Bastion:
                     await self.store.ping()
                 else:
                     await self.store.get("health")
+                # The rate-limit counters may live elsewhere (their own Redis).
+                if not await self.counter.healthy():
+                    raise ConnectionError("the rate-limit storage does not answer")
             healthy = True
         except Exception:
             logger.warning("bastion: health check: the store does not answer", exc_info=True)

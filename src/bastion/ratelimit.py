@@ -8,17 +8,19 @@ abused first. Log-in throttling (``auth.py``) counts failures with the same mach
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import time
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from limits import RateLimitItem, parse_many
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
 from .errors import ConfigurationError, RateLimited, ServiceUnavailable
+from .stores.redis import reconnect_once
 
 __all__ = ["Counter", "parse_rate"]
 
@@ -56,13 +58,15 @@ class Counter:
 
     def __init__(self, storage_uri: str = "memory://", *, timeout: float = 0.5) -> None:
         uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
-        options: dict[str, float | str | bool] = {}
+        options: dict[str, Any] = {}
         if uri.startswith(("async+redis://", "async+rediss://")):
-            # redis-py (already a dependency), with bounded waits on every call.
+            # redis-py (already a dependency), with bounded waits on every call, and a
+            # connection that Redis dropped (a restart) replaced at once, not a 503.
             options = {
                 "implementation": "redispy",
                 "socket_timeout": timeout,
                 "socket_connect_timeout": timeout,
+                "retry": reconnect_once(),
             }
         self.storage = storage_from_string(uri, **options)
         self.limiter = MovingWindowRateLimiter(self.storage)
@@ -83,6 +87,11 @@ class Counter:
 
     async def clear(self, rate: RateLimitItem, *key: str) -> None:
         await self._call(self.limiter.clear(rate, *key))
+
+    async def healthy(self) -> bool:
+        """Whether the storage answers now (for health checks)."""
+        checked = self.storage.check()
+        return bool(await checked) if inspect.isawaitable(checked) else bool(checked)
 
     async def retry_after(self, rate: RateLimitItem, *key: str) -> int:
         stats = await self._call(self.limiter.get_window_stats(rate, *key))

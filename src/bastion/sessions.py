@@ -30,6 +30,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ServiceUnavailable
+from .responses import error
 
 if TYPE_CHECKING:
     from .app import Bastion
@@ -200,7 +201,7 @@ class SessionMiddleware:
         except Exception:
             # Fail closed: without its session, no request of this visitor goes on.
             logger.exception("bastion: the session store failed to load a session")
-            await _unavailable()(scope, receive, send)
+            await _unavailable(scope, headers, self.bastion)(scope, receive, send)
             return
         scope[SCOPE_KEY] = session
         if scope["method"] == "GET" and "text/html" in headers.get("accept", ""):
@@ -220,7 +221,7 @@ class SessionMiddleware:
                     # The reply would claim a change the store never recorded.
                     logger.exception("bastion: the session store failed to save a session")
                     failed = True
-                    await _unavailable()(scope, receive, send)
+                    await _unavailable(scope, headers, self.bastion)(scope, receive, send)
                     return
                 if extra:
                     message = {**message, "headers": [*message.get("headers", []), *extra]}
@@ -330,7 +331,13 @@ def _host_trusted(headers: Headers, trusted: tuple[str, ...]) -> bool:
     return host in trusted or name in trusted
 
 
-def _unavailable() -> Response:
+def _unavailable(scope: Scope, headers: Headers, bastion: Bastion) -> Response:
+    """503: the JSON envelope for action calls and scripts, plain text for pages."""
+    path: str = scope.get("path", "")
+    if path.startswith(bastion.config.prefix + "/") or "application/json" in headers.get(
+        "accept", ""
+    ):
+        return error(ServiceUnavailable())
     return _plain(503, ServiceUnavailable.message.encode())
 
 

@@ -8,8 +8,24 @@ fails closed. Keys live under a prefix, so one Redis can serve several apps.
 from __future__ import annotations
 
 import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisStore", "reconnect_once"]
+
+
+def reconnect_once() -> Retry:
+    """redis-py's retry policy for bastion: one immediate retry after a dropped
+    connection, nothing else.
+
+    A pooled connection that Redis closed (Redis restarted, a failover, an idle timeout)
+    is only found dead when it is next used; without a retry that call answers 503 although
+    Redis is up, once for every connection in the pool. The retry reconnects at once (a
+    Redis that is down refuses that in a millisecond too). Timeouts are not retried: a
+    Redis that does not answer costs one timeout per call, not two.
+    """
+    return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
 class RedisStore:
@@ -22,7 +38,7 @@ class RedisStore:
             url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
-            retry_on_timeout=False,
+            retry=reconnect_once(),
             health_check_interval=30,
         )
 
