@@ -45,7 +45,10 @@ KEY = "board-test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 ADMIN_PASSWORD = "admin-password-for-the-board-tests"
 AUTHOR_PASSWORD = "author-password-for-the-board-tests"
 PASSWORD = "a password for every test account"
-POSTGRES = os.environ.get("BOARD_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+POSTGRES = os.environ.get(
+    "BOARD_TEST_DATABASE_URL",
+    os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+)
 DIGEST = re.compile(r"[0-9a-f]{16}")
 ACTIONS = (
     "signup",

@@ -14,7 +14,7 @@ import unicodedata
 from typing import Annotated
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session, selectinload
 
 from bastion import (
@@ -224,14 +224,15 @@ def delete_post(ctx: Context, ref: Annotated[PostRef, Bound]) -> PostDeleted:
 
 @bastion.action(policy=public, rate="5/minute")
 def report_problem(data: ProblemReport) -> Notice:
-    """Fails inside, as an outage would: the database's message, with its connection
-    string, goes to the server log under a digest; the visitor gets the digest only."""
-    raise OperationalError(
+    """Fails inside, as a bug would (a table the code expects is missing): the database's
+    message, with the connection string it names, goes to the server log under a digest;
+    the visitor gets the digest only. (A database that is down is no bug: the board
+    answers it 503, "try again later" — ``DATABASE_DOWN``.)"""
+    raise ProgrammingError(
         "INSERT INTO problem_reports (summary) VALUES (%(summary)s)",
         {"summary": "[withheld]"},
-        ConnectionError(
-            'connection to server at "reports-db.internal" (10.20.0.7), port 5432 failed: '
-            'FATAL: password authentication failed for user "board" '
-            "(postgresql://board:not-a-real-password@reports-db.internal:5432/reports)"
+        LookupError(
+            'relation "problem_reports" does not exist in the database at '
+            "postgresql://board:not-a-real-password@reports-db.internal:5432/reports"
         ),
     )

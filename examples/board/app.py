@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from . import actions, pages  # noqa: F401 - actions: imported to register them
 from .core import bastion, db, settings
-from .db import SeedAccount
+from .db import DATABASE_DOWN, SeedAccount
 
 __all__ = ["app", "bastion"]
 
@@ -103,7 +103,7 @@ app = Starlette(
         *(Route(path, endpoint) for path, endpoint in pages.ROUTES),
         Mount("/static", StaticFiles(directory=pages.HERE / "static"), name="static"),
     ],
-    exception_handlers={404: pages.not_found},
+    exception_handlers={404: pages.not_found, **dict.fromkeys(DATABASE_DOWN, pages.unavailable)},
     lifespan=lifespan,
 )
 bastion.mount(app)  # POST /_actions/<id>, and a session for every page

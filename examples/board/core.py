@@ -8,7 +8,7 @@ from typing import cast
 
 from bastion import Bastion, Context, SessionConfig, SQLiteStore, Unauthorized
 
-from .db import Account, Database, Post, Role
+from .db import DATABASE_DOWN, Account, Database, Post, Role
 from .settings import Settings
 
 __all__ = ["Member", "bastion", "db", "find_member", "member", "settings"]
@@ -70,6 +70,9 @@ bastion = Bastion(
     # A cookie of its own: the quickstart, served on the same origin from the same data
     # directory, must not find its sessions (and their user IDs) here.
     sessions=SessionConfig(cookie_name="board_session"),
+    # A database that is down is "try again later" (503), not a bug (500); each action
+    # writes in one transaction (``db.transaction()``), so a failure leaves nothing half-done.
+    unavailable_errors=(ConnectionError, *DATABASE_DOWN),
 )
 
 

@@ -22,6 +22,8 @@ import anyio.to_thread
 from pydantic import SecretStr
 from sqlalchemy import CheckConstraint, ForeignKey, String, Text, create_engine, event, select
 from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -35,6 +37,7 @@ from sqlalchemy.types import DateTime, TypeDecorator
 from bastion import hash_password
 
 __all__ = [
+    "DATABASE_DOWN",
     "ROLES",
     "Account",
     "Base",
@@ -53,6 +56,12 @@ Role = Literal["reader", "author", "admin"]
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 
 T = TypeVar("T")
+
+DATABASE_DOWN: Final[tuple[type[Exception], ...]] = (OperationalError, PoolTimeout)
+"""What SQLAlchemy raises when the database is not there to answer: the server is down or
+refuses connections, the connection broke during a call (psycopg's ``OperationalError``,
+wrapped), a lock or serialization conflict, or no pooled connection came free in time.
+Actions (bastion's ``unavailable_errors``) and pages answer these with a generic 503."""
 
 
 def now() -> datetime:

@@ -6,6 +6,7 @@ them to log in; pages for admins answer others 403.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,15 +17,18 @@ from urllib.parse import urlencode
 
 from sqlalchemy import func, select
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
+from bastion import ServiceUnavailable
 from bastion.audit import inventory
 
 from .core import Member, bastion, db
-from .db import ROLES, Account, Post
+from .db import DATABASE_DOWN, ROLES, Account, Post
 
-__all__ = ["ROUTES", "not_found", "templates"]
+__all__ = ["ROUTES", "not_found", "templates", "unavailable"]
+
+log = logging.getLogger("board")
 
 HERE: Final = Path(__file__).parent
 BOARD_SIZE: Final = 100
@@ -224,7 +228,21 @@ async def security(request: Request) -> Response:
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
-    return refuse(request, await signed_in(request), 404, "There is no page here.")
+    try:
+        member = await signed_in(request)
+    except DATABASE_DOWN as down:  # who is asking is in the database
+        return await unavailable(request, down)
+    return refuse(request, member, 404, "There is no page here.")
+
+
+async def unavailable(request: Request, exc: Exception) -> Response:
+    """A page whose database is down (``DATABASE_DOWN``): 503 and the sentence bastion
+    answers when its own store is down, in plain text, with nothing that needs the
+    database (not even who is signed in). The error itself goes to the server log."""
+    log.error("%s %s: the database is unavailable", request.method, request.url.path, exc_info=exc)
+    return PlainTextResponse(
+        ServiceUnavailable.message, status_code=503, headers={"Cache-Control": "no-store"}
+    )
 
 
 ROUTES: Final = [

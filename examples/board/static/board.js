@@ -12,7 +12,9 @@
   "use strict";
 
   function describe(error) {
-    if (error.digest) return "Something went wrong — reference " + error.digest;
+    if (error.code === "internal" && error.digest) {
+      return "Something went wrong — reference " + error.digest;
+    }
     return error.message || "Something went wrong.";
   }
 
