@@ -66,11 +66,18 @@ async def load_user(loader: UserLoader | None, session: Session) -> Principal | 
     if user is None:
         session.logout()
         return None
-    if not isinstance(user, Principal):
-        raise ConfigurationError(
-            f"load_user returned {type(user).__name__}, which has no id, roles and permissions"
-        )
+    if type(user) not in _PRINCIPAL_TYPES:
+        # A runtime-checkable Protocol check is slow; each class is checked once.
+        if not isinstance(user, Principal):
+            raise ConfigurationError(
+                f"load_user returned {type(user).__name__}, which has no id, roles and "
+                "permissions"
+            )
+        _PRINCIPAL_TYPES.add(type(user))
     return user
+
+
+_PRINCIPAL_TYPES: set[type] = set()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

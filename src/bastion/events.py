@@ -14,7 +14,7 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Final
 
 from .errors import ActionError
@@ -43,8 +43,15 @@ class AuditEvent:
     duration_ms: float
     digest: str | None = None
 
+    def as_dict(self) -> dict[str, object]:
+        # By hand: dataclasses.asdict deep-copies every field, on every call.
+        return {name: getattr(self, name) for name in _FIELDS}
+
     def as_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        return json.dumps(self.as_dict(), separators=(",", ":"))
+
+
+_FIELDS: Final = tuple(AuditEvent.__dataclass_fields__)
 
 
 _OUTCOMES: Final = {
@@ -71,7 +78,9 @@ def outcome_of(error: ActionError | None) -> str:
 
 def log_sink(event: AuditEvent) -> None:
     """The default sink: one JSON line on the ``bastion.audit`` logger."""
-    audit_log.info(event.as_json(), extra={"audit": asdict(event)})
+    if audit_log.isEnabledFor(logging.INFO):  # no JSON built for a logger nobody reads
+        fields = event.as_dict()
+        audit_log.info(json.dumps(fields, separators=(",", ":")), extra={"audit": fields})
 
 
 async def emit(sinks: tuple[AuditSink, ...], event: AuditEvent) -> None:

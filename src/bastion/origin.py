@@ -17,6 +17,7 @@ configured list, never with what the request says it was sent to.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import re
@@ -44,6 +45,7 @@ class CrossOrigin(Forbidden):
     message = "This request did not come from an allowed origin."
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_origin(value: str) -> str | None:
     """``scheme://host:port`` with the port made explicit, or ``None`` if malformed.
 
