@@ -4,8 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# The demo board's SQLite file (unless DATABASE_URL names a database) and its sessions.
+BOARD_DATA_DIR ?= data
 
-.PHONY: demo quickstart test lint typecheck audit pytest browser clean
+.PHONY: demo quickstart test lint typecheck audit pytest browser clean bench bench-profile wrk
 
 # Re-install only when the project's metadata changes.
 $(VENV)/.installed: pyproject.toml
@@ -19,7 +21,39 @@ $(VENV)/.installed: pyproject.toml
 .bastion-secret: | $(VENV)/.installed
 	umask 077 && $(BIN)/bastion keygen > $@
 
-demo: quickstart
+# htmx, for the board's one htmx interaction: from the npm registry, served by the board
+# itself (examples/board/static/vendor/, kept out of git), never from a CDN.
+HTMX := examples/board/static/vendor/htmx.min.js
+
+$(HTMX):
+	npm install --no-audit --no-fund --silent --prefix build/npm htmx.org@2
+	mkdir -p $(@D)
+	cp build/npm/node_modules/htmx.org/dist/htmx.min.js $@
+
+# The demo: a team board that shows every guard working (examples/board).
+demo: $(VENV)/.installed .bastion-secret
+	@test -f $(HTMX) || $(MAKE) --no-print-directory $(HTMX) || \
+		echo "(htmx could not be installed: the board works without it, deleting by page reload)"
+	@mkdir -p -m 700 "$(BOARD_DATA_DIR)"
+	@echo
+	@echo "  bastion demo board on http://$(HOST):$(PORT)/"
+	@echo
+	@echo "  Sign in as admin@board.example (admin) or author@board.example (author), or"
+	@echo "  create an account at http://$(HOST):$(PORT)/signup."
+	@if [ -n "$$DATABASE_URL" ]; then \
+		echo "  Their passwords are printed below, once, on the first start with this database."; \
+	elif [ ! -f "$(BOARD_DATA_DIR)/board.sqlite3" ]; then \
+		echo "  First start: their passwords are printed below, once (BOARD_ADMIN_PASSWORD and"; \
+		echo "  BOARD_AUTHOR_PASSWORD choose them instead)."; \
+	else \
+		echo "  Their passwords were printed when the board first started. Lost them? Stop it,"; \
+		echo "  remove $(BOARD_DATA_DIR)/board.sqlite3 and run make demo again."; \
+	fi
+	@echo
+	@BASTION_SECRET_KEY="$$(cat .bastion-secret)" \
+	BASTION_ALLOWED_ORIGINS="http://$(HOST):$(PORT)" \
+	BOARD_DATA_DIR="$(BOARD_DATA_DIR)" \
+		$(BIN)/uvicorn --app-dir examples board.app:app --host $(HOST) --port $(PORT)
 
 quickstart: $(VENV)/.installed .bastion-secret
 	@echo "bastion quickstart on http://$(HOST):$(PORT)/"
@@ -29,13 +63,13 @@ quickstart: $(VENV)/.installed .bastion-secret
 		$(BIN)/uvicorn --app-dir examples quickstart:app --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed
-	$(BIN)/ruff check src tests examples
-	$(BIN)/ruff format --check src tests examples
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff format --check src tests examples bench
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src
 
-pytest: $(VENV)/.installed browser
+pytest: $(VENV)/.installed browser $(HTMX)
 	$(BIN)/pytest
 
 # The browser tests (tests/e2e) drive Debian's Chromium through Playwright; Playwright's
@@ -49,13 +83,83 @@ browser:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y --no-install-recommends chromium; }
 
-# Every action of the quickstart passes `bastion audit` (rate limits, bounded fields, …).
+# Every action of the quickstart and of the board passes `bastion audit` (rate limits,
+# bounded fields, …).
 audit: $(VENV)/.installed
 	cd examples && QUICKSTART_PASSWORD=audit BASTION_ALLOWED_ORIGINS=http://127.0.0.1 \
 		BASTION_SECRET_KEY="$$(../$(BIN)/bastion keygen)" BASTION_DATA_DIR="$$(mktemp -d)" \
 		../$(BIN)/bastion audit quickstart:bastion > /dev/null && echo "bastion audit: quickstart clean"
+	cd examples && BASTION_ALLOWED_ORIGINS=http://127.0.0.1 \
+		BASTION_SECRET_KEY="$$(../$(BIN)/bastion keygen)" BOARD_DATA_DIR="$$(mktemp -d)" \
+		../$(BIN)/bastion audit board.app:bastion > /dev/null && echo "bastion audit: board clean"
 
-test: lint typecheck audit browser pytest
+# `bastion probe` against the demo (the board, else the quickstart) served on a free loopback
+# port with throwaway keys and data: the CSRF matrix, hostile input and leak checks on
+# every form it can reach; exit 1 on any failure. The server is stopped whatever happens.
+PROBE_APP := $(if $(wildcard examples/board/app.py),board.app:app,quickstart:app)
+FREE_PORT := import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])
+PORT_OPEN := import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()
+
+.PHONY: probe
+probe: $(VENV)/.installed
+	@tmp="$$(mktemp -d)"; port="$$($(BIN)/python -c '$(FREE_PORT)')"; \
+	BASTION_SECRET_KEY="$$($(BIN)/bastion keygen)" BASTION_ALLOWED_ORIGINS="http://127.0.0.1:$$port" \
+	BASTION_DATA_DIR="$$tmp" BOARD_DATA_DIR="$$tmp" \
+		$(BIN)/uvicorn --app-dir examples $(PROBE_APP) --host 127.0.0.1 --port "$$port" \
+		> "$$tmp/server.log" 2>&1 & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null; rm -rf "$$tmp"' EXIT; \
+	for i in $$(seq 300); do \
+		$(BIN)/python -c '$(PORT_OPEN)' "$$port" 2>/dev/null && break; \
+		kill -0 $$server 2>/dev/null || { cat "$$tmp/server.log"; exit 1; }; \
+		sleep 0.1; \
+	done; \
+	echo "bastion probe: $(PROBE_APP) on http://127.0.0.1:$$port/"; \
+	$(BIN)/bastion probe "http://127.0.0.1:$$port/" || { \
+		status=$$?; echo "--- server log"; tail -n 40 "$$tmp/server.log"; exit $$status; }
+
+# Coverage-guided fuzzing of the body decoders (fuzz/fuzz_decoding.py, atheris) for
+# FUZZ_SECONDS; `make test` runs a short pass (fuzz-ci). New inputs are kept in
+# build/fuzz/corpus, crashing ones written to build/fuzz/.
+FUZZ_SECONDS    ?= 300
+FUZZ_CI_SECONDS ?= 20
+
+$(VENV)/.fuzz-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev,fuzz]'
+	touch $@
+
+.PHONY: fuzz fuzz-ci
+fuzz: $(VENV)/.fuzz-installed
+	@mkdir -p build/fuzz/corpus
+	$(BIN)/python fuzz/fuzz_decoding.py -max_total_time=$(FUZZ_SECONDS) -max_len=70000 \
+		-timeout=10 -rss_limit_mb=1024 -print_final_stats=1 -artifact_prefix=build/fuzz/ \
+		build/fuzz/corpus fuzz/seeds
+
+fuzz-ci:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
+
+test: lint typecheck audit browser pytest probe fuzz-ci
+
+# Throughput of one action against a bare Starlette floor and a FastAPI stack, the
+# pipeline's own cost and memory: docs/benchmarks.md. BENCH_SECONDS=2 BENCH_RUNS=1 for a
+# quick run; `make bench-profile` shows where the bastion server spends its time.
+$(VENV)/.bench-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+wrk:
+	@command -v wrk >/dev/null || { \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends wrk; }
+
+bench: $(VENV)/.bench-installed wrk
+	$(BIN)/python -m bench
+
+bench-profile: $(VENV)/.bench-installed wrk
+	$(BIN)/python -m bench.hotspots
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

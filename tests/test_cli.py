@@ -73,7 +73,7 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert caught.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith("usage: bastion [-h] {keygen,audit} ...\n")
+    assert err.startswith("usage: bastion [-h] {keygen,audit,probe} ...\n")
     assert err.endswith("error: the following arguments are required: command\n")
 
 
@@ -83,19 +83,21 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert caught.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: bastion [-h] {keygen,audit} ...\n")
+    assert err.startswith("usage: bastion [-h] {keygen,audit,probe} ...\n")
     # Python versions differ on quoting the choices.
     assert re.search(
-        r"invalid choice: 'frobnicate' \(choose from '?keygen'?, '?audit'?\)\n$", err
+        r"invalid choice: 'frobnicate' \(choose from '?keygen'?, '?audit'?, '?probe'?\)\n$",
+        err,
     ), err
 
 
-def test_help_lists_keygen_and_audit(capsys: pytest.CaptureFixture[str]) -> None:
-    """--help exits 0 and describes both commands, keygen and audit."""
+def test_help_lists_keygen_audit_and_probe(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help exits 0 and describes every command: keygen, audit and probe."""
     with pytest.raises(SystemExit) as caught:
         main(["--help"])
     assert caught.value.code == 0
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # however argparse wraps the lines
+    assert "attack a running app's forms (CSRF, hostile input, leaks); exit 1 on any" in out
     assert "Server actions, secure by default." in out
     assert "print a new random secret key (for BASTION_SECRET_KEY)" in out
     assert "list every action of an app and exit 1 on any violation" in out

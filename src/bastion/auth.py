@@ -70,8 +70,7 @@ async def load_user(loader: UserLoader | None, session: Session) -> Principal | 
         # A runtime-checkable Protocol check is slow; each class is checked once.
         if not isinstance(user, Principal):
             raise ConfigurationError(
-                f"load_user returned {type(user).__name__}, which has no id, roles and "
-                "permissions"
+                f"load_user returned {type(user).__name__}, which has no id, roles and permissions"
             )
         _PRINCIPAL_TYPES.add(type(user))
     return user

@@ -1,4 +1,4 @@
-"""``bastion`` on the command line: ``keygen`` and ``audit``."""
+"""``bastion`` on the command line: ``keygen``, ``audit`` and ``probe``."""
 
 from __future__ import annotations
 
@@ -28,11 +28,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     audit.add_argument("target", help="MODULE:ATTR naming the app's Bastion, e.g. app:bastion")
     audit.add_argument("--json", action="store_true", help="print JSON for machines")
+    probe = commands.add_parser(
+        "probe",
+        help="attack a running app's forms (CSRF, hostile input, leaks); exit 1 on any failure",
+    )
+    probe.add_argument("url", help="where to start crawling, e.g. http://127.0.0.1:8000")
+    probe.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="probe this non-loopback host too (repeatable)",
+    )
+    probe.add_argument("--json", action="store_true", help="print JSON for machines")
+    probe.add_argument("--max-pages", type=int, default=20, metavar="N", help="pages to crawl")
+    probe.add_argument(
+        "--timeout", type=float, default=120.0, metavar="S", help="seconds for the whole probe"
+    )
     args = parser.parse_args(argv)
     if args.command == "keygen":
         sys.stdout.write(generate_secret_key() + "\n")
         return 0
+    if args.command == "probe":
+        if args.max_pages < 1 or not args.timeout > 0:
+            parser.error("--max-pages and --timeout must be positive")
+        return _probe(args.url, args.allow_host, args.max_pages, args.timeout, as_json=args.json)
     return _audit(args.target, as_json=args.json)
+
+
+def _probe(
+    url: str, allow_hosts: list[str], max_pages: int, timeout: float, *, as_json: bool
+) -> int:
+    from .probe import ProbeError, probe  # httpx2 is loaded only for this command
+
+    try:
+        report = probe(url, allow_hosts=allow_hosts, max_pages=max_pages, timeout=timeout)
+    except ProbeError as exc:
+        sys.stderr.write(f"bastion probe: {exc}\n")
+        return 2
+    if as_json:
+        sys.stdout.write(json.dumps(report.as_dict(), indent=2) + "\n")
+    else:
+        sys.stdout.write(report.text())
+    return 0 if report.ok else 1
 
 
 def _audit(target: str, *, as_json: bool) -> int:

@@ -8,6 +8,8 @@ from them and nothing else: no classes, no references, no object graphs.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import types
 import typing
@@ -24,7 +26,8 @@ from starlette.types import Receive
 
 from . import transport
 from .config import Limits
-from .errors import BadRequest, PayloadTooLarge, ValidationFailed
+from .errors import ActionError, BadRequest, PayloadTooLarge, ValidationFailed
+from .timeouts import DeadlinePassed, within
 from .transport import BodyKind
 from .uploads import parse_multipart
 
@@ -42,6 +45,7 @@ MAX_REPORTED_ERRORS: Final = 50
 _CHECKBOX_OFF: Final = "false"
 
 _TOO_DEEP: Final = "The JSON is nested too deeply."
+_JSON_NUL: Final = "The JSON holds a NUL character."
 
 _BUILTIN_ERRORS: Final = frozenset(typing.get_args(pydantic_core.core_schema.ErrorType))
 _ECHOING_ERRORS: Final = frozenset({"value_error", "assertion_error", "union_tag_invalid"})
@@ -50,6 +54,24 @@ own words, and the discriminator tag of a union. Custom error types may too."""
 
 _MAX_SCANNED: Final = 10_000
 """Submitted values compared with one message; past this, the message is withheld."""
+
+_NAMING_A_CLASS: Final = {
+    "model_type": "Input should be a valid dictionary",
+    "dataclass_type": "Input should be a valid dictionary",
+    "dataclass_exact_type": "Input should be a valid dictionary",
+    "is_instance_of": "Input is not of the expected type",
+    "is_subclass_of": "Input is not of the expected type",
+}
+"""pydantic's messages that name one of the app's classes ("… or instance of Address"),
+in words that do not."""
+
+
+class BodyTimeout(ActionError):
+    """The body did not arrive within the action's timeout."""
+
+    status = 408
+    code = "request_timeout"
+    message = "The request took too long to arrive."
 
 
 @dataclass(slots=True)
@@ -123,7 +145,19 @@ def _mentions_upload(annotation: Any) -> bool:
 
 
 async def read(spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Receive) -> Body:
-    """Read the body within the action's limits and split it into flat fields."""
+    """Read the body within the action's limits and split it into flat fields.
+
+    The body must arrive within the action's timeout (408 after it): one that trickles
+    in, or stops short of its end without the client leaving, would hold the call, and
+    a form's is read before its token is checked.
+    """
+    try:
+        return await within(spec.timeout, lambda: _read(spec, kind, headers, receive))
+    except DeadlinePassed:
+        raise BodyTimeout() from None
+
+
+async def _read(spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Receive) -> Body:
     limits = spec.limits
     if kind is BodyKind.MULTIPART:
         pairs = await parse_multipart(
@@ -154,7 +188,7 @@ def validate(spec: ActionSpec, body: Body) -> BaseModel:
     try:
         return spec.input_model.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(_field_messages(exc)) from None
+        raise ValidationFailed(_field_messages(exc, spec.input_model)) from None
 
 
 # --- JSON -----------------------------------------------------------------------------
@@ -178,7 +212,7 @@ def _parse_json(raw: bytes, limits: Limits) -> dict[str, Any]:
 
 
 def _check_json_bounds(value: dict[str, Any], limits: Limits) -> None:
-    """Depth, key count, key length and finite numbers, walked without recursion."""
+    """Depth, key count, key length, finite numbers and no NUL, walked without recursion."""
     keys = 0
     stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
     while stack:
@@ -192,6 +226,8 @@ def _check_json_bounds(value: dict[str, Any], limits: Limits) -> None:
                 raise PayloadTooLarge("Too many fields.")
             if any(len(k) > limits.max_field_name_length for k in node):
                 raise BadRequest("A field name is too long.")
+            if any("\x00" in k for k in node):
+                raise BadRequest(_JSON_NUL)
             items = node.values()
         else:
             items = node
@@ -201,6 +237,9 @@ def _check_json_bounds(value: dict[str, Any], limits: Limits) -> None:
             elif isinstance(item, float) and not math.isfinite(item):
                 # 1e999 parses to infinity: refused like the NaN and Infinity literals.
                 raise BadRequest("A number in the JSON is out of range.")
+            elif isinstance(item, str) and "\x00" in item:
+                # As in forms: a NUL truncates C strings and PostgreSQL refuses it in text.
+                raise BadRequest(_JSON_NUL)
 
 
 # --- forms ----------------------------------------------------------------------------
@@ -274,12 +313,38 @@ def _map_form(pairs: list[tuple[str, str | UploadFile]], shape: FormShape) -> di
     return data
 
 
-def _field_messages(exc: ValidationError) -> dict[str, str]:
+def _field_messages(exc: ValidationError, model: type[BaseModel]) -> dict[str, str]:
     fields: dict[str, str] = {}
+    classes = _class_names(model)
     for error in exc.errors(include_url=False, include_context=False)[:MAX_REPORTED_ERRORS]:
-        path = ".".join(str(part) for part in error["loc"]) or "_"
-        fields.setdefault(path, _safe_message(error))
+        # pydantic names a union's member in the path ("address.InternalAddress.city",
+        # "code.function-after[check(), str]"): the app's classes and functions, left out.
+        parts = (
+            str(part)
+            for part in error["loc"]
+            if not (isinstance(part, str) and (part in classes or "[" in part))
+        )
+        fields.setdefault(".".join(parts) or "_", _safe_message(error))
     return fields
+
+
+@functools.cache
+def _class_names(model: type[BaseModel]) -> frozenset[str]:
+    """The names of the records (models, dataclasses, TypedDicts, NamedTuples) an input
+    model is made of."""
+    from .registry import leaves  # registry imports this module
+
+    return frozenset(
+        t.__name__
+        for t in leaves(model)
+        if isinstance(t, type)
+        and (
+            issubclass(t, BaseModel)
+            or dataclasses.is_dataclass(t)
+            or hasattr(t, "__required_keys__")  # TypedDict
+            or (issubclass(t, tuple) and hasattr(t, "_fields"))  # NamedTuple
+        )
+    )
 
 
 def _safe_message(error: Any) -> str:
@@ -292,6 +357,8 @@ def _safe_message(error: Any) -> str:
     """
     message: str = error["msg"]
     kind: str = error["type"]
+    if kind in _NAMING_A_CLASS:
+        return _NAMING_A_CLASS[kind]
     if kind in _ECHOING_ERRORS or kind not in _BUILTIN_ERRORS:
         for seen, text in enumerate(_submitted_texts(error.get("input"))):
             if seen >= _MAX_SCANNED or text in message:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from .context import Context
 from .errors import Timeout
 from .registry import ActionSpec
+from .timeouts import DeadlinePassed, within
 
 __all__ = ["run"]
 
@@ -30,15 +31,13 @@ async def run(spec: ActionSpec, ctx: Context, data: BaseModel) -> Any:
         kwargs[spec.data_param] = data
     if spec.bound_param is not None:
         kwargs[spec.bound_param] = ctx.bound
-    result: Any = None
-    # move_on_after rather than fail_after: a TimeoutError the handler raises itself
-    # is its own failure (a 500), not bastion's deadline.
-    with anyio.move_on_after(spec.timeout) as deadline:
-        if spec.is_async:
-            result = await spec.fn(**kwargs)
-        else:
-            call = functools.partial(spec.fn, **kwargs)
-            result = await anyio.to_thread.run_sync(call, abandon_on_cancel=True)
-    if deadline.cancelled_caught:
-        raise Timeout()
-    return result
+    if spec.is_async:
+        call = functools.partial(spec.fn, **kwargs)
+    else:
+        # A worker thread Python cannot stop: abandoned (not killed) at the deadline.
+        sync = functools.partial(spec.fn, **kwargs)
+        call = functools.partial(anyio.to_thread.run_sync, sync, abandon_on_cancel=True)
+    try:
+        return await within(spec.timeout, call)
+    except DeadlinePassed:
+        raise Timeout() from None

@@ -32,6 +32,11 @@ _SECRET_NAME: Final = re.compile(
     re.IGNORECASE,
 )
 
+MAX_KEPT: Final = 64 * 1024
+"""Characters of typed values kept, at most. The flash lives in the session store, and a
+refused form may come from anyone, token or not: a megabyte of junk fields must not
+become a megabyte stored for a day. A form's own fields, a long text included, fit."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Flash:
@@ -82,20 +87,31 @@ def failure(
 
 
 def _typed_values(spec: ActionSpec, body: Body | None) -> dict[str, str | list[str]]:
-    """What the user typed, to fill the form again: text fields only, no secrets."""
+    """What the user typed, to fill the form again: text fields only, no secrets, only
+    the fields the form has (its input model's), at most ``MAX_KEPT`` characters."""
     if body is None or isinstance(body.data, dict):
         return {}
     secret = _secret_fields(spec.input_model)
+    declared = _declared_fields(spec.input_model)
     values: dict[str, str | list[str]] = {}
+    kept = 0
     for name, value in body.data:
         if isinstance(value, UploadFile) or name in secret or _SECRET_NAME.search(name):
             continue
+        if name not in declared or kept + len(value) > MAX_KEPT:
+            continue
+        kept += len(value)
         if name in values:
             previous = values[name]
             values[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
         else:
             values[name] = value
     return values
+
+
+@functools.cache
+def _declared_fields(model: type[BaseModel]) -> frozenset[str]:
+    return frozenset(info.alias or name for name, info in model.model_fields.items())
 
 
 @functools.cache

@@ -31,7 +31,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope
@@ -185,9 +184,9 @@ def _log_failure(call: _Call, exc: BaseException) -> str:
 
 def _guard(bastion: Bastion, call: _Call, response: Response) -> Response:
     """Stage 10's last word: no reply, flash or redirect carries a tainted value."""
-    taints = [bastion.taints]
-    if call.ctx is not None and call.ctx.taints is not None:
-        taints.append(call.ctx.taints)
+    taints = [t for t in (bastion.taints, call.ctx.taints if call.ctx else None) if t]
+    if not taints:
+        return response  # nothing tainted: nothing to search
     flash_json = json.dumps(call.flash) if call.flash is not None else None
     location = response.headers.get("location")
     body = bytes(response.body)
@@ -202,8 +201,8 @@ def _guard(bastion: Bastion, call: _Call, response: Response) -> Response:
 
 def _is_form_post(headers: Headers) -> bool:
     """Whether the body is declared a form (urlencoded or multipart), as a browser sends."""
-    media_type, _ = parse_options_header(headers.get("content-type", ""))
-    return media_type.decode("latin-1") in (BodyKind.FORM.value, BodyKind.MULTIPART.value)
+    media_type, _ = transport.content_type(headers.get("content-type", ""))
+    return media_type in (BodyKind.FORM.value, BodyKind.MULTIPART.value)
 
 
 def _flash(call: _Call, outcome: flash.Flash) -> None:

@@ -8,6 +8,7 @@ so a missing or lying ``Content-Length`` and chunked bodies change nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -31,6 +32,13 @@ class BodyKind(Enum):
 
 
 _KINDS = {kind.value: kind for kind in BodyKind}
+
+
+@functools.lru_cache(maxsize=256)
+def content_type(value: str) -> tuple[str, dict[bytes, bytes]]:
+    """The media type and its parameters (parsed once per distinct header value)."""
+    media_type, params = parse_options_header(value)
+    return media_type.decode("latin-1"), params
 
 
 def resolve(registry: Registry, action_id: str) -> ActionSpec:
@@ -63,8 +71,8 @@ def body_kind(spec: ActionSpec, headers: Headers) -> BodyKind:
             raise PayloadTooLarge()
         length = int(digits or "0")
 
-    media_type, params = parse_options_header(headers.get("content-type", ""))
-    kind = _KINDS.get(media_type.decode("latin-1"))
+    media_type, params = content_type(headers.get("content-type", ""))
+    kind = _KINDS.get(media_type)
     if kind is None:
         # No body at all is an empty JSON object: handy for actions without input.
         if not media_type and length == 0:

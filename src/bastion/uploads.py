@@ -79,6 +79,11 @@ class _CappedParser(MultiPartParser):
         name = options.get(b"name")
         if name is not None and len(_utf8(name)) > self._max_name:
             raise BadRequest("A field name is too long.")
+        # A file name is text from the client like any field: strict UTF-8 (Starlette
+        # would fall back to Latin-1) and no NUL (it cuts C strings and paths short).
+        filename = options.get(b"filename")
+        if filename is not None and "\x00" in _utf8(filename):
+            raise BadRequest("The form holds a NUL character.")
         super().on_headers_finished()
         if self._current_part.file is not None:
             self._files.append(self._current_part.file)

@@ -1,0 +1,285 @@
+"""The pipeline's own cost per call, and memory over many calls, without HTTP.
+
+    python -m bench.inprocess          # a report; --json for one line run.py reads
+
+The bastion app of ``bench.bastion_app`` is driven through its ASGI callable with a
+prepared scope, ``receive`` and ``send`` (what uvicorn would pass, minus the socket):
+
+- **pipeline cost** = (one full call through the app) - (the same validation and
+  handler called directly: ``NewPost.model_validate_json(body)`` then the handler).
+  Each is timed with ``timeit``: batches of calls in one event loop turn, best of N;
+- **RSS growth**: resident memory after a warm-up, then after 100,000 more calls
+  (``VmRSS`` from /proc/self/status, after ``gc.collect()``).
+
+A diagnostic pair follows: the same action registered without a rate limit, to tell
+the rate-limit check's share from the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import os
+import platform
+import sys
+import timeit
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+import uvloop
+
+from bastion import Context, require
+
+from . import bastion_app
+from .common import AUTHOR, BODY, ORIGIN, NewPost, PostOut, expected_post
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+CALLS = _env_int("BENCH_INPROC_CALLS", 1_000)
+"""Calls per timed batch."""
+REPEAT = _env_int("BENCH_INPROC_REPEAT", 15)
+"""Batches timed; the best one counts."""
+WARMUP = _env_int("BENCH_INPROC_WARMUP", 5_000)
+RSS_CALLS = _env_int("BENCH_RSS_CALLS", 100_000)
+
+
+@bastion_app.bastion.action(policy=require(roles={"author"}), rate=None, name="no_rate")
+async def create_post_no_rate(ctx: Context, data: NewPost) -> PostOut:
+    """The same action without its rate limit: the diagnostic pair only."""
+    return bastion_app.posts.add(data, ctx.user)  # type: ignore[return-value,arg-type]
+
+
+def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> Scope:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"127.0.0.1:8000"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+
+async def _request(app: Any, scope: Scope, body: bytes = b"") -> tuple[int, list[Any], bytes]:
+    """One request through the ASGI callable: its status, headers and body."""
+    status, headers, chunks = 0, [], []
+    done = False
+
+    async def receive() -> Message:
+        nonlocal done
+        if done:
+            return {"type": "http.disconnect"}
+        done = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status, headers = message["status"], message.get("headers", [])
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(dict(scope), receive, send)
+    return status, headers, b"".join(chunks)
+
+
+class Driver:
+    """Calls one action of the app as a signed-in author's script does."""
+
+    def __init__(self, app: Any, path: str, cookie: bytes, token: bytes) -> None:
+        self.app = app
+        self.scope = _scope(
+            "POST",
+            path,
+            [
+                (b"content-type", b"application/json"),
+                (b"accept", b"application/json"),
+                (b"content-length", str(len(BODY)).encode()),
+                (b"origin", ORIGIN.encode()),
+                (b"cookie", cookie),
+                (b"x-csrf-token", token),
+            ],
+        )
+        self.message: Message = {"type": "http.request", "body": BODY, "more_body": False}
+
+    async def call(self) -> int:
+        status = 0
+        message = self.message
+
+        async def receive() -> Message:
+            return message
+
+        async def send(sent: Message) -> None:
+            nonlocal status
+            if sent["type"] == "http.response.start":
+                status = sent["status"]
+
+        await self.app(dict(self.scope), receive, send)
+        return status
+
+    async def calls(self, n: int) -> None:
+        call = self.call
+        for _ in range(n):
+            status = await call()
+            if status != 200:
+                raise RuntimeError(f"an in-process call answered {status}, not 200")
+
+
+async def _sign_in(app: Any) -> tuple[bytes, bytes]:
+    """The author's session cookie and a CSRF token, from the bench-only login route."""
+    status, headers, body = await _request(app, _scope("GET", "/bench/login", []))
+    cookies = [v.split(b";")[0] for k, v in headers if k.lower() == b"set-cookie"]
+    if status != 200 or not cookies:
+        raise RuntimeError(f"bench login answered {status} with no session cookie")
+    return b"; ".join(cookies), json.loads(body)["token"].encode()
+
+
+def _direct(handler: Callable[..., Awaitable[Any]]) -> Callable[[int], Awaitable[None]]:
+    ctx = SimpleNamespace(user=AUTHOR)
+
+    async def calls(n: int) -> None:
+        for _ in range(n):
+            data = NewPost.model_validate_json(BODY)
+            await handler(ctx, data)
+
+    return calls
+
+
+def _best(
+    loop: asyncio.AbstractEventLoop, calls: Callable[[int], Awaitable[None]]
+) -> dict[str, float]:
+    """µs per call: the best batch, and the median one (to show any drift)."""
+    times = timeit.repeat(lambda: loop.run_until_complete(calls(CALLS)), number=1, repeat=REPEAT)
+    per_call = sorted(t / CALLS * 1e6 for t in times)
+    return {"best_us": per_call[0], "median_us": per_call[len(per_call) // 2]}
+
+
+def _rss() -> int:
+    """Resident memory in bytes, after a full collection."""
+    gc.collect()
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _rss_growth(loop: asyncio.AbstractEventLoop, driver: Driver) -> dict[str, float]:
+    before = _rss()
+    left = RSS_CALLS
+    while left:
+        n = min(left, 1_000)
+        loop.run_until_complete(driver.calls(n))
+        left -= n
+    after = _rss()
+    return {
+        "calls": RSS_CALLS,
+        "before_mib": before / 2**20,
+        "after_mib": after / 2**20,
+        "growth_mib": (after - before) / 2**20,
+    }
+
+
+async def _check(app: Any, path: str, cookie: bytes, token: bytes) -> None:
+    """One call, its reply read in full: 200 and the expected post, or no numbers."""
+    driver = Driver(app, path, cookie, token)
+    status, _, body = await _request(app, driver.scope, BODY)
+    reply = json.loads(body) if body else None
+    if status != 200 or not (
+        isinstance(reply, dict) and reply.get("ok") is True and expected_post(reply.get("data"))
+    ):
+        raise RuntimeError(f"in-process call to {path} answered {status}: {body[:200]!r}")
+
+
+def measure() -> dict[str, Any]:
+    app = bastion_app.app
+    bastion = bastion_app.bastion
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    cookie, token = loop.run_until_complete(_sign_in(app))
+    limited = Driver(app, bastion_app.PATH, cookie, token)
+    unlimited = Driver(app, bastion.url_for(create_post_no_rate), cookie, token)
+    for driver in (limited, unlimited):
+        loop.run_until_complete(_check(app, driver.scope["path"], cookie, token))
+
+    direct = _direct(bastion_app.create_post)
+    loop.run_until_complete(direct(WARMUP))
+    loop.run_until_complete(limited.calls(WARMUP))
+    direct_t = _best(loop, direct)
+    full_t = _best(loop, limited.calls)
+    # Diagnostic: bastion's own ASGI callable, without the Starlette app around it.
+    alone = Driver(bastion, bastion_app.PATH, cookie, token)
+    loop.run_until_complete(_check(bastion, bastion_app.PATH, cookie, token))
+    alone_t = _best(loop, alone.calls)
+    rss = _rss_growth(loop, limited)
+
+    # Diagnostic: the same pipeline with no rate limit (after the figures above).
+    loop.run_until_complete(unlimited.calls(WARMUP))
+    no_rate_t = _best(loop, unlimited.calls)
+    no_rate_rss = _rss_growth(loop, unlimited)
+    loop.close()
+    return {
+        "calls_per_batch": CALLS,
+        "batches": REPEAT,
+        "direct": direct_t,
+        "full": full_t,
+        "pipeline_us": full_t["best_us"] - direct_t["best_us"],
+        "rss": rss,
+        "alone": {"full": alone_t, "pipeline_us": alone_t["best_us"] - direct_t["best_us"]},
+        "no_rate": {
+            "full": no_rate_t,
+            "pipeline_us": no_rate_t["best_us"] - direct_t["best_us"],
+            "rss": no_rate_rss,
+        },
+        "python": platform.python_version(),
+    }
+
+
+def report(r: dict[str, Any]) -> str:
+    rss, alone, diag = r["rss"], r["alone"], r["no_rate"]
+    lines = [
+        f"In-process (ASGI callable, no HTTP), batches of {r['calls_per_batch']:,} calls, "
+        f"best of {r['batches']} (median in brackets):",
+        f"  full call through the app      {r['full']['best_us']:8.1f} µs"
+        f"  ({r['full']['median_us']:.1f})",
+        f"  validation + handler directly  {r['direct']['best_us']:8.1f} µs"
+        f"  ({r['direct']['median_us']:.1f})",
+        f"  pipeline cost per call         {r['pipeline_us']:8.1f} µs",
+        f"  RSS over {rss['calls']:,} calls: {rss['before_mib']:.1f} -> "
+        f"{rss['after_mib']:.1f} MiB, growth {rss['growth_mib']:+.2f} MiB",
+        "  diagnostic, bastion's own ASGI callable (no Starlette app, router or middleware):",
+        f"    full call {alone['full']['best_us']:.1f} µs"
+        f" ({alone['full']['median_us']:.1f}), pipeline cost {alone['pipeline_us']:.1f} µs",
+        "  diagnostic, the same action without a rate limit:",
+        f"    full call {diag['full']['best_us']:.1f} µs"
+        f" ({diag['full']['median_us']:.1f}), pipeline cost {diag['pipeline_us']:.1f} µs,"
+        f" RSS growth over {diag['rss']['calls']:,} calls {diag['rss']['growth_mib']:+.2f} MiB",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    result = measure()
+    if "--json" in sys.argv[1:]:
+        print("BENCH_INPROCESS " + json.dumps(result))
+    else:
+        print(report(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,403 @@
+"""The corpus against the demo board (examples/board): its actions take e-mail addresses,
+posts, roles and sealed post and account IDs, so the attacks that matter most for it are
+here — hostile bodies and forms on every action, sealed IDs moved between actions or
+sessions, and look-alike addresses at sign-in and sign-up.
+
+As for the quickstart, each case is one request from a fresh browser, refused with its
+exact status and code, with no handler run, no account or post changed, and nothing
+leaked. The board is imported as uvicorn imports it, on SQLite in a directory of its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Final
+from urllib.parse import quote
+
+import anyio
+import pytest
+from sqlalchemy import select
+
+from bastion import Bastion, Session
+from bastion.sessions import cookie_name
+
+from . import corpus
+from ._support import (
+    EXAMPLES,
+    FORM,
+    JSON,
+    ORIGIN,
+    Attack,
+    Browser,
+    Target,
+    assert_no_leak,
+    handlers_run,
+    run_attack,
+    session_after,
+    with_ids,
+)
+from .corpus import BOUND_INVALID, CSRF, INVALID, MALFORMED, form_attacks, json_attacks
+
+KEY: Final = "board-security-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+ADMIN: Final = "admin@board.example"
+AUTHOR: Final = "author@board.example"
+ADMIN_PASSWORD: Final = "board-admin-password-for-the-attacks"
+AUTHOR_PASSWORD: Final = "board-author-password-for-the-attacks"
+
+
+def _forget_board() -> None:
+    for name in [n for n in sys.modules if n == "board" or n.startswith("board.")]:
+        del sys.modules[name]
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    """examples/board imported fresh (SQLite, its own directory, its own key), started
+    once (schema and seeded accounts), as a target: its accounts and posts are the state
+    no refused call may change."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BASTION_SECRET_KEY", KEY)
+        mp.setenv("BASTION_ALLOWED_ORIGINS", ORIGIN)
+        mp.setenv("BOARD_DATA_DIR", str(tmp_path_factory.mktemp("security-board")))
+        mp.delenv("BASTION_DATA_DIR", raising=False)
+        mp.delenv("DATABASE_URL", raising=False)
+        mp.setenv("BOARD_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        mp.setenv("BOARD_AUTHOR_PASSWORD", AUTHOR_PASSWORD)
+        mp.syspath_prepend(str(EXAMPLES))
+        _forget_board()
+        try:
+            app_module = importlib.import_module("board.app")
+            core = importlib.import_module("board.core")
+            db = importlib.import_module("board.db")
+            target = _target(app_module, core, db)
+            with Browser(target):  # starts the app once: schema and seeded accounts
+                pass
+            yield target
+            core.db.dispose()
+        finally:
+            _forget_board()
+
+
+def _target(app_module: ModuleType, core: ModuleType, db: ModuleType) -> Target:
+    made = itertools.count(1)
+
+    def signed_in(role: str) -> str:
+        """A session signed in to a new account with this role: the board limits its
+        signed-in actions per user (create_post, 10 a minute), so no two attacks share
+        one. Made in the database and the session store directly: no password to check."""
+        with core.db.transaction() as session:
+            email = f"{role}-{next(made)}@attack.example"
+            row = db.Account(email=email, name="Attacker", role=role, password_hash="-")
+            session.add(row)
+            session.flush()
+            account_id = row.id
+
+        async def sign_in() -> str:
+            signed = Session()
+            signed.login(account_id)
+            name = cookie_name(core.bastion.config.sessions.cookie_name, False)
+            await core.bastion.session_manager.save(signed, name, False)
+            assert signed.id is not None
+            return signed.id
+
+        return anyio.run(sign_in)
+
+    def state() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        with core.db.session() as session:
+            accounts = session.execute(
+                select(db.Account.id, db.Account.email, db.Account.role, db.Account.password_hash)
+            ).all()
+            posts = session.execute(
+                select(db.Post.id, db.Post.title, db.Post.body, db.Post.updated_at)
+            ).all()
+            return sorted(map(tuple, accounts)), sorted(map(tuple, posts))
+
+    secrets = (KEY, ADMIN_PASSWORD, AUTHOR_PASSWORD, "not-a-real-password", "reports-db")
+    return Target(
+        "board", app_module.app, core.bastion, state=state, signed_in=signed_in, secrets=secrets
+    )
+
+
+@pytest.fixture(scope="module")
+def board_other() -> Bastion:
+    """The board's action names under another key (for tokens made with another key)."""
+    from . import probe
+
+    return probe.mirror("board-other-key-0123456789-abcdefghijklmnopqrstuvwxyz")
+
+
+def _structural(without_input: bool = False) -> list[corpus.Entry]:
+    """The JSON attacks, as an action that does not know ``name`` answers them."""
+    return _adapted(corpus.JSON_ENTRIES, without_input)
+
+
+def _adapted(attacks: list[corpus.Entry], without_input: bool = False) -> list[corpus.Entry]:
+    """Attacks written for greet, as a board action answers them: ``name`` is unknown, so
+    a body that reaches validation is refused there (422) before its ``_bound`` is opened;
+    an action without input takes an empty body, so those are left out."""
+    entries = []
+    for name, body, status, code in attacks:
+        if code == "bound_invalid":
+            status, code = INVALID
+        if without_input and name in ("name-missing", "only-whitespace-is-an-empty-object"):
+            continue
+        entries.append((name, body, status, code))
+    return entries
+
+
+def _seal(action: str, values: dict[str, int], **options: Any) -> Any:
+    """A seal made by the board for ``action`` when the attack is sent (importing the
+    board at collection would pin one import of it)."""
+
+    def make() -> str:
+        bastion: Bastion = sys.modules["board.core"].bastion
+        sealed: str = bastion.seal(action, values, **options)
+        return sealed
+
+    return make
+
+
+def _with_bound(fields: dict[str, str], sealed: Any, form: bool = False) -> Any:
+    def make() -> bytes:
+        values = {**fields, "_bound": sealed()}
+        if form:
+            return "&".join(f"{k}={quote(v)}" for k, v in values.items()).encode()
+        return json.dumps(values).encode()
+
+    return make
+
+
+def _another_session(action: str, values: dict[str, int]) -> Any:
+    def make() -> str:
+        someone = Session()
+        someone.ensure()
+        bastion: Bastion = sys.modules["board.core"].bastion
+        sealed: str = bastion.seal(action, values, session=someone, bind_session=True)
+        return sealed
+
+    return make
+
+
+def _tampered(sealed: Any) -> Any:
+    def make() -> str:
+        value: str = sealed()
+        middle = len(value) // 2
+        return value[:middle] + ("A" if value[middle] != "A" else "B") + value[middle + 1 :]
+
+    return make
+
+
+def _bound_attacks() -> list[tuple[str, Attack]]:
+    """Sealed post and account IDs misused: from another action, another session,
+    expired, tampered, or missing. The handler, which would change a post or a role,
+    never runs."""
+    draft = {"title": "Taken over", "body": "By a moved seal."}
+    post = {"post_id": 1}
+    seals = {
+        "delete-seal-to-edit": ("edit_post", draft, _seal("delete_post", post, bind_session=False)),
+        "edit-seal-to-delete": ("delete_post", {}, _seal("edit_post", post, bind_session=False)),
+        "role-seal-to-delete": (
+            "delete_post",
+            {},
+            _seal("change_role", {"account_id": 1}, bind_session=False),
+        ),
+        "expired-edit-seal": ("edit_post", draft, _seal("edit_post", post, ttl=-1)),
+        "edit-seal-of-another-session": ("edit_post", draft, _another_session("edit_post", post)),
+        "tampered-delete-seal": (
+            "delete_post",
+            {},
+            _tampered(_seal("delete_post", post, bind_session=False)),
+        ),
+        "role-seal-of-another-session": (
+            "change_role",
+            {"role": "admin"},
+            _another_session("change_role", {"account_id": 2}),
+        ),
+        "delete-seal-to-change-role": (
+            "change_role",
+            {"role": "admin"},
+            _seal("delete_post", {"post_id": 2}, bind_session=False),
+        ),
+    }
+    cases = []
+    for name, (action, fields, sealed) in seals.items():
+        caller = "admin" if action == "change_role" else "author"
+        body = _with_bound(fields, sealed)
+        cases.append((f"bound-{name}", Attack(action, *BOUND_INVALID, body, caller=caller)))
+        form = Attack(
+            action,
+            *BOUND_INVALID,
+            _with_bound(fields, sealed, form=True),
+            FORM,
+            caller=caller,
+            plain=True,
+        )
+        cases.append((f"plain-form-bound-{name}", form))
+    missing = json.dumps(draft).encode()
+    cases.append(("bound-missing", Attack("edit_post", *BOUND_INVALID, missing, caller="author")))
+    return cases
+
+
+def _tokens() -> list[tuple[str, Attack]]:
+    cases = []
+    draft = b'{"title":"t","body":"b"}'
+    for kind in ("none", "forged", "other-session", "other-secret", "flipped", "twice"):
+        attack = Attack("create_post", *CSRF, draft, token=kind, caller="author")
+        cases.append((f"create-post-token-{kind}", attack))
+    for kind in ("forged", "twice", "none"):
+        attack = Attack("create_post", *CSRF, draft, cookie=kind, caller="author")
+        cases.append((f"create-post-cookie-{kind}", attack))
+    role = Attack("change_role", *CSRF, b'{"role":"admin"}', token="none", caller="admin")
+    cases.append(("change-role-without-a-token", role))
+    return cases
+
+
+BOARD: Final = [
+    *json_attacks("login", _structural()),
+    *json_attacks("signup", _structural()),
+    *json_attacks("create_post", _structural(), caller="author"),
+    *json_attacks("report_problem", _structural()[::3]),
+    *json_attacks("export_my_data", _structural(without_input=True)[::4], caller="author"),
+    *json_attacks("change_role", _structural()[::5], caller="admin"),
+    *form_attacks("login", _adapted(corpus.FORM_ENTRIES)),
+    *form_attacks("signup", _adapted(corpus.FORM_ENTRIES[::2])),
+    *_bound_attacks(),
+    *_tokens(),
+]
+"""Every attack on the board: (name, attack)."""
+
+
+def test_the_board_corpus_covers_every_action(board: Target) -> None:
+    """Every registered action of the board is attacked by at least one case."""
+    attacked = {attack.action for _, attack in BOARD}
+    assert {spec.name for spec in board.bastion.registry} - attacked <= {"logout"}
+    assert len(BOARD) >= 300
+
+
+@pytest.mark.parametrize("attack", with_ids(BOARD))
+def test_board_refuses(board: Target, board_other: Bastion, attack: Attack) -> None:
+    """The attack named by the case id is refused with its status and code, no handler
+    runs, no account or post changes, and the reply leaks nothing."""
+    run_attack(board, attack, board_other)
+
+
+# --- look-alike addresses --------------------------------------------------------------------
+
+LOOKALIKES: Final = [
+    ("cyrillic-a", "\u0430dmin@board.example"),
+    ("fullwidth-at-sign", "admin\uff20board.example"),
+    ("fullwidth-a", "\uff41dmin@board.example"),
+    ("combining-acute", "a\u0301dmin@board.example"),
+    ("right-to-left-override", "\u202eadmin@board.example"),
+    ("zero-width-joiner", "ad\u200dmin@board.example"),
+    ("zero-width-space-at-the-end", "admin@board.example\u200b"),
+    ("dotless-i", "adm\u0131n@board.example"),
+    ("circled-a", "\u24d0dmin@board.example"),
+]
+
+
+@pytest.mark.parametrize("email", [pytest.param(e, id=n) for n, e in LOOKALIKES])
+def test_a_lookalike_of_the_admin_address_does_not_sign_in(board: Target, email: str) -> None:
+    """Attack: the admin's own password with an address that only looks like theirs. The
+    board's login refuses it as an unknown account (401); nobody is signed in."""
+    with handlers_run(board.bastion) as ran, Browser(board) as browser:
+        sid, token = browser.new_session()
+        headers = [
+            ("content-type", JSON),
+            ("accept", JSON),
+            ("origin", ORIGIN),
+            ("x-csrf-token", token),
+            ("cookie", f"{browser.cookie}={sid}"),
+        ]
+        body = json.dumps({"email": email, "password": ADMIN_PASSWORD}).encode()
+        reply = browser.send("POST", board.bastion.url_for("login"), headers, body)
+        assert reply.status_code == 401, reply.text
+        assert reply.json()["error"]["code"] == "login_failed"
+        assert_no_leak(reply, body, board.secrets)
+        assert session_after(reply, browser.cookie, sid) == sid
+        assert browser.user_id(sid) is None
+    assert ran == ["login"]
+
+
+SIGNUP_LOOKALIKES: Final = [
+    ("uppercase", "ADMIN@board.example"),
+    ("fullwidth-domain", "admin@\uff42\uff4f\uff41\uff52\uff44.example"),
+    ("trailing-space", "admin@board.example "),
+    ("cyrillic-a", "\u0430dmin@board.example"),
+    ("combining-acute", "a\u0301dmin@board.example"),
+    ("fullwidth-at-sign", "admin\uff20board.example"),
+    ("right-to-left-override", "\u202eadmin@board.example"),
+]
+
+
+@pytest.mark.parametrize("email", [pytest.param(e, id=n) for n, e in SIGNUP_LOOKALIKES])
+def test_a_signup_never_takes_the_admin_address(board: Target, email: str) -> None:
+    """Attack: sign up with a spelling of the admin's address (case, full-width domain,
+    look-alike letters, marks) to take it over or shadow it. Either the board refuses it
+    (taken, or not an address), or it opens a separate author account under that other
+    spelling: the admin's account is untouched and still the only admin."""
+    before = board.state()
+    with Browser(board) as browser:
+        sid, token = browser.new_session()
+        headers = [
+            ("content-type", JSON),
+            ("accept", JSON),
+            ("origin", ORIGIN),
+            ("x-csrf-token", token),
+            ("cookie", f"{browser.cookie}={sid}"),
+        ]
+        body = json.dumps({"name": "Mallory", "email": email, "password": "x" * 16}).encode()
+        reply = browser.send("POST", board.bastion.url_for("signup"), headers, body)
+    assert reply.status_code in (200, 422), reply.text
+    assert_no_leak(reply, body, board.secrets)
+    accounts_before, _ = before
+    accounts_after, _ = board.state()
+    admins = [a for a in accounts_before if a[2] == "admin"]
+    assert [a for a in accounts_after if a[2] == "admin"] == admins
+    assert [a[1] for a in accounts_after].count(ADMIN) == 1
+    new = [a for a in accounts_after if a not in accounts_before]
+    if reply.status_code == 200:
+        assert [(a[1] != ADMIN, a[2]) for a in new] == [(True, "author")]
+    else:
+        assert new == []
+
+
+def test_the_board_module_is_the_one_attacked(board: Target) -> None:
+    """The corpus ran against examples/board itself, not a copy."""
+    module = sys.modules["board.app"]
+    assert Path(module.__file__ or "").resolve().is_relative_to(EXAMPLES.resolve())
+    assert board.app is module.app
+
+
+def test_a_seal_of_another_action_is_refused_even_for_the_admin(
+    board: Target, board_other: Bastion
+) -> None:
+    """The admin may change any post, yet a delete seal does not open edit_post: the seal
+    names its action, whoever sends it."""
+    attack = Attack(
+        "edit_post",
+        *BOUND_INVALID,
+        _with_bound({"title": "t", "body": "b"}, _seal("delete_post", {"post_id": 1})),
+        caller="admin",
+    )
+    run_attack(board, attack, board_other)
+
+
+def test_malformed_is_the_answer_to_a_form_with_two_seals(
+    board: Target, board_other: Bastion
+) -> None:
+    """Two ``_bound`` fields in one form: refused as malformed (400) before either is
+    opened, so neither can be chosen."""
+    seal = _seal("delete_post", {"post_id": 1}, bind_session=False)
+
+    def body() -> bytes:
+        return f"_bound={seal()}&_bound={seal()}".encode()
+
+    attack = Attack("delete_post", *MALFORMED, body, FORM, caller="author")
+    run_attack(board, attack, board_other)

@@ -1,0 +1,630 @@
+"""``bastion probe URL``: the crawler's rules, the loopback guard, and whole runs against
+the quickstart (all pass) and a deliberately weakened app (each hole named)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx2 as httpx
+import pytest
+from conftest import SECRET, mounted
+from pydantic import BaseModel, ConfigDict
+
+from bastion import Bastion, public
+from bastion.cli import main
+from bastion.probe import (
+    MAX_DEPTH,
+    MAX_REQUESTS_PER_FORM,
+    Form,
+    FormField,
+    ProbeError,
+    Report,
+    check_target,
+    extract,
+    is_loopback,
+    probe,
+    same_origin,
+)
+from bastion.stores import MemoryStore
+from bastion.testing import ActionClient
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+FIXTURES = ROOT / "tests" / "fixtures"
+PAGE = "http://127.0.0.1:8000/board/"
+LOOPBACK = ("--host", "127.0.0.1", "--port")
+
+
+# --- the pages: forms and links ---------------------------------------------------------------
+
+FORMS_PAGE = """
+<form method="post" action="/_actions/abc" data-bastion>
+  <input type="hidden" name="_csrf" value="tok">
+  <input type="hidden" name="_next" value="/">
+  <input name="title" required>
+  <input type="email" name="email" required>
+  <input type="number" name="stars" value="3">
+  <textarea name="body">typed &amp; kept</textarea>
+  <select name="colour">
+    <option value="red">r</option><option value="blue" selected>b</option>
+  </select>
+  <input type="checkbox" name="agree">
+  <input type="checkbox" name="subscribe" value="yes" checked>
+  <input name="locked" value="x" disabled>
+  <input type="submit" name="go" value="Go">
+  <button name="button">b</button>
+</form>
+<form method="POST" action="/_actions/no-marker"><input name="q"></form>
+<form method="post" action="/elsewhere" data-bastion><input name="n"></form>
+<form method="post" action="/plain"><input name="n"></form>
+<form method="get" action="/_actions/search" data-bastion><input name="q"></form>
+<form method="post" action="https://evil.example/_actions/x" data-bastion></form>
+<form method="post" action="//evil.example/_actions/y"></form>
+"""
+
+
+def test_extract_finds_bastion_forms_only() -> None:
+    """Marked data-bastion or posting under /_actions/; never a GET form, never another
+    origin, never a form that is neither."""
+    _, forms = extract(FORMS_PAGE, PAGE)
+    assert [f.action for f in forms] == [
+        "http://127.0.0.1:8000/_actions/abc",
+        "http://127.0.0.1:8000/_actions/no-marker",
+        "http://127.0.0.1:8000/elsewhere",
+    ]
+    assert all(f.page == PAGE for f in forms)
+
+
+def test_extract_reads_fields_as_a_browser_submits_them() -> None:
+    """Hidden and typed values, textarea text, the selected option, checked boxes only;
+    no buttons, no disabled inputs."""
+    form = extract(FORMS_PAGE, PAGE)[1][0]
+    assert [(f.name, f.value, f.kind) for f in form.fields] == [
+        ("_csrf", "tok", "hidden"),
+        ("_next", "/", "hidden"),
+        ("title", "", "text"),
+        ("email", "", "email"),
+        ("stars", "3", "number"),
+        ("body", "typed & kept", "textarea"),
+        ("colour", "blue", "select"),
+        ("subscribe", "yes", "checkbox"),
+    ]
+    assert form.token == "tok"
+    assert form.text_fields == ["title", "email", "body"]
+    # Empty required fields get a plausible value, so the rest of the form is valid.
+    assert dict(form.values())["title"] == "probe"
+    assert dict(form.values())["email"] == "probe@example.com"
+
+
+def test_extract_follows_same_origin_pages_only() -> None:
+    """Links resolve against the page; other origins (scheme, host or port), the actions,
+    static files and sign-out links are never followed; fragments are dropped."""
+    html = """
+      <a href="/a">a</a> <a href="b?x=1#top">b</a> <a href="/a#again">a</a>
+      <a href="http://127.0.0.1:8000/c">c</a>
+      <a href="https://127.0.0.1:8000/d">other scheme</a>
+      <a href="http://127.0.0.1:8001/e">other port</a>
+      <a href="http://localhost:8000/f">other host</a>
+      <a href="//evil.example/g">protocol-relative</a>
+      <a href="https://evil.example/h">elsewhere</a>
+      <a href="mailto:x@example.com">mail</a> <a href="javascript:alert(1)">js</a>
+      <a href="/_actions/abc">an action</a>
+      <a href="/static/app.css">css</a> <a href="/logo.PNG">png</a>
+      <a href="/logout">out</a> <a href="/account/sign-out">out</a>
+    """
+    links, _ = extract(html, PAGE)
+    assert links == [
+        "http://127.0.0.1:8000/a",
+        "http://127.0.0.1:8000/board/b?x=1",
+        "http://127.0.0.1:8000/c",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8000/x", True),
+        ("http://127.0.0.1:8000", True),
+        ("HTTP://127.0.0.1:8000/", True),
+        ("http://127.0.0.1:8001/", False),
+        ("https://127.0.0.1:8000/", False),
+        ("http://localhost:8000/", False),
+        ("ftp://127.0.0.1:8000/", False),
+    ],
+)
+def test_same_origin(url: str, expected: bool) -> None:
+    assert same_origin(url, "http://127.0.0.1:8000/") is expected
+
+
+def test_same_origin_makes_default_ports_explicit() -> None:
+    assert same_origin("https://app.example/", "https://app.example:443/x")
+    assert not same_origin("http://app.example/", "https://app.example/")
+
+
+# --- where the probe may go -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["localhost", "LOCALHOST", "127.0.0.1", "127.1.2.3", "::1"])
+def test_loopback_hosts(host: str) -> None:
+    assert is_loopback(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["example.com", "10.0.0.1", "0.0.0.0", "127.0.0.1.nip.io", "localhost.example.com", "::"],
+)
+def test_other_hosts_are_not_loopback(host: str) -> None:
+    assert not is_loopback(host)
+
+
+def test_check_target_gives_the_origin_to_send() -> None:
+    assert check_target("http://127.0.0.1:8000/board?x=1") == "http://127.0.0.1:8000"
+    assert check_target("http://[::1]:8000/") == "http://[::1]:8000"
+    assert check_target("https://app.example/", ["APP.example"]) == "https://app.example"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/",
+        "http://10.1.2.3:8000/",
+        "http://0.0.0.0:8000/",
+        "http://127.0.0.1.nip.io/",
+        "https://[2001:db8::1]/",
+        "ftp://127.0.0.1/",
+        "file:///etc/passwd",
+        "127.0.0.1:8000",
+        "http://127.0.0.1:99999/",
+    ],
+)
+def test_probe_refuses_other_hosts_before_any_request(
+    url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Anything but loopback (or a malformed URL) exits 2 with a message; nothing is sent."""
+    sent: list[httpx.Request] = []
+
+    def send(self: httpx.Client, request: httpx.Request, **kwargs: object) -> httpx.Response:
+        sent.append(request)
+        raise AssertionError("no request may be sent")
+
+    monkeypatch.setattr(httpx.Client, "send", send)
+    assert main(["probe", url]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith("bastion probe: ")
+    assert sent == []
+
+
+def test_allow_host_lets_a_named_host_through(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--allow-host names a host the probe may contact; nothing real is ever contacted
+    (the transport is replaced and refuses to connect)."""
+    sent: list[str] = []
+
+    def send(self: httpx.Client, request: httpx.Request, **kwargs: object) -> httpx.Response:
+        sent.append(str(request.url))
+        raise httpx.ConnectError("not in a test", request=request)
+
+    monkeypatch.setattr(httpx.Client, "send", send)
+    url = "http://probe-target.invalid:8000/"
+
+    assert main(["probe", url]) == 2
+    assert "refusing to probe probe-target.invalid" in capsys.readouterr().err
+    assert sent == []
+
+    assert (
+        main(
+            ["probe", url, "--allow-host", "other.invalid", "--allow-host", "PROBE-TARGET.invalid"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "does not answer" in err
+    assert "refusing" not in err
+    assert sent == [url]
+
+
+def test_probe_cli_refuses_bad_limits(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--max-pages", "0"], ["--timeout", "0"], ["--timeout", "-1"]):
+        with pytest.raises(SystemExit) as exited:
+            main(["probe", "http://127.0.0.1:8000/", *argv])
+        assert exited.value.code == 2
+    assert "must be positive" in capsys.readouterr().err
+
+
+# --- the crawler's bounds, against an app in memory ------------------------------------------
+
+
+def test_crawl_is_bounded_and_stays_on_origin() -> None:
+    """An endless site: every page links to three new ones, to another origin, to an action
+    and to a sign-out page, and one redirects elsewhere. The crawl GETs at most
+    max_pages same-origin pages, MAX_DEPTH links deep, and nothing else."""
+    seen: list[httpx.Request] = []
+
+    def app(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        path = request.url.path
+        if path == "/away":
+            return httpx.Response(302, headers={"Location": "https://evil.example/"})
+        depth = path.count("/p")
+        links = "".join(f'<a href="{path.rstrip("/")}/p{i}">n</a>' for i in range(3))
+        links += '<a href="https://evil.example/">x</a><a href="/_actions/a">a</a>'
+        links += '<a href="/logout">out</a><a href="/away">away</a>'
+        return httpx.Response(200, html=f"<p>depth {depth}</p>{links}")
+
+    with pytest.raises(ProbeError, match="does not answer"):
+        probe("http://127.0.0.1:9/away", transport=httpx.MockTransport(app))
+    assert [str(r.url) for r in seen] == ["http://127.0.0.1:9/away"]
+
+    seen.clear()
+    report = probe("http://127.0.0.1:9/", max_pages=50, transport=httpx.MockTransport(app))
+    assert {r.method for r in seen} == {"GET"}
+    assert {r.url.host for r in seen} == {"127.0.0.1"}
+    assert not any(r.url.path.startswith(("/_actions", "/logout")) for r in seen)
+    assert max(r.url.path.count("/p") for r in seen) == MAX_DEPTH
+    assert len(report.pages) == 1 + 3 + 9 + 27  # /away, sent elsewhere, is no page
+    assert report.requests == len(seen) == len(report.pages) + 1
+    # No form anywhere: the probe tested nothing, which is a failure.
+    assert not report.ok
+    assert [(r.target, r.case, r.got) for r in report.results if r.status == "FAIL"] == [
+        ("crawl", "find bastion forms", "none found")
+    ]
+
+    seen.clear()
+    report = probe("http://127.0.0.1:9/", max_pages=5, transport=httpx.MockTransport(app))
+    assert len(report.pages) == 5
+    assert report.requests == len(seen) == 5 + 1  # and /away
+
+
+def test_requests_per_form_are_bounded() -> None:
+    """Against an app that accepts everything: every case fails, and each form gets at
+    most MAX_REQUESTS_PER_FORM requests, all to its own origin."""
+    seen: list[httpx.Request] = []
+    page = "".join(
+        f'<form method="post" action="/_actions/f{i}" data-bastion>'
+        '<input type="hidden" name="_csrf" value="t"><input name="text"></form>'
+        for i in range(3)
+    )
+
+    def app(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "GET" and request.url.path == "/":
+            return httpx.Response(200, html=page)
+        return httpx.Response(200, json={"ok": True})
+
+    report = probe("http://127.0.0.1:9/", transport=httpx.MockTransport(app))
+    assert not report.ok
+    assert len(report.forms) == 3
+    for i in range(3):
+        calls = [r for r in seen if r.url.path == f"/_actions/f{i}"]
+        assert 10 < len(calls) <= MAX_REQUESTS_PER_FORM
+    assert {r.url.host for r in seen} == {"127.0.0.1"}
+    failed = {(r.target, r.case) for r in report.results if r.status == "FAIL"}
+    assert ("form 1", "csrf: no token") in failed
+    assert ("form 3", "input: 100,000 chars in text fields") in failed
+    assert ("form 2", "leak: no-store, nosniff") in failed
+
+
+def test_time_budget_stops_the_probe() -> None:
+    """Past --timeout the probe stops sending; cases left unrun are a failure, never a pass.
+    With no time even for the first page, it cannot start at all."""
+    seen: list[httpx.Request] = []
+
+    def app(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        time.sleep(0.05)
+        return httpx.Response(
+            200, html='<form method="post" action="/_actions/x" data-bastion></form>'
+        )
+
+    report = probe("http://127.0.0.1:9/", timeout=0.5, transport=httpx.MockTransport(app))
+    assert not report.ok
+    incomplete = [r for r in report.results if r.case == "probe incomplete"]
+    assert [(r.status, r.got) for r in incomplete] == [
+        ("FAIL", "the time budget of 0.5 s is spent")
+    ]
+    assert report.requests == len(seen) <= 12
+
+    with pytest.raises(ProbeError, match="time budget"):
+        probe("http://127.0.0.1:9/", timeout=1e-9, transport=httpx.MockTransport(app))
+
+
+def test_cookie_and_header_checks() -> None:
+    """A Set-Cookie without HttpOnly or SameSite on any reply, or a reply without no-store
+    and nosniff, fails the form's leak checks; a deleted cookie does not count."""
+
+    def app(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path == "/":
+            return httpx.Response(
+                200,
+                html='<form method="post" action="/_actions/x" data-bastion></form>',
+                headers={"Set-Cookie": "gone=; Max-Age=0; Path=/"},
+            )
+        return httpx.Response(
+            403,
+            json={"ok": False, "error": {"code": "forbidden", "message": "No."}},
+            headers={"Set-Cookie": "sid=1; Path=/; SameSite=None", "Cache-Control": "no-store"},
+        )
+
+    report = probe("http://127.0.0.1:9/", transport=httpx.MockTransport(app))
+    got = {r.case: (r.status, r.got) for r in report.results if r.target == "form 1"}
+    assert got["leak: cookie flags"][0] == "FAIL"
+    assert "cookie sid without HttpOnly" in got["leak: cookie flags"][1]
+    assert got["leak: no-store, nosniff"][0] == "FAIL"
+    assert "X-Content-Type-Options: nosniff missing" in got["leak: no-store, nosniff"][1]
+    assert got["csrf: no token"][0] == "PASS"
+    assert all(r.status == "PASS" for r in report.results if r.target == "page /")
+
+
+def test_report_formats() -> None:
+    report = Report("http://127.0.0.1:9/")
+    report.forms.append(
+        Form("http://127.0.0.1:9/", "http://127.0.0.1:9/_actions/x", [FormField("n", "", "text")])
+    )
+    report.forms[0].label = "form 1"
+    assert report.ok
+    assert report.text().splitlines()[-1].startswith("all pass: 0 pass, 0 fail, 0 skip")
+    data = report.as_dict()
+    assert data["ok"] is True
+    assert data["forms"] == [
+        {
+            "label": "form 1",
+            "page": "http://127.0.0.1:9/",
+            "action": "http://127.0.0.1:9/_actions/x",
+            "fields": ["n"],
+        }
+    ]
+
+
+# --- found by the probe -----------------------------------------------------------------------
+
+
+class Named(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+
+
+class Echo(BaseModel):
+    name: str
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"name": "a\\u0000b"}',
+        b'{"name\\u0000": "a"}',
+        b'{"name": "a", "more": {"deep": ["x", "\\u0000"]}}',
+    ],
+)
+def test_a_nul_in_json_is_refused_as_in_forms(body: bytes) -> None:
+    """A NUL anywhere in a JSON body (a value or a key, at any depth) is a 400, as it is in
+    urlencoded and multipart forms; it never reaches the handler."""
+    bastion = Bastion(secret_key=SECRET, store=MemoryStore())
+    calls: list[str] = []
+
+    @bastion.action(policy=public)
+    def echo(data: Named) -> Echo:
+        calls.append(data.name)
+        return Echo(name=data.name)
+
+    with ActionClient(mounted(bastion), bastion) as client:
+        reply = client.post(
+            client.url(echo),
+            content=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+    assert reply.status_code == 400
+    assert reply.json() == {
+        "ok": False,
+        "error": {"code": "malformed", "message": "The JSON holds a NUL character."},
+    }
+    assert calls == []
+
+
+# --- whole runs against real servers -----------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(
+    app_dir: Path, target: str, tmp_path: Path, origin: str = "http://127.0.0.1:{port}"
+) -> Iterator[str]:
+    """``target`` under uvicorn on a free loopback port, until the block ends, configured
+    from the environment as in tests/test_sessions.py; ``origin`` is the allowed one."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    env.update(
+        BASTION_SECRET_KEY="probe-test-key-0123456789-abcdefghijklmnopqrstuvwxyz",
+        BASTION_ALLOWED_ORIGINS=origin.format(port=port),
+        BASTION_DATA_DIR=str(tmp_path / "data"),
+        QUICKSTART_PASSWORD="probe-test-password",
+    )
+    log = tmp_path / "uvicorn.log"
+    with log.open("ab") as out:
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "--app-dir",
+                str(app_dir),
+                target,
+                *LOOPBACK,
+                str(port),
+            ],
+            env=env,
+            cwd=log.parent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        for _ in range(300):
+            if server.poll() is not None:
+                pytest.fail(f"{target} exited:\n{log.read_text()}")
+            try:
+                httpx.get(base + "/ready", timeout=1.0, trust_env=False)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"{target} did not start:\n{log.read_text()}")
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=15)
+
+
+def run_probe(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bastion.cli", "probe", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+
+
+RESULT = re.compile(r"(PASS|FAIL|SKIP)  (.+?) {2,}(.+?) {2,}expected (.+?) {2,}got (.*)")
+LEGEND = re.compile(r"(form \d+) +POST (\S+)  on ")
+
+
+def lines(output: str, status: str, label: str) -> dict[str, str]:
+    """The cases of one form that ended with ``status``: case → what the probe got."""
+    found = {}
+    for line in output.splitlines():
+        match = RESULT.fullmatch(line)
+        if match and match[1] == status and match[2] == label:
+            found[match[3]] = match[5]
+    return found
+
+
+def labels(output: str) -> dict[str, str]:
+    """The legend: action path → ``form N``."""
+    return {m[2]: m[1] for m in map(LEGEND.match, output.splitlines()) if m}
+
+
+def test_probe_passes_the_quickstart(tmp_path: Path) -> None:
+    """The quickstart as `make quickstart` serves it: every case passes; the only skips are
+    the controls of actions that need sign-in and forms without a text field."""
+    with serve(EXAMPLES, "quickstart:app", tmp_path) as base:
+        done = run_probe(base)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr == ""
+    out = done.stdout
+    assert not re.search(r"^FAIL", out, re.MULTILINE)
+    summary = out.splitlines()[-1]
+    assert summary.startswith("all pass: ")
+    assert "8 forms on 1 pages" in summary
+    for line in out.splitlines():
+        if line.startswith("SKIP"):
+            assert line.endswith(("needs sign-in", "the form has no text field")), line
+    # Each of the eight forms refused every forged call.
+    for n in range(1, 9):
+        passed = lines(out, "PASS", f"form {n}")
+        for case in (
+            "csrf: no token",
+            "csrf: forged token",
+            "csrf: token of another session",
+            "origin: foreign Origin",
+            "origin: Origin null",
+            "origin: Sec-Fetch-Site cross-site",
+        ):
+            assert passed[case].startswith(("403 csrf_failed", "403 cross_origin")), (n, case)
+        assert passed["leak: tracebacks, file paths"].startswith("ok in ")
+    # The control went through for the public actions, boom's generic 500 included.
+    controls = [
+        g
+        for n in range(1, 9)
+        for c, g in lines(out, "PASS", f"form {n}").items()
+        if c.startswith("control")
+    ]
+    assert "200" in controls
+    assert "500 internal (the action failed; generic)" in controls
+
+
+def test_probe_names_each_hole_of_the_weak_app(tmp_path: Path) -> None:
+    """CSRF off, error details on, an unbounded field, and bastion's debug replies: exit 1,
+    and the report names each."""
+    with serve(FIXTURES, "weak_app:app", tmp_path) as base:
+        done = run_probe(base)
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = done.stdout
+    assert out.splitlines()[-1].startswith("FAILED: ")
+
+    forms = labels(out)
+    weak = lines(out, "FAIL", forms.pop("/_actions/weak-note"))
+    # CSRF off: every forged call went through.
+    for case in (
+        "csrf: no token",
+        "csrf: forged token",
+        "csrf: token of another session",
+        "origin: foreign Origin",
+        "origin: Origin null",
+        "origin: Sec-Fetch-Site cross-site",
+    ):
+        assert weak[case] == "200", case
+    # Error details on.
+    assert weak["leak: tracebacks, file paths"].startswith("'Traceback' in the reply to input:")
+    assert weak["leak: exception details"].startswith("'debug' in the reply to input:")
+    # The unbounded field.
+    assert weak["input: 100,000 chars in text fields"] == "200: accepted in text (unbounded field)"
+    # And nothing else: the rest of what it does is right.
+    assert set(weak) == {
+        "csrf: no token",
+        "csrf: forged token",
+        "csrf: token of another session",
+        "origin: foreign Origin",
+        "origin: Origin null",
+        "origin: Sec-Fetch-Site cross-site",
+        "leak: tracebacks, file paths",
+        "leak: exception details",
+        "input: 100,000 chars in text fields",
+    }
+
+    # The bastion action in debug mode: its guards hold, its failure reply tells too much.
+    [crash_label] = forms.values()
+    crash = lines(out, "FAIL", crash_label)
+    assert set(crash) == {
+        "control: valid same-origin call",
+        "leak: tracebacks, file paths",
+        "leak: exception details",
+    }
+    assert crash["leak: exception details"].startswith("'debug' in the reply to control")
+    assert crash["leak: tracebacks, file paths"].startswith(
+        "'/srv/weak/notes.py' in the reply to control"
+    )
+    assert crash["control: valid same-origin call"] == "500 internal saying more than a digest"
+
+
+def test_probe_json_through_localhost(tmp_path: Path) -> None:
+    """`localhost` is loopback (no --allow-host needed); --json prints the whole report."""
+    with serve(EXAMPLES, "quickstart:app", tmp_path, "http://localhost:{port}") as base:
+        done = run_probe(base.replace("127.0.0.1", "localhost"), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["ok"] is True
+    assert report["url"].startswith("http://localhost:")
+    assert report["summary"]["fail"] == 0
+    assert report["summary"]["forms"] == 8
+    assert report["summary"]["pass"] + report["summary"]["skip"] == len(report["results"])
+    assert report["summary"]["requests"] <= 8 * MAX_REQUESTS_PER_FORM + 20
+    assert {r["status"] for r in report["results"]} == {"PASS", "SKIP"}
+    assert set(report["results"][0]) == {"status", "target", "case", "expected", "got"}
+    assert all(f["action"].startswith(report["url"] + "_actions/") for f in report["forms"])
