@@ -143,6 +143,10 @@ async def _run(
             await policy.check_object(spec.check, ctx, data)
         result = await execute.run(spec, ctx, data)
         payload = output.serialize(spec, result)
+        # Rendered here, so that a broken fragment template is a 500 with a digest too.
+        fragment = (
+            bastion.render_fragment(spec, scope, payload) if responses.is_htmx(headers) else None
+        )
     except origin.CrossOrigin as exc:
         call.error = exc
         # Never a redirect: a cross-site page must not get a navigable answer.
@@ -161,7 +165,7 @@ async def _run(
             call.body.close()
     next_path = responses.safe_next(call.body.reserved.get("_next"))
     if responses.is_htmx(headers):
-        return responses.htmx_success(bastion.render_fragment(spec, scope, payload), next_path)
+        return responses.htmx_success(fragment, next_path)
     if responses.wants_redirect(headers, call.form_post):
         _flash(call, flash.success(spec, payload))
         # To `_next`, or else back to the page the form was posted from.
