@@ -8,6 +8,7 @@ longer than a tiny time to live: they check that values expire, not how fast.
 from __future__ import annotations
 
 import contextlib
+import secrets
 import sqlite3
 import stat
 from collections.abc import AsyncIterator, Callable
@@ -15,16 +16,17 @@ from pathlib import Path
 
 import anyio
 import pytest
+import redis
 from conftest import SECRET
 
 from bastion import Bastion
-from bastion.stores import MemoryStore, SQLiteStore, Store
+from bastion.stores import MemoryStore, RedisStore, SQLiteStore, Store
 
 pytestmark = pytest.mark.anyio
 
 TTL = 3600.0
 TINY_TTL = 0.05
-PAST_TINY_TTL = 0.1
+PAST_TINY_TTL = 0.15
 
 
 @pytest.fixture
@@ -32,12 +34,31 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """Each backend, fresh for the test and closed after it."""
-    made: Store = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "data")
+    """Each backend, fresh for the test and closed after it. Redis: the tests' Redis
+    (REDIS_URL, else a throwaway server, else skipped), under a prefix of the test's own
+    whose keys are deleted afterwards."""
+    url = prefix = None
+    if request.param == "memory":
+        made: Store = MemoryStore()
+    elif request.param == "sqlite":
+        made = SQLiteStore(tmp_path / "data")
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = f"bastion-test-{secrets.token_hex(8)}:"
+        made = RedisStore(url, prefix=prefix)
     yield made
     await made.close()
+    if url is not None and prefix is not None:
+        _delete_prefix(url, prefix)
+
+
+def _delete_prefix(url: str, prefix: str) -> None:
+    with contextlib.closing(redis.Redis.from_url(url, socket_timeout=5)) as client:
+        stale = list(client.scan_iter(match=prefix + "*", count=1000))
+        if stale:
+            client.delete(*stale)
 
 
 def sqlite_keys(path: Path) -> list[str]:
@@ -111,16 +132,20 @@ async def test_empty_value_is_not_absent(store: Store) -> None:
 
 
 async def test_keys_are_exact_strings(store: Store) -> None:
-    """Keys are compared exactly: case, non-ASCII and SQL-looking text included."""
+    """Keys are compared exactly: case, non-ASCII, SQL-looking text, spaces and glob
+    characters included."""
     await store.set("Key", b"upper", TTL)
     await store.set("key", b"lower", TTL)
     await store.set("clé-ü", b"unicode", TTL)
     await store.set("x' OR '1'='1", b"quoted", TTL)
+    await store.set("k*[a] ?", b"glob", TTL)
     assert await store.get("Key") == b"upper"
     assert await store.get("key") == b"lower"
     assert await store.get("clé-ü") == b"unicode"
     assert await store.get("x' OR '1'='1") == b"quoted"
+    assert await store.get("k*[a] ?") == b"glob"
     assert await store.get("x") is None
+    assert await store.get("k") is None
 
 
 async def test_value_expires_after_its_ttl(store: Store) -> None:
@@ -150,7 +175,8 @@ async def test_expired_key_can_be_set_again(store: Store) -> None:
 
 
 async def test_concurrent_writers_all_land(store: Store) -> None:
-    """Fifty concurrent set() calls (SQLite: worker threads, one lock) all succeed."""
+    """Fifty concurrent set() calls (SQLite: worker threads, one lock; Redis: several
+    pooled connections) all succeed."""
     async with anyio.create_task_group() as tg:
         for i in range(50):
             tg.start_soon(store.set, f"k{i}", str(i).encode(), TTL)

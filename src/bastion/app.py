@@ -202,11 +202,10 @@ class Bastion:
                 limits = dataclasses.replace(self.config.limits, **overrides)
             except ConfigurationError as exc:
                 raise ConfigurationError(f"action {label!r}: {exc}") from exc
-            if rate is DEFAULT:
+            if isinstance(rate, _Default):
                 admits_anonymous = getattr(policy, "admits_anonymous", True)
                 limit = self.default_rate if admits_anonymous else None
             else:
-                assert not isinstance(rate, _Default)  # noqa: S101 - narrowed by the branch
                 limit = parse_rate(rate, f"action {label!r}: rate")
             spec = build_spec(
                 fn,

@@ -83,7 +83,8 @@ async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: st
         action=spec.name if spec else None,
         action_id=spec.id if spec else None,
         principal=None if user_id is None else str(user_id),
-        client=bastion.client_address(scope),
+        # Worked out once per call: the context has it when the call got that far.
+        client=call.ctx.client if call.ctx is not None else bastion.client_address(scope),
         outcome=events.outcome_of(call.error),
         status=response.status_code,
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
