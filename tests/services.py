@@ -178,18 +178,32 @@ def redis_for_tests(directory: Path) -> Iterator[str]:
 
 
 class AppServer:
-    """``tests/fixtures/shared_app.py`` under uvicorn on 127.0.0.1:``port``, configured by
-    ``env`` alone (``BASTION_*`` of the test process are not inherited)."""
+    """``tests/fixtures/shared_app.py`` (or ``target`` in ``app_dir``) under uvicorn on
+    127.0.0.1:``port``, configured by ``env`` alone (``BASTION_*``, ``BOARD_*`` and
+    ``DATABASE_URL`` of the test process are not inherited). ``args`` are uvicorn's own
+    options, as a deployment would give them (``--no-proxy-headers``)."""
 
-    def __init__(self, port: int, env: dict[str, str], directory: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        env: dict[str, str],
+        directory: Path,
+        *,
+        target: str = SHARED_APP,
+        app_dir: Path = REPO,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.port = port
+        self.target = target
+        self.app_dir = app_dir
+        self.args = args
         self.base = f"http://127.0.0.1:{port}"
         self.directory = directory
         self.log_path = directory / f"uvicorn-{port}.log"
         inherited = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("BASTION_", "SHARED_APP_"))
+            if not key.startswith(("BASTION_", "SHARED_APP_", "BOARD_")) and key != "DATABASE_URL"
         }
         self.env = {**inherited, "BASTION_DATA_DIR": str(directory / "data"), **env}
         self.process: subprocess.Popen[bytes] | None = None
@@ -204,12 +218,13 @@ class AppServer:
                     "-m",
                     "uvicorn",
                     "--app-dir",
-                    str(REPO),
-                    SHARED_APP,
+                    str(self.app_dir),
+                    self.target,
                     "--host",
                     "127.0.0.1",
                     "--port",
                     str(self.port),
+                    *self.args,
                 ],
                 env=self.env,
                 cwd=self.directory,

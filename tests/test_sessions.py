@@ -132,7 +132,9 @@ def build(**options: Any) -> App:
 @pytest.fixture
 def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """bastion.sessions sees one fixed time (for exact Max-Age values only)."""
-    monkeypatch.setattr(sessions_module, "time", SimpleNamespace(time=lambda: NOW))
+    monkeypatch.setattr(
+        sessions_module, "time", SimpleNamespace(time=lambda: NOW, monotonic=time.monotonic)
+    )
 
 
 def set_cookies(reply: httpx.Response) -> list[str]:
@@ -746,6 +748,11 @@ class DownStore:
         raise ConnectionError("store at 10.0.0.7:6379: connection refused")
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
+        raise ConnectionError("store at 10.0.0.7:6379: connection refused")
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float
+    ) -> bool:
         raise ConnectionError("store at 10.0.0.7:6379: connection refused")
 
     async def delete(self, key: str) -> None:

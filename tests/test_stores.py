@@ -183,6 +183,75 @@ async def test_concurrent_writers_all_land(store: Store) -> None:
     assert [await store.get(f"k{i}") for i in range(50)] == [str(i).encode() for i in range(50)]
 
 
+# --- compare and set: what keeps a session from being resurrected ------------------------
+
+
+async def test_compare_and_set_replaces_exactly_the_expected_value(store: Store) -> None:
+    """The value is replaced when the key holds what the writer read; the result says so."""
+    await store.set("cas", b"v1", TTL)
+    assert await store.compare_and_set("cas", b"v1", b"v2", TTL) is True
+    assert await store.get("cas") == b"v2"
+
+
+async def test_compare_and_set_refuses_a_value_changed_meanwhile(store: Store) -> None:
+    """Another writer changed the key since it was read: nothing is written."""
+    await store.set("cas", b"v1", TTL)
+    await store.set("cas", b"changed", TTL)
+    assert await store.compare_and_set("cas", b"v1", b"stale", TTL) is False
+    assert await store.get("cas") == b"changed"
+
+
+async def test_compare_and_set_never_recreates_a_deleted_key(store: Store) -> None:
+    """The log-out race: the key was read, then deleted; writing back what was read
+    must not bring it back."""
+    await store.set("cas", b"v1", TTL)
+    await store.delete("cas")
+    assert await store.compare_and_set("cas", b"v1", b"resurrected", TTL) is False
+    assert await store.get("cas") is None
+
+
+async def test_compare_and_set_never_revives_an_expired_key(store: Store) -> None:
+    """A key that expired since it was read counts as deleted."""
+    await store.set("cas", b"v1", TINY_TTL)
+    await anyio.sleep(PAST_TINY_TTL)
+    assert await store.compare_and_set("cas", b"v1", b"revived", TTL) is False
+    assert await store.get("cas") is None
+
+
+async def test_compare_and_set_with_none_only_creates(store: Store) -> None:
+    """``expected=None`` writes only a key that does not exist (or has expired)."""
+    assert await store.compare_and_set("new", None, b"first", TTL) is True
+    assert await store.compare_and_set("new", None, b"second", TTL) is False
+    assert await store.get("new") == b"first"
+    await store.set("old", b"x", TINY_TTL)
+    await anyio.sleep(PAST_TINY_TTL)
+    assert await store.compare_and_set("old", None, b"fresh", TTL) is True
+    assert await store.get("old") == b"fresh"
+
+
+async def test_compare_and_set_sets_the_ttl(store: Store) -> None:
+    """The replaced value lives for the new time to live, not the old one."""
+    await store.set("cas", b"v1", TTL)
+    assert await store.compare_and_set("cas", b"v1", b"short", TINY_TTL) is True
+    await anyio.sleep(PAST_TINY_TTL)
+    assert await store.get("cas") is None
+
+
+async def test_compare_and_set_has_one_winner_among_concurrent_writers(store: Store) -> None:
+    """Twenty writers that all read v1 race to replace it: exactly one wins."""
+    await store.set("race", b"v1", TTL)
+    results: list[bool] = []
+
+    async def write(i: int) -> None:
+        results.append(await store.compare_and_set("race", b"v1", f"w{i}".encode(), TTL))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(write, i)
+    assert results.count(True) == 1
+    assert (await store.get("race") or b"").startswith(b"w")
+
+
 # --- MemoryStore ----------------------------------------------------------------------
 
 

@@ -13,7 +13,9 @@ model, a handler or a database before every earlier stage has passed.
     5  rate limit          ratelimit.Counter.hit                    429
     6  policy              policy.authorize (loads the user if      401 403
                            the policy needs one)
-    7  validation          decoding.validate                        422
+    7  validation          sessions.confirm (the session still      403
+                           exists after a slow body), then
+                           decoding.validate                        422
     8  bound arguments     binding.open_bound, then the action's    400 403
                            own check on the validated input
     9  execute             execute.run                              504
@@ -137,6 +139,10 @@ async def _run(
         await policy.authorize(spec.policy, ctx)
         if call.body is None:
             call.body = await decoding.read(spec, kind, headers, receive)
+        # A body that took its time may have arrived after a log-out ended the session
+        # (and the token) it was sent with: the handler must not run for it.
+        if not await bastion.session_manager.confirm(session):
+            raise csrf.CsrfFailed()
         data = decoding.validate(spec, call.body)
         sealed = call.body.reserved.get("_bound")
         ctx.bound = binding.open_bound(bastion.keys, spec, sealed, session)

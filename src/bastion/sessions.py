@@ -7,6 +7,12 @@ pages set no cookie. An ID the server did not issue is never adopted: an unknown
 expired cookie gets a fresh session (no fixation). ``rotate()`` issues a new ID and
 CSRF secret and kills the old ID; ``clear()`` ends the session.
 
+A session is written back only if the store still holds what this request loaded
+(``Store.compare_and_set``): a request that loaded it before a log-out, a rotation or
+another request's change can never resurrect or overwrite it; its own change is
+dropped. A call whose body arrived late is refused if its session ended meanwhile
+(``SessionManager.confirm``).
+
 The cookie is ``HttpOnly; SameSite=Lax; Path=/``, and over https also ``Secure``
 with the ``__Host-`` prefix. Whether the app is served over https comes from the
 configuration or the connection's own scheme, never from a request header.
@@ -45,6 +51,9 @@ FLASH_KEY: Final = "bastion.flash"
 _ID: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 _TOUCH_EVERY: Final = 60.0
 """Seconds between writes that only record activity (for the idle timeout)."""
+_CONFIRM_AFTER: Final = 0.1
+"""Seconds after its session was loaded past which a call confirms that the session
+still exists before its handler runs (a log-out may have ended it meanwhile)."""
 
 
 class Session(MutableMapping[str, Any]):
@@ -58,6 +67,10 @@ class Session(MutableMapping[str, Any]):
         """IDs to delete from the store at the end of the request (rotated or cleared)."""
         self.modified = False
         self.cookie_changed = False
+        self._stored: tuple[str, bytes] | None = None
+        """Where this request found the session in the store, and what it found: a save
+        writes only if that is still there."""
+        self._loaded_at = time.monotonic()
 
     # --- identity --------------------------------------------------------------------
 
@@ -262,6 +275,7 @@ class SessionManager:
         ):
             return Session()
         session = Session(sid, record)
+        session._stored = (key, raw)
         if generation:
             # Stored under a key now in the fallbacks: move it under the current one.
             session._dead.append(sid)
@@ -272,6 +286,15 @@ class SessionManager:
             record["seen"] = now
             session.modified = True
         return session
+
+    async def confirm(self, session: Session) -> bool:
+        """Whether the session this request loaded still exists in the store. Asked only
+        when the call has taken a while since the session was loaded (a body arriving
+        slowly): a log-out in the meantime must not let the call go on."""
+        stored = session._stored
+        if stored is None or time.monotonic() - session._loaded_at < _CONFIRM_AFTER:
+            return True
+        return await self.bastion.store.get(stored[0]) is not None
 
     async def save(self, session: Session, name: str, secure: bool) -> list[tuple[bytes, bytes]]:
         store = self.bastion.store
@@ -288,7 +311,19 @@ class SessionManager:
                 timeouts.idle_timeout,
                 record["created"] + timeouts.absolute_timeout - now,
             )
-            await store.set(self.store_keys(sid)[0], json.dumps(record).encode(), max(ttl, 1.0))
+            key = self.store_keys(sid)[0]
+            value = json.dumps(record).encode()
+            # What this request loaded must still be there: a session that another
+            # request ended, rotated or changed meanwhile is not written back.
+            stored = session._stored
+            expected = stored[1] if stored is not None and stored[0] == key else None
+            if await store.compare_and_set(key, expected, value, max(ttl, 1.0)):
+                session._stored = (key, value)
+            else:
+                logger.info(
+                    "bastion: a session changed or ended while a request used it; "
+                    "that request's changes to it are dropped"
+                )
             session.modified = False
         if not session.cookie_changed:
             return []

@@ -30,6 +30,17 @@ class Store(Protocol):
         """Store ``value`` for ``ttl`` seconds, replacing any previous value."""
         ...
 
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float
+    ) -> bool:
+        """Store ``value`` for ``ttl`` seconds only if the key holds exactly ``expected``
+        now (``None``: only if it is absent or expired), in one atomic step. Whether it
+        was stored: ``False`` means another writer changed or deleted the key first.
+
+        Sessions are saved through it, so that a request which loaded a session before a
+        log-out deleted it can never write it back (a session is never resurrected)."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Remove the key; absent keys are not an error."""
         ...

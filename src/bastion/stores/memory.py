@@ -32,6 +32,15 @@ class MemoryStore:
             self._items = {k: v for k, v in self._items.items() if v[1] > now}
             self._next_purge = now + 60
 
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float
+    ) -> bool:
+        # No await between the read and the write: atomic within the event loop.
+        if await self.get(key) != expected:
+            return False
+        await self.set(key, value, ttl)
+        return True
+
     async def delete(self, key: str) -> None:
         self._items.pop(key, None)
 

@@ -14,6 +14,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 __all__ = ["RedisStore", "reconnect_once"]
 
+# Compare and set in one step on the server: one key, so it holds on Redis Cluster too.
+_REPLACE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+    return 1
+end
+return 0
+"""
+
 
 def reconnect_once() -> Retry:
     """redis-py's retry policy for bastion: one immediate retry after a dropped
@@ -41,6 +50,8 @@ class RedisStore:
             retry=reconnect_once(),
             health_check_interval=30,
         )
+        # EVALSHA; redis-py loads the script again when a restarted Redis no longer has it.
+        self._replace = self._redis.register_script(_REPLACE)
 
     async def get(self, key: str) -> bytes | None:
         value = await self._redis.get(self.prefix + key)
@@ -48,6 +59,14 @@ class RedisStore:
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await self._redis.set(self.prefix + key, value, px=max(1, int(ttl * 1000)))
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float
+    ) -> bool:
+        px = max(1, int(ttl * 1000))
+        if expected is None:
+            return bool(await self._redis.set(self.prefix + key, value, px=px, nx=True))
+        return bool(await self._replace(keys=[self.prefix + key], args=[expected, value, px]))
 
     async def delete(self, key: str) -> None:
         await self._redis.delete(self.prefix + key)

@@ -75,6 +75,29 @@ class SQLiteStore:
                 db.execute("DELETE FROM bastion_kv WHERE expires <= ?", (now,))
                 self._next_purge = now + 60
 
+    def _compare_and_set(self, key: str, expected: bytes | None, value: bytes, ttl: float) -> bool:
+        now = time.time()
+        with self._lock:
+            db = self._connect()
+            if expected is None:
+                # Inserted, or replacing a row that has expired; a live row stays.
+                cursor = db.execute(
+                    "INSERT INTO bastion_kv (key, value, expires) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET "
+                    "value = excluded.value, expires = excluded.expires "
+                    "WHERE bastion_kv.expires <= ?",
+                    (key, value, now + ttl, now),
+                )
+            else:
+                cursor = db.execute(
+                    "UPDATE bastion_kv SET value = ?, expires = ? "
+                    "WHERE key = ? AND value = ? AND expires > ?",
+                    (value, now + ttl, key, expected, now),
+                )
+            # One statement: atomic for every connection to the file, other processes'
+            # included (SQLite takes the write lock for it).
+            return cursor.rowcount == 1
+
     def _delete(self, key: str) -> None:
         with self._lock:
             self._connect().execute("DELETE FROM bastion_kv WHERE key = ?", (key,))
@@ -90,6 +113,11 @@ class SQLiteStore:
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await anyio.to_thread.run_sync(self._set, key, value, ttl)
+
+    async def compare_and_set(
+        self, key: str, expected: bytes | None, value: bytes, ttl: float
+    ) -> bool:
+        return await anyio.to_thread.run_sync(self._compare_and_set, key, expected, value, ttl)
 
     async def delete(self, key: str) -> None:
         await anyio.to_thread.run_sync(self._delete, key)
