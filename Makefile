@@ -4,6 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
+# uvicorn leaves the client address alone: bastion decides it from the connection and
+# its own trusted_proxies (by default uvicorn believes X-Forwarded-For from 127.0.0.1,
+# so any local client could choose its address).
+UVICORN_FLAGS := --no-proxy-headers
 # The demo board's SQLite file (unless DATABASE_URL names a database) and its sessions.
 BOARD_DATA_DIR ?= data
 
@@ -53,14 +57,14 @@ demo: $(VENV)/.installed .bastion-secret
 	@BASTION_SECRET_KEY="$$(cat .bastion-secret)" \
 	BASTION_ALLOWED_ORIGINS="http://$(HOST):$(PORT)" \
 	BOARD_DATA_DIR="$(BOARD_DATA_DIR)" \
-		$(BIN)/uvicorn --app-dir examples board.app:app --host $(HOST) --port $(PORT)
+		$(BIN)/uvicorn --app-dir examples board.app:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
 
 quickstart: $(VENV)/.installed .bastion-secret
 	@echo "bastion quickstart on http://$(HOST):$(PORT)/"
 	BASTION_SECRET_KEY="$$(cat .bastion-secret)" \
 	BASTION_ALLOWED_ORIGINS="http://$(HOST):$(PORT)" \
 	BASTION_DATA_DIR="$${BASTION_DATA_DIR:-data}" \
-		$(BIN)/uvicorn --app-dir examples quickstart:app --host $(HOST) --port $(PORT)
+		$(BIN)/uvicorn --app-dir examples quickstart:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests examples bench
@@ -105,7 +109,7 @@ probe: $(VENV)/.installed
 	@tmp="$$(mktemp -d)"; port="$$($(BIN)/python -c '$(FREE_PORT)')"; \
 	BASTION_SECRET_KEY="$$($(BIN)/bastion keygen)" BASTION_ALLOWED_ORIGINS="http://127.0.0.1:$$port" \
 	BASTION_DATA_DIR="$$tmp" BOARD_DATA_DIR="$$tmp" \
-		$(BIN)/uvicorn --app-dir examples $(PROBE_APP) --host 127.0.0.1 --port "$$port" \
+		$(BIN)/uvicorn --app-dir examples $(PROBE_APP) --host 127.0.0.1 --port "$$port" $(UVICORN_FLAGS) \
 		> "$$tmp/server.log" 2>&1 & server=$$!; \
 	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null; rm -rf "$$tmp"' EXIT; \
 	for i in $$(seq 300); do \

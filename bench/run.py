@@ -249,7 +249,7 @@ def _server(target: Target, port: int, settings: Settings) -> Iterator[subproces
         sys.executable, "-m", "uvicorn", f"{target.module}:app",
         "--host", "127.0.0.1", "--port", str(port),
         "--loop", "uvloop", "--http", "httptools", "--workers", "1",
-        "--no-access-log", "--log-level", "warning",
+        "--no-access-log", "--log-level", "warning", "--no-proxy-headers",
     ]  # fmt: skip
     with tempfile.TemporaryFile() as log:
         proc = settings.start(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)

@@ -2,7 +2,7 @@
 valid and hostile traffic mixed; then whether it held: no 5xx, flat memory, no leaked
 file descriptors.
 
-The board (examples/board) runs as ``make demo`` serves it (uvicorn, default options),
+The board (examples/board) runs as ``make demo`` serves it (uvicorn, ``--no-proxy-headers``),
 pinned to one core, on a free loopback port, with a throwaway key, data directory and
 known passwords. The soak signs in as the seeded author the way a browser does (the log-in
 page's token, the form posted, the session cookie kept), reads the tokens and sealed
@@ -270,7 +270,7 @@ def board(settings: Settings) -> Iterator[Board]:
         command = [
             *settings.pinned(settings.server_cpu),
             sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "examples"),
-            "board.app:app", "--host", "127.0.0.1", "--port", str(port),
+            "board.app:app", "--host", "127.0.0.1", "--port", str(port), "--no-proxy-headers",
         ]  # fmt: skip
         log_path = Path(tmp) / "server.log"
         with log_path.open("wb") as log:

@@ -13,6 +13,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.applications import Starlette
@@ -25,6 +26,7 @@ from bastion import (
     ActionError,
     Bastion,
     Context,
+    LoginName,
     authenticated,
     hash_password,
     needs_rehash,
@@ -114,7 +116,8 @@ async def count() -> Clicks:
 
 class Credentials(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    email: str = Field(min_length=3, max_length=254)
+    # bastion's one spelling of an account name: the throttle keys on the same.
+    email: Annotated[LoginName, Field(min_length=3, max_length=254)]
     password: SecretStr = Field(min_length=1, max_length=1024)
 
 
@@ -126,7 +129,7 @@ class Profile(BaseModel):
 @bastion.action(policy=public, rate="20/minute")
 async def login(ctx: Context, data: Credentials) -> Profile:
     """Throttled per account and address; the same answer for an unknown account."""
-    account = ACCOUNTS.get(data.email.strip().lower())
+    account = ACCOUNTS.get(data.email)
     password = data.password.get_secret_value()
     stored = account.password_hash if account else None
     if not await ctx.check_password(data.email, password, stored) or account is None:

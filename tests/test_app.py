@@ -278,6 +278,14 @@ def test_debug_on_loopback_serves_normal_calls() -> None:
         }
 
 
+@pytest.fixture
+def no_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Debug mode as it is meant to be used: no allowed origins (hence no host list), so
+    that only the listening address decides."""
+    monkeypatch.delenv("BASTION_ALLOWED_ORIGINS")
+
+
+@pytest.mark.usefixtures("no_origins")
 @pytest.mark.parametrize(
     "base_url", ["http://127.0.0.1", "http://127.0.0.2", "http://localhost", "http://[::1]"]
 )
@@ -288,6 +296,7 @@ def test_debug_allowed_on_every_loopback_address(base_url: str) -> None:
         assert client.post("/_actions/x", json={}).json() == NOT_FOUND
 
 
+@pytest.mark.usefixtures("no_origins")
 @pytest.mark.parametrize(
     ("base_url", "host"),
     [
@@ -318,6 +327,7 @@ def test_debug_refused_off_loopback(
     ]
 
 
+@pytest.mark.usefixtures("no_origins")
 def test_debug_refusal_covers_the_script_too() -> None:
     """Off loopback in debug mode, even GET bastion.js is refused."""
     bastion = Bastion(secret_key=SECRET, debug=True)
@@ -328,6 +338,7 @@ def test_debug_refusal_covers_the_script_too() -> None:
         client.get(bastion.script_url)
 
 
+@pytest.mark.usefixtures("no_origins")
 def test_debug_refusal_is_not_cached_as_allowed() -> None:
     """A refused server stays refused; a loopback one is allowed beside it."""
     bastion = Bastion(secret_key=SECRET, debug=True)
@@ -341,8 +352,8 @@ def test_debug_refusal_is_not_cached_as_allowed() -> None:
 
 
 def test_without_debug_any_host_is_served() -> None:
-    """Without debug the listening address is not checked."""
-    bastion = Bastion(secret_key=SECRET)
+    """Without debug the listening address is not checked (here any Host is trusted)."""
+    bastion = Bastion(secret_key=SECRET, trusted_hosts=["*"])
     greet = register_greet(bastion)
     app = mounted(bastion)
     # A page's session and token (made over loopback), then the call to "testserver".

@@ -184,6 +184,7 @@ def test_config_holds_what_bastion_was_given() -> None:
         limits=limits,
         timeout=3.0,
         allowed_origins=("https://app.example:443",),
+        trusted_hosts=("app.example",),
     )
     assert bastion.debug is False
 

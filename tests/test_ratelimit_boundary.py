@@ -28,7 +28,7 @@ from conftest import SECRET
 from pydantic import BaseModel, ConfigDict
 from starlette.applications import Starlette
 
-from bastion import Bastion, ConfigurationError, Context, User, public
+from bastion import Bastion, ConfigurationError, Context, User, authenticated, public
 from bastion import ratelimit as ratelimit_module
 from bastion.events import AuditEvent
 from bastion.stores import MemoryStore
@@ -102,6 +102,10 @@ def build(rate: str = "3/minute", trusted_proxies: tuple[str, ...] = ()) -> Site
     @bastion.action(policy=public, rate=rate)
     def pong() -> None:
         calls.append("pong")
+
+    @bastion.action(policy=authenticated, rate=rate)
+    def note() -> None:
+        calls.append("note")
 
     @bastion.action(policy=public, rate=None)
     def whoami(ctx: Context) -> Who:
@@ -266,14 +270,40 @@ def test_signed_in_user_is_counted_across_addresses(site: Site, clock: Clock) ->
 
 
 def test_users_on_one_address_have_their_own_windows(site: Site, clock: Clock) -> None:
-    """Two users behind one address (an office NAT) do not share a window; nor does an
-    anonymous visitor there share theirs."""
+    """Two users behind one address (an office NAT) do not share the window of an action
+    only members may call; nor does an anonymous visitor there share theirs."""
     with site.client(ALICE) as ada, site.client(ALICE) as bob, site.client(ALICE) as anon:
         assert ok(ada.call("sign_in", {"user": "ada"}))
         assert ok(bob.call("sign_in", {"user": "bob"}))
-        assert [ada.call("ping").status_code for _ in range(4)] == [200, 200, 200, 429]
-        assert [bob.call("ping").status_code for _ in range(4)] == [200, 200, 200, 429]
+        assert [ada.call("note").status_code for _ in range(4)] == [200, 200, 200, 429]
+        assert [bob.call("note").status_code for _ in range(4)] == [200, 200, 200, 429]
         assert [anon.call("ping").status_code for _ in range(4)] == [200, 200, 200, 429]
+    assert site.calls == ["note"] * 6 + ["ping"] * 3
+
+
+def test_a_public_actions_limit_holds_per_address_whoever_calls(site: Site, clock: Clock) -> None:
+    """Attack (issue 12, finding 4): an address spent a public action's limit
+    anonymously, then calls it from signed-in sessions (any account will do) to go on.
+    A public action counts per address always: every signed-in session there gets 429."""
+    with site.client(ALICE) as anon, site.client(ALICE) as ada, site.client(ALICE) as bob:
+        assert [anon.call("ping").status_code for _ in range(4)] == [200, 200, 200, 429]
+        assert ok(ada.call("sign_in", {"user": "ada"}))
+        assert ok(bob.call("sign_in", {"user": "bob"}))
+        assert_limited(ada.call("ping"), 60)
+        assert_limited(bob.call("ping"), 60)
+    with site.client(BOB) as elsewhere:
+        assert ok(elsewhere.call("ping"))
+    assert site.calls == ["ping"] * 4
+
+
+def test_a_public_action_counts_the_user_too(site: Site, clock: Clock) -> None:
+    """Signed in, a public action is counted per user as well: spreading over addresses
+    gives no more calls than the user's own window."""
+    with site.client(ALICE) as home, site.client(BOB) as phone:
+        assert ok(home.call("sign_in", {"user": "ada"}))
+        assert [home.call("pong").status_code for _ in range(3)] == [200, 200, 200]
+        follow(home, phone)
+        assert_limited(phone.call("pong"), 60)
 
 
 def test_anonymous_callers_are_counted_by_address(site: Site, clock: Clock) -> None:
@@ -290,15 +320,13 @@ def test_anonymous_callers_are_counted_by_address(site: Site, clock: Clock) -> N
 
 
 def test_signing_in_starts_the_users_own_window(site: Site, clock: Clock) -> None:
-    """An address that used up its anonymous window can still sign in and call as a
-    user: the two windows are apart (``user:<id>`` is never an address)."""
+    """An address that used up its anonymous window of a members' action can still sign
+    in and call it as a user: the two windows are apart (``user:<id>`` is never an
+    address)."""
     with site.client(ALICE) as client:
-        assert [client.call("ping").status_code for _ in range(4)] == [200, 200, 200, 429]
+        assert [client.call("note").status_code for _ in range(4)] == [401, 401, 401, 429]
         assert ok(client.call("sign_in", {"user": "ada"}))
-        assert ok(client.call("ping"))
-
-
-# --- trusted proxies: who is the caller -------------------------------------------------
+        assert ok(client.call("note"))
 
 
 def scope(peer: str | None, *forwarded: str) -> dict[str, Any]:

@@ -278,10 +278,10 @@ def test_b_refuses_a_sealed_value_of_another_session(cluster: Cluster, visitor: 
 
 
 def exhaust_limit(cluster: Cluster, visitor: Visitor) -> None:
-    """Five calls of `limited` (5/minute), alternately on A and B: all answered."""
+    """Five calls of `quota` (5/minute), alternately on A and B: all answered."""
     for i in range(5):
         server = cluster.a if i % 2 == 0 else cluster.b
-        ok(visitor.call(server, "limited"))
+        ok(visitor.call(server, "quota"))
 
 
 def assert_limited(reply: httpx.Response) -> None:
@@ -295,18 +295,18 @@ def test_a_limit_of_5_a_minute_holds_across_both(cluster: Cluster, visitor: Visi
     the 6th (on B) and the 7th (on A) are refused with 429, and no handler runs for
     them. Another user still has their own 5."""
     a, b = cluster.a, cluster.b
-    before_a, before_b = a.status()["limited"], b.status()["limited"]
+    before_a, before_b = a.status()["quota"], b.status()["quota"]
     exhaust_limit(cluster, visitor)
-    assert (a.status()["limited"], b.status()["limited"]) == (before_a + 3, before_b + 2)
+    assert (a.status()["quota"], b.status()["quota"]) == (before_a + 3, before_b + 2)
 
-    assert_limited(visitor.call(b, "limited"))
-    assert_limited(visitor.call(a, "limited"))
-    assert (a.status()["limited"], b.status()["limited"]) == (before_a + 3, before_b + 2)
+    assert_limited(visitor.call(b, "quota"))
+    assert_limited(visitor.call(a, "quota"))
+    assert (a.status()["quota"], b.status()["quota"]) == (before_a + 3, before_b + 2)
 
     other = Visitor(cluster, "other")
     try:
         other.sign_in(b)
-        ok(other.call(a, "limited"))
+        ok(other.call(a, "quota"))
     finally:
         other.close()
 
@@ -329,7 +329,7 @@ def test_everything_survives_a_restart_of_both(cluster: Cluster, visitor: Visito
 
     assert a.pid not in pids
     assert b.pid not in pids
-    assert (a.status()["limited"], b.status()["limited"]) == (0, 0)  # fresh processes
+    assert (a.status()["quota"], b.status()["quota"]) == (0, 0)  # fresh processes
     assert (visitor.sid, visitor.token, visitor.sealed) == (sid, token, sealed)
     assert ok(visitor.call(b, "whoami")) == {"user": visitor.user}
     assert ok(visitor.call(a, "recall"))["note"] == "before the restart"
@@ -337,7 +337,7 @@ def test_everything_survives_a_restart_of_both(cluster: Cluster, visitor: Visito
     assert (edited["post_id"], edited["title"]) == (42, "after")
     edited = ok(visitor.call(b, "edit_post", {"title": "again", "_bound": sealed}))
     assert (edited["post_id"], edited["title"]) == (42, "again")
-    assert_limited(visitor.call(a, "limited"))
-    assert_limited(visitor.call(b, "limited"))
-    assert (a.status()["limited"], b.status()["limited"]) == (0, 0)
+    assert_limited(visitor.call(a, "quota"))
+    assert_limited(visitor.call(b, "quota"))
+    assert (a.status()["quota"], b.status()["quota"]) == (0, 0)
     assert visitor.sid == sid  # no new session was needed

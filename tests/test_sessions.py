@@ -769,6 +769,12 @@ class ReadOnlyStore(MemoryStore):
         raise OSError("disk full at /var/lib/bastion")
 
 
+UNTRUSTED_HOST = {
+    "ok": False,
+    "error": {"code": "untrusted_host", "message": "Invalid host header"},
+}
+
+
 def assert_unavailable(reply: httpx.Response) -> None:
     """503 with the generic sentence: the JSON envelope for an action call (scripts and
     bastion.js read it), plain text for a page."""
@@ -836,18 +842,19 @@ def test_pages_needing_no_session_are_served_during_an_outage() -> None:
 
 @pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example", "127.0.0.2"])
 def test_unlisted_host_is_400_and_nothing_runs(host: str) -> None:
-    """Attack: Host-header poisoning. trusted_hosts set and Host not listed: 400 plain
-    text before any session or handler."""
+    """Attack: Host-header poisoning. trusted_hosts set and Host not listed: 400 before
+    any session or handler; plain text for a page, the JSON envelope for an action call."""
     app = build(trusted_hosts=["127.0.0.1", "app.example"])
     with app.client() as client:
-        for reply in (
-            client.get("/form", headers={"Host": host}),
-            client.call("remember", {"text": "x"}, token="A" * 86, headers={"Host": host}),
-        ):
-            assert reply.status_code == 400
-            assert reply.text == "Invalid host header"
-            assert reply.headers["content-type"] == "text/plain; charset=utf-8"
-            assert set_cookies(reply) == []
+        page = client.get("/form", headers={"Host": host})
+        call = client.call("remember", {"text": "x"}, token="A" * 86, headers={"Host": host})
+    assert (page.status_code, page.text) == (400, "Invalid host header")
+    assert page.headers["content-type"] == "text/plain; charset=utf-8"
+    assert (call.status_code, call.json()) == (400, UNTRUSTED_HOST)
+    assert call.headers["content-type"] == "application/json"
+    for reply in (page, call):
+        assert set_cookies(reply) == []
+        assert reply.headers["cache-control"] == "no-store"
     assert app.calls == []
 
 
@@ -869,12 +876,44 @@ def test_listed_host_reaches_the_action() -> None:
     assert app.calls == ["remember"]
 
 
-def test_without_trusted_hosts_host_decides_nothing() -> None:
-    """trusted_hosts unset: any Host is served the same (nothing is built from it)."""
-    app = build()
+def test_trusted_hosts_default_to_the_allowed_origins_hosts() -> None:
+    """Attack (issue 12, finding 8): Host: evil.example on an app that only gave
+    allowed_origins. By default only the origins' hosts are served: 400 before anything
+    runs, so no redirect the app builds can name another host."""
+    app = build()  # allowed_origins http://127.0.0.1, from the environment
+    assert app.bastion.config.trusted_hosts == ("127.0.0.1",)
     with app.client() as client:
         page = client.get("/plain", headers={"Host": "evil.example"})
         reply = client.call("remember", {"text": "x"}, headers={"Host": "evil.example"})
-    assert (page.status_code, page.text) == (200, "no token here")
-    assert (reply.status_code, reply.json()) == (200, {"ok": True, "data": None})
-    assert app.calls == ["remember"]
+        served = client.get("/plain", headers={"Host": "127.0.0.1:8000"})
+    assert (page.status_code, page.text) == (400, "Invalid host header")
+    assert (reply.status_code, reply.json()) == (400, UNTRUSTED_HOST)
+    assert (served.status_code, served.text) == (200, "no token here")
+    assert app.calls == []
+
+
+@pytest.mark.parametrize(
+    ("trusted", "host", "status"),
+    [
+        (["*"], "evil.example", 200),
+        (["*.app.example"], "eu.app.example", 200),
+        (["*.app.example"], "a.b.app.example:8443", 200),
+        (["*.app.example"], "app.example", 400),
+        (["*.app.example"], "evilapp.example", 400),
+    ],
+)
+def test_trusted_host_patterns(trusted: list[str], host: str, status: int) -> None:
+    """``*`` trusts any host; ``*.app.example`` its subdomains only, not the bare name nor
+    a name that merely ends the same."""
+    app = build(trusted_hosts=trusted)
+    with app.client() as client:
+        assert client.get("/plain", headers={"Host": host}).status_code == status
+
+
+def test_two_host_headers_are_refused() -> None:
+    """Two Host headers (one listed, one not) leave it open which one a URL is built from:
+    400."""
+    app = build()
+    with app.client() as client:
+        reply = client.get("/plain", headers=[("Host", "127.0.0.1"), ("Host", "evil.example")])
+    assert reply.status_code == 400

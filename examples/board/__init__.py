@@ -1,6 +1,7 @@
 """The bastion demo: a team board that shows every guard working.
 
-``make demo`` serves it (``uvicorn --app-dir examples board.app:app``). Its modules:
+``make demo`` serves it (``uvicorn --app-dir examples board.app:app --no-proxy-headers``).
+Its modules:
 
 - ``settings``  configuration from the environment, read once;
 - ``db``        the data, through SQLAlchemy 2: SQLite by default, PostgreSQL by URL;

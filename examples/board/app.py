@@ -1,7 +1,7 @@
 """The board as one Starlette app: pages, static files, actions, security headers.
 
-    uvicorn --app-dir examples board.app:app      # what `make demo` runs
-    bastion audit board.app:bastion               # from examples/: every action checked
+    uvicorn --app-dir examples board.app:app --no-proxy-headers   # what `make demo` runs
+    bastion audit board.app:bastion          # from examples/: every action checked
 
 On start-up it creates the schema and, the first time, two accounts (an admin and an
 author) with a post each; a password it had to generate is printed then, and never again.

@@ -25,6 +25,7 @@ from .errors import (
     ValidationFailed,
 )
 from .flash import Flash
+from .identity import LoginName, NewLoginName, canonical_login, check_new_login
 from .keys import Secret, generate_secret_key
 from .passwords import hash_password, needs_rehash, verify_password
 from .policy import Policy, authenticated, predicate, public, require
@@ -44,9 +45,11 @@ __all__ = [
     "Flash",
     "Forbidden",
     "Limits",
+    "LoginName",
     "LoginThrottle",
     "MemoryStore",
     "MethodNotAllowed",
+    "NewLoginName",
     "NotFound",
     "PayloadTooLarge",
     "Policy",
@@ -65,6 +68,8 @@ __all__ = [
     "User",
     "ValidationFailed",
     "authenticated",
+    "canonical_login",
+    "check_new_login",
     "generate_secret_key",
     "hash_password",
     "needs_rehash",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextvars import ContextVar
 from importlib import resources
 from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import jinja2
@@ -21,7 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import pipeline, templating
+from . import network, pipeline, templating
 from .auth import LoginThrottle, PasswordCheck, Principal, UserLoader, load_user
 from .binding import DEFAULT_TTL, seal
 from .config import Config, Limits, SessionConfig, check_timeout
@@ -114,6 +115,7 @@ class Bastion:
         way.
         """
         secret, fallbacks = resolve_secret(secret_key, secret_key_fallbacks, debug=debug)
+        origins = _resolve_origins(allowed_origins, debug=debug)
         self.config: Final = Config(
             secret_key=secret,
             secret_key_fallbacks=fallbacks,
@@ -121,8 +123,8 @@ class Bastion:
             prefix=prefix,
             limits=limits or Limits(),
             timeout=timeout,
-            allowed_origins=_resolve_origins(allowed_origins, debug=debug),
-            trusted_hosts=_resolve_hosts(trusted_hosts),
+            allowed_origins=origins,
+            trusted_hosts=_resolve_hosts(trusted_hosts, origins),
             https=https,
             sessions=sessions or SessionConfig(),
         )
@@ -146,7 +148,7 @@ class Bastion:
             )
         self.counter: Final = Counter(rate_limit_storage)
         self.password_check: Final = PasswordCheck(login_throttle or LoginThrottle(), self.counter)
-        self.trusted_proxies: Final = _resolve_networks(trusted_proxies)
+        self.trusted_proxies: Final = network.parse_networks(trusted_proxies)
         self.audit_sinks: Final = tuple(audit_sinks)
         self.unavailable_errors: Final = tuple(unavailable_errors)
         self.taints: Final = TaintSet()
@@ -316,18 +318,9 @@ class Bastion:
 
     def client_address(self, scope: Scope) -> str | None:
         """The socket peer; behind ``trusted_proxies``, the right-most address in
-        ``X-Forwarded-For`` that is not one of them (the left part is the client's to say)."""
-        client = scope.get("client")
-        peer: str | None = client[0] if client else None
-        if not self.trusted_proxies or not _in_networks(peer, self.trusted_proxies):
-            return peer
-        forwarded = ",".join(
-            value.decode("latin-1") for key, value in scope["headers"] if key == b"x-forwarded-for"
-        )
-        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-            if not _in_networks(hop, self.trusted_proxies):
-                return hop if _is_ip(hop) else None
-        return peer
+        ``X-Forwarded-For`` that is not one of them (the left part is the client's to say).
+        ``None`` when the server rewrote it from that header and no proxy is trusted."""
+        return network.client_address(scope, self.trusted_proxies)
 
     def is_https(self, scope: Scope) -> bool:
         """Configuration first; else the connection's own scheme (never a header)."""
@@ -447,40 +440,17 @@ def _resolve_origins(values: Sequence[str] | None, *, debug: bool) -> tuple[str,
     return tuple(origins)
 
 
-def _resolve_hosts(values: Sequence[str] | None) -> tuple[str, ...] | None:
+def _resolve_hosts(
+    values: Sequence[str] | None, origins: tuple[str, ...]
+) -> tuple[str, ...] | None:
+    """The host names requests may name; by default those of the allowed origins (a
+    request for another host is no request for this app). ``["*"]`` trusts any."""
     if values is None:
-        return None
+        names = {urlsplit(origin).hostname for origin in origins}
+        return tuple(sorted(name for name in names if name)) or None
     if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
         raise ConfigurationError("trusted_hosts must be a list of host names")
     return tuple(v.lower() for v in values)
-
-
-def _resolve_networks(
-    values: Sequence[str],
-) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    if isinstance(values, str):
-        raise ConfigurationError("trusted_proxies must be a list of networks, not one string")
-    try:
-        return tuple(ipaddress.ip_network(v, strict=False) for v in values)
-    except ValueError as exc:
-        raise ConfigurationError(f"trusted_proxies: {exc}") from None
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _in_networks(
-    address: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
-) -> bool:
-    if address is None or not _is_ip(address):
-        return False
-    ip = ipaddress.ip_address(address)
-    return any(ip in network for network in networks)
 
 
 def _is_loopback(host: object) -> bool:

@@ -8,7 +8,6 @@ and rotates the session at log-in so an ID planted before log-in is worthless af
 from __future__ import annotations
 
 import inspect
-import unicodedata
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from limits import RateLimitItem
 
 from .errors import ConfigurationError
+from .identity import canonical_login
 from .passwords import verify_in_thread
 from .ratelimit import Counter, parse_rate
 
@@ -111,7 +111,7 @@ class PasswordCheck:
     ) -> bool:
         """Whether the password is right. 429 once this account or address has failed
         too often; the answer (and its time) is the same for an unknown account."""
-        who = _normal(account)
+        who = canonical_login(account)
         where = address or "unknown"
         await self._counter.check(self._address, "login-address", where)
         # The attempt takes its place in the account's window before the (slow) verify,
@@ -124,8 +124,3 @@ class PasswordCheck:
         # Counted, not refused: this failure is answered as a failure; the next is 429.
         await self._counter.count(self._address, "login-address", where)
         return False
-
-
-def _normal(account: str) -> str:
-    """One spelling per account, so "Ada@X" and "ada@x" share their failures."""
-    return unicodedata.normalize("NFKC", account).casefold().strip()

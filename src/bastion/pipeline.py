@@ -5,7 +5,7 @@ Cheap, stateless refusals come first, and nothing decoded from the body reaches 
 model, a handler or a database before every earlier stage has passed.
 
     1  route + transport   transport.resolve, check_method,         404 405 415 413
-                           body_kind
+                           network.check_forwarding, body_kind      400
     2  request origin      origin.check                             403
     3  session             sessions.get_session (loaded by the middleware)
     4  CSRF token          csrf.verify (a plain form's token is in  403
@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from limits import RateLimitItem
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope
@@ -44,6 +45,7 @@ from . import (
     events,
     execute,
     flash,
+    network,
     origin,
     output,
     policy,
@@ -120,6 +122,7 @@ async def _run(
     try:
         spec = call.spec = transport.resolve(bastion.registry, action_id)
         transport.check_method(scope)
+        network.check_forwarding(scope, bastion.trusted_proxies)
         # Known before any check on the body, so that a browser posting a plain form
         # lands on a page (303) whatever refuses it, a 413 or 415 included.
         call.form_post = _is_form_post(headers)
@@ -132,8 +135,7 @@ async def _run(
         ctx = call.ctx = Context(action=spec.name, scope=scope, session=session, bastion=bastion)
         call.principal = session.user_id
         if spec.rate is not None:
-            caller = f"user:{session.user_id}" if session.user_id is not None else ctx.client
-            await bastion.counter.hit(spec.rate, "action", spec.name, str(caller))
+            await _count(bastion, spec, spec.rate, session, ctx.client)
         if spec.policy.needs_user:
             await ctx.current_user()
         await policy.authorize(spec.policy, ctx)
@@ -178,6 +180,19 @@ async def _run(
         # To `_next`, or else back to the page the form was posted from.
         return responses.redirect(next_path or responses.referer_path(headers) or "/")
     return responses.success(payload)
+
+
+async def _count(
+    bastion: Bastion, spec: ActionSpec, rate: RateLimitItem, session: Session, client: str | None
+) -> None:
+    """Stage 5: one call counted per signed-in user, and per client address for every
+    anonymous call and every call of an action anyone may call: signing in (with any
+    account) must not lift a public action's limit for an address that spent it."""
+    user_id = session.user_id
+    if user_id is not None:
+        await bastion.counter.hit(rate, "action", spec.name, f"user:{user_id}")
+    if user_id is None or spec.policy.admits_anonymous:
+        await bastion.counter.hit(rate, "action", spec.name, str(client))
 
 
 def _log_failure(call: _Call, exc: BaseException) -> str:

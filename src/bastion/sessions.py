@@ -35,7 +35,8 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ServiceUnavailable
+from .errors import ActionError, ServiceUnavailable
+from .network import host_trusted
 from .responses import error
 
 if TYPE_CHECKING:
@@ -172,6 +173,12 @@ class Session(MutableMapping[str, Any]):
         return f"Session(exists={self.exists}, keys={sorted(self._data)})"
 
 
+class UntrustedHost(ActionError):
+    status = 400
+    code = "untrusted_host"
+    message = "Invalid host header"
+
+
 def get_session(scope: Scope) -> Session:
     """The session of this request; bastion's middleware put it in the scope."""
     session: Session | None = scope.get(SCOPE_KEY)
@@ -204,8 +211,10 @@ class SessionMiddleware:
             return
         config = self.bastion.config
         headers = Headers(scope=scope)
-        if config.trusted_hosts is not None and not _host_trusted(headers, config.trusted_hosts):
-            await _plain(400, b"Invalid host header")(scope, receive, send)
+        if config.trusted_hosts is not None and not host_trusted(headers, config.trusted_hosts):
+            # Before the app runs: nothing it builds from Host (a redirect) may name a
+            # host it does not serve.
+            await _refuse_host(scope, headers, self.bastion)(scope, receive, send)
             return
         secure = self.bastion.is_https(scope)
         name = cookie_name(config.sessions.cookie_name, secure)
@@ -357,23 +366,28 @@ def _cookie(headers: Headers, name: str) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def _host_trusted(headers: Headers, trusted: tuple[str, ...]) -> bool:
-    hosts = headers.getlist("host")
-    if len(hosts) != 1:
-        return False
-    host = hosts[0].lower()
-    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-    return host in trusted or name in trusted
-
-
 def _unavailable(scope: Scope, headers: Headers, bastion: Bastion) -> Response:
     """503: the JSON envelope for action calls and scripts, plain text for pages."""
-    path: str = scope.get("path", "")
-    if path.startswith(bastion.config.prefix + "/") or "application/json" in headers.get(
-        "accept", ""
-    ):
+    if _wants_envelope(scope, headers, bastion):
         return error(ServiceUnavailable())
     return _plain(503, ServiceUnavailable.message.encode())
+
+
+def _refuse_host(scope: Scope, headers: Headers, bastion: Bastion) -> Response:
+    """400 for a ``Host`` that is not trusted: the envelope for calls, text for pages."""
+    if _wants_envelope(scope, headers, bastion):
+        return error(UntrustedHost())
+    return _plain(400, UntrustedHost.message.encode())
+
+
+def _wants_envelope(scope: Scope, headers: Headers, bastion: Bastion) -> bool:
+    path: str = scope.get("path", "")
+    prefix = bastion.config.prefix
+    return (
+        path == prefix
+        or path.startswith(prefix + "/")
+        or "application/json" in headers.get("accept", "")
+    )
 
 
 def _plain(status: int, body: bytes) -> Response:

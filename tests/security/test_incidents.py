@@ -41,6 +41,11 @@ from ._support import (
     session_and_token,
 )
 
+UNTRUSTED_HOST: Final = {
+    "ok": False,
+    "error": {"code": "untrusted_host", "message": "Invalid host header"},
+}
+
 GENEROUS: Final = 60.0
 """Seconds a hostile call may take before the test calls it a hang."""
 
@@ -436,11 +441,15 @@ def test_cve_2024_34351_no_url_is_built_from_host(
 ) -> None:
     """A forged Host (or X-Forwarded-Host, Forwarded, …) never shows up in a Location,
     an HX-Redirect or a body, on success, on refusal, on the bare prefix (which Starlette
-    would redirect with an absolute URL) or on the page that renders the forms."""
+    would redirect with an absolute URL) or on the page that renders the forms. A Host
+    that is not the allowed origins' is refused (400) before anything runs."""
+    forges_host = any(name == "host" for name, _ in forged)
     with Browser(qs) as browser:
         for label, path, headers, body in _requests(browser, qs):
             reply = browser.send("POST", path, headers + forged, body)
             assert reply.status_code < 500, (label, reply.text)
+            if forges_host:
+                assert (reply.status_code, reply.json()) == (400, UNTRUSTED_HOST), label
             seen = reply.content + str(reply.headers).encode()
             assert b"evil" not in seen, (label, seen[:300])
             location = reply.headers.get("location") or reply.headers.get("hx-redirect")
@@ -448,22 +457,25 @@ def test_cve_2024_34351_no_url_is_built_from_host(
                 assert location.startswith("/"), (label, location)
                 assert not location.startswith("//"), (label, location)
         page = browser.send("GET", "/", [("accept", "text/html"), *forged])
-        assert page.status_code == 200
+        assert page.status_code == (400 if forges_host else 200)
         assert b"evil" not in page.content + str(page.headers).encode()
 
 
 def test_cve_2026_64649_the_prefix_is_not_redirected_through_host(qs: Target) -> None:
     """The action prefix without its slash answers bastion's 404 itself, for every method:
-    no 307 to an absolute URL made of the Host header."""
+    no 307 to an absolute URL made of the Host header; a foreign Host is refused first."""
     with Browser(qs) as browser:
         for method in ("POST", "GET", "PUT"):
-            reply = browser.send(method, "/_actions", [("host", "evil.example")], b"{}")
+            reply = browser.send(method, "/_actions", [], b"{}")
             assert reply.status_code == 404
             assert "location" not in reply.headers
             assert reply.json() == {
                 "ok": False,
                 "error": {"code": "not_found", "message": "Not found."},
             }
+            forged = browser.send(method, "/_actions", [("host", "evil.example")], b"{}")
+            assert (forged.status_code, forged.json()) == (400, UNTRUSTED_HOST)
+            assert "location" not in forged.headers
 
 
 # --- CVE-2025-29927: an internal header skips the checks ------------------------------------
