@@ -184,7 +184,16 @@ class Board:
             post = session.get(self.db_module.Post, post_id)
             return None if post is None else str(post.title)
 
-    def sealed(self, action: str, values: dict[str, int]) -> str:
+    def ref(self, post_id: int) -> dict[str, Any]:
+        """What the post's forms seal now: its ID and its current version."""
+        with self.core.db.session() as session:
+            version = session.scalar(
+                select(self.db_module.Post.version).where(self.db_module.Post.id == post_id)
+            )
+        assert version is not None, f"no post {post_id}"
+        return {"post_id": post_id, "version": version}
+
+    def sealed(self, action: str, values: dict[str, Any]) -> str:
         """A valid seal tied to no session, as if it had leaked: only the handler's own
         owner-or-admin check stands between it and the post."""
         sealed: str = self.bastion.seal(action, values, bind_session=False)
@@ -381,8 +390,8 @@ def test_every_action_passes_bastion_audit(board: Board) -> None:
     }
     assert {r.name: r.bound_arguments for r in reports if r.bound_arguments} == {
         "change_role": ["account_id"],
-        "edit_post": ["post_id"],
-        "delete_post": ["post_id"],
+        "edit_post": ["post_id", "version"],
+        "delete_post": ["post_id", "version"],
     }
 
 
@@ -441,9 +450,9 @@ def test_policy_matrix(board: Board, action: str, caller: str, status: int) -> N
             "edit_post": {
                 "title": "Edited",
                 "body": "Edited body.",
-                "_bound": board.sealed("edit_post", {"post_id": post_id}),
+                "_bound": board.sealed("edit_post", board.ref(post_id)),
             },
-            "delete_post": {"_bound": board.sealed("delete_post", {"post_id": post_id})},
+            "delete_post": {"_bound": board.sealed("delete_post", board.ref(post_id))},
             "report_problem": {"summary": "It broke."},
         }.get(action, {})
         reply = client.call(action, data)
@@ -688,10 +697,10 @@ def test_another_author_can_neither_forge_nor_replay_a_post_id(board: Board) -> 
         ):
             reply = client.call("edit_post", {**draft, "_bound": sealed})
             assert (reply.status_code, reply.json()) == (400, BOUND_INVALID)
-        leaked = board.sealed("edit_post", {"post_id": target})
+        leaked = board.sealed("edit_post", board.ref(target))
         reply = client.call("edit_post", {**draft, "_bound": leaked})
         assert (reply.status_code, reply.json()) == (403, NOT_YOURS)
-        leaked = board.sealed("delete_post", {"post_id": target})
+        leaked = board.sealed("delete_post", board.ref(target))
         reply = client.call("delete_post", {"_bound": leaked})
         assert (reply.status_code, reply.json()) == (403, NOT_YOURS)
 
@@ -935,7 +944,7 @@ def test_htmx_deletes_a_post_and_gets_the_fragment_that_replaces_it(board: Board
         again = client.post(board.bastion.url_for("delete_post"), data=fields, headers=headers)
         assert again.status_code == 404
         assert again.text == '<p class="bastion-error" role="alert">This post no longer exists.</p>'
-        leaked = board.sealed("delete_post", {"post_id": others})
+        leaked = board.sealed("delete_post", board.ref(others))
         refused = client.post(
             board.bastion.url_for("delete_post"), data={**fields, "_bound": leaked}, headers=headers
         )

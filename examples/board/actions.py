@@ -10,10 +10,9 @@ and send their queries to a thread with ``db.run``.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import Annotated
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 from sqlalchemy.orm import Session, selectinload
 
@@ -30,7 +29,7 @@ from bastion import (
 )
 
 from .core import Member, bastion, db, member
-from .db import Account, Post, now
+from .db import Account, Post, new_version, now
 from .schemas import (
     AccountRef,
     Credentials,
@@ -66,11 +65,6 @@ admins = require(roles={"admin"})
 EMAIL_TAKEN = "An account with this email already exists."
 
 
-def normal_email(email: str) -> str:
-    """One spelling per address, for sign-up and log-in alike."""
-    return unicodedata.normalize("NFC", email.strip()).lower()
-
-
 # --- accounts ---------------------------------------------------------------------------------
 
 
@@ -80,7 +74,7 @@ def signup(data: SignUp) -> Welcome:
 
     Saying that an address is taken tells the caller it has an account: the price of a
     useful message, which the rate limit keeps to ten addresses an hour."""
-    email = normal_email(data.email)
+    email = data.email  # bastion's one spelling (``check_new_login``), as log-in reads it
     with db.session() as session:
         if session.scalar(select(Account.id).where(Account.email == email)) is not None:
             raise ValidationFailed({"email": EMAIL_TAKEN})
@@ -118,7 +112,7 @@ def _store_hash(account_id: int, password: str) -> None:
 async def login(ctx: Context, data: Credentials) -> SignedIn:
     """Throttled per account and address (``ctx.check_password``: 429 past five failures),
     the same answer and the same time for an unknown address, and a new session ID."""
-    email = normal_email(data.email)
+    email = data.email  # canonical (``LoginName``): sign-up stored this same spelling
     password = data.password.get_secret_value()
     account = await db.run(_find_account, email)
     if account is not None:
@@ -188,34 +182,76 @@ def create_post(ctx: Context, data: Draft) -> PostSaved:
     return PostSaved(id=post_id, title=data.title, message=f"Published “{data.title}”.")
 
 
-def _changeable_post(ctx: Context, session: Session, post_id: int) -> Post:
-    """The post, if this member may change it: checked in the transaction that changes
-    it, so nothing can happen between the check and the write."""
-    post = session.get(Post, post_id)
+def _post_gone() -> ActionError:
+    return ActionError("This post no longer exists.", code="post_gone", status=404)
+
+
+def _post_changed() -> ActionError:
+    return ActionError(
+        "This post was changed since this page was loaded: reload it and try again.",
+        code="post_changed",
+        status=409,
+    )
+
+
+def _changeable_post(ctx: Context, session: Session, ref: PostRef) -> Post:
+    """The post the seal names, as the page showed it, if this member may change it.
+
+    The seal holds the post's ID and its version: gone is 404, another version (edited
+    since, or on a table made by an older board an ID handed out again) is 409, and only
+    then who may change it (403). Read in the transaction that writes."""
+    post = session.get(Post, ref.post_id)
     if post is None:
-        raise ActionError("This post no longer exists.", code="post_gone", status=404)
+        raise _post_gone()
+    if not ref.version or post.version != ref.version:  # "": a seal from before versions
+        raise _post_changed()
     ctx.authorize(member(ctx).may_change(post), "Only its author or an admin can change this post.")
     return post
 
 
+def _same_post(ref: PostRef) -> ColumnElement[bool]:
+    """The row of the sealed post in the version the seal names: the condition of every
+    write, so that of writers racing with one seal exactly one changes the post."""
+    return and_(Post.id == ref.post_id, Post.version == ref.version)
+
+
+def _lost(session: Session, ref: PostRef) -> ActionError:
+    """Why a conditional write matched no row: another call deleted or changed the post
+    between this one's read and its write (read again, as committed now)."""
+    version = session.scalar(select(Post.version).where(Post.id == ref.post_id))
+    return _post_gone() if version is None else _post_changed()
+
+
 @bastion.action(policy=authors, rate="30/minute")
 def edit_post(ctx: Context, data: Draft, ref: Annotated[PostRef, Bound]) -> PostSaved:
-    """Owner or admin. The post ID comes sealed from the edit page: a changed or replayed
-    one is refused (400) before this runs; a valid one for a post that is not yours,
-    here (403)."""
+    """Owner or admin. The post ID and version come sealed from the edit page: a changed
+    or replayed one is refused (400) before this runs; a valid one for a post that is not
+    yours, here (403); for a post deleted or changed since, 404 or 409.
+
+    One conditional UPDATE, which a new version ends: of edits and deletes sent at once
+    with the same seal, one wins and the others are told why they did not."""
     with db.transaction() as session:
-        post = _changeable_post(ctx, session, ref.post_id)
-        post.title, post.body, post.updated_at = data.title, data.body, now()
+        _changeable_post(ctx, session, ref)
+        written = session.connection().execute(
+            update(Post)
+            .where(_same_post(ref))
+            .values(title=data.title, body=data.body, updated_at=now(), version=new_version())
+        )
+        if written.rowcount != 1:
+            raise _lost(session, ref)
     return PostSaved(id=ref.post_id, title=data.title, message=f"Saved “{data.title}”.")
 
 
 @bastion.action(policy=authors, rate="30/minute", fragment="fragments/post_deleted.html")
 def delete_post(ctx: Context, ref: Annotated[PostRef, Bound]) -> PostDeleted:
-    """Owner or admin, like editing. htmx gets the fragment that replaces the post."""
+    """Owner or admin, like editing, and like it one conditional statement: a delete form
+    loaded before an edit deletes nothing (409). htmx gets the fragment that replaces the
+    post."""
     with db.transaction() as session:
-        post = _changeable_post(ctx, session, ref.post_id)
-        title = post.title
-        session.delete(post)
+        title = _changeable_post(ctx, session, ref).title
+        deleted = session.connection().execute(delete(Post).where(_same_post(ref)))
+        if deleted.rowcount != 1:
+            raise _lost(session, ref)
     return PostDeleted(id=ref.post_id, title=title, message=f"Deleted “{title}”.")
 
 

@@ -16,6 +16,7 @@ from typing import Any, Final
 from urllib.parse import urlencode
 
 from sqlalchemy import func, select
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
@@ -24,9 +25,18 @@ from bastion import ServiceUnavailable
 from bastion.audit import inventory
 
 from .core import Member, bastion, db
-from .db import DATABASE_DOWN, ROLES, Account, Post
+from .db import DATABASE_DOWN, MAX_ROW_ID, ROLES, Account, Post
+from .schemas import PostRef
 
-__all__ = ["ROUTES", "not_found", "templates", "unavailable"]
+__all__ = [
+    "ROUTES",
+    "RowId",
+    "not_found",
+    "numbers_up_to",
+    "post_ref",
+    "templates",
+    "unavailable",
+]
 
 log = logging.getLogger("board")
 
@@ -43,8 +53,49 @@ def when(moment: datetime) -> str:
     return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
 
 
+def post_ref(post: Post) -> dict[str, Any]:
+    """What a post's edit and delete forms seal (``bind=post_ref(post)``): its ID and the
+    version shown, so that the form is refused once the post is gone or has changed."""
+    return PostRef(post_id=post.id, version=post.version).model_dump()
+
+
 templates.env.filters["when"] = when
 templates.env.globals["ROLES"] = ROLES
+templates.env.globals["post_ref"] = post_ref
+
+
+def numbers_up_to(limit: int) -> str:
+    """A regular expression of the decimal numbers from 1 to ``limit``, each in its one
+    spelling (no sign, no leading zero): for 2147483647, ``[1-9][0-9]{0,8}`` (fewer
+    digits), then ``1[0-9]{9}``, ``20[0-9]{8}``, ``21[0-3][0-9]{7}`` … and itself."""
+    digits = str(limit)
+    branches = [f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else []
+    for i, digit in enumerate(digits):  # the same first i digits, then a smaller one
+        low, high, rest = (1 if i == 0 else 0), int(digit) - 1, len(digits) - i - 1
+        if high >= low:
+            smaller = str(low) if low == high else f"[{low}-{high}]"
+            branches.append(digits[:i] + smaller + (f"[0-9]{{{rest}}}" if rest else ""))
+    return "|".join([*branches, digits])
+
+
+class RowId(Convertor[int]):
+    """A row ID in a path (``{post_id:row_id}``): 1 to ``MAX_ROW_ID``, in the one spelling
+    the board writes. Anything else (0, 007, -1, a number past the ID columns that the
+    database cannot take, 5,000 digits that ``int()`` refuses) matches no route: the
+    board's own 404 page, never a 500."""
+
+    regex = numbers_up_to(MAX_ROW_ID)
+
+    def convert(self, value: str) -> int:
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        if not 1 <= value <= MAX_ROW_ID:
+            raise ValueError(f"not a row ID: {value!r}")
+        return str(value)
+
+
+register_url_convertor("row_id", RowId())  # before app.py builds the routes
 
 
 # --- rendering and guards ---------------------------------------------------------------------
@@ -247,7 +298,7 @@ async def unavailable(request: Request, exc: Exception) -> Response:
 
 ROUTES: Final = [
     ("/", board),
-    ("/posts/{post_id:int}/edit", edit),
+    ("/posts/{post_id:row_id}/edit", edit),
     ("/login", login),
     ("/signup", signup),
     ("/me", me),

@@ -20,7 +20,9 @@ from pydantic import (
     StringConstraints,
 )
 
-from .db import Role
+from bastion import LoginName, check_new_login
+
+from .db import MAX_ROW_ID, Role
 from .settings import MIN_PASSWORD_LENGTH
 
 __all__ = [
@@ -63,13 +65,16 @@ def _long_enough(password: SecretStr) -> SecretStr:
 
 class SignUp(Input):
     name: Name
-    email: Annotated[EmailStr, Field(max_length=254)]
+    # A well-formed address, in bastion's one spelling (full-width, case), and refused
+    # when it imitates another with look-alike letters (a Cyrillic a, U+0430, in admin@…).
+    email: Annotated[EmailStr, Field(max_length=254), AfterValidator(check_new_login)]
     password: Annotated[SecretStr, Field(max_length=1024), AfterValidator(_long_enough)]
 
 
 class Credentials(Input):
     # Not EmailStr: a log-in says nothing about which addresses are well-formed accounts.
-    email: str = Field(min_length=3, max_length=254)
+    # The same spelling as sign-up's, so it finds the account and shares its throttle.
+    email: Annotated[LoginName, Field(min_length=3, max_length=254)]
     password: SecretStr = Field(min_length=1, max_length=1024)
 
 
@@ -87,15 +92,24 @@ class RoleChoice(Input):
 
 
 class PostRef(Input):
-    """Sealed into a post's edit and delete forms: which post, as the server said."""
+    """Sealed into a post's edit and delete forms: which post, and which version of it,
+    as the server said. A form outlives neither: once the post is deleted (and its ID,
+    on a table made by an older board, handed to a new post) or edited, the version no
+    longer matches and the form is refused (404 or 409)."""
 
-    post_id: int = Field(ge=1)
+    post_id: int = Field(ge=1, le=MAX_ROW_ID)
+    version: str = Field(default="", max_length=32, pattern=r"^[0-9a-f]*$")
+    """``Post.version`` when the page was rendered. A seal without one was made by a
+    board from before versions (seals last a day): "" is no post's version, so such a
+    form is refused as changed (409), never matched to a post."""
 
 
 class AccountRef(Input):
-    """Sealed into each row of the admin page: whose role changes."""
+    """Sealed into each row of the admin page: whose role changes. The ID alone is
+    enough: account IDs are never handed out twice (``Account``'s AUTOINCREMENT) and the
+    board deletes no account, so a sealed ID always names the account it was made for."""
 
-    account_id: int = Field(ge=1)
+    account_id: int = Field(ge=1, le=MAX_ROW_ID)
 
 
 # --- outputs ------------------------------------------------------------------------------
