@@ -12,17 +12,28 @@ UVICORN_FLAGS := --no-proxy-headers
 BOARD_DATA_DIR ?= data
 
 .PHONY: demo quickstart test lint typecheck audit pytest browser clean bench bench-profile wrk
+.PHONY: dist wheel-smoke lowest
 
-# Re-install only when the project's metadata changes.
-$(VENV)/.installed: pyproject.toml
+BOARD_REQUIREMENTS := examples/board/requirements.txt
+
+# Re-install only when the project's metadata changes. Everything `make test` needs: the
+# dev extra and the demo board's packages.
+$(VENV)/.installed: pyproject.toml $(BOARD_REQUIREMENTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -r $(BOARD_REQUIREMENTS)
+	touch $@ $(VENV)/.demo-installed
+
+# What `make demo` needs, and nothing more: bastion's runtime packages and the board's.
+$(VENV)/.demo-installed: pyproject.toml $(BOARD_REQUIREMENTS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e . -r $(BOARD_REQUIREMENTS)
 	touch $@
 
 # A key of its own for the local server, made once and kept out of git, so that
 # restarting the demo keeps the same action IDs.
-.bastion-secret: | $(VENV)/.installed
+.bastion-secret: | $(VENV)/.demo-installed
 	umask 077 && $(BIN)/bastion keygen > $@
 
 # htmx, for the board's one htmx interaction: from the npm registry, served by the board
@@ -35,7 +46,7 @@ $(HTMX):
 	cp build/npm/node_modules/htmx.org/dist/htmx.min.js $@
 
 # The demo: a team board that shows every guard working (examples/board).
-demo: $(VENV)/.installed .bastion-secret
+demo: $(VENV)/.demo-installed .bastion-secret
 	@test -f $(HTMX) || $(MAKE) --no-print-directory $(HTMX) || \
 		echo "(htmx could not be installed: the board works without it, deleting by page reload)"
 	@mkdir -p -m 700 "$(BOARD_DATA_DIR)"
@@ -59,7 +70,7 @@ demo: $(VENV)/.installed .bastion-secret
 	BOARD_DATA_DIR="$(BOARD_DATA_DIR)" \
 		$(BIN)/uvicorn --app-dir examples board.app:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
 
-quickstart: $(VENV)/.installed .bastion-secret
+quickstart: $(VENV)/.demo-installed .bastion-secret
 	@echo "bastion quickstart on http://$(HOST):$(PORT)/"
 	BASTION_SECRET_KEY="$$(cat .bastion-secret)" \
 	BASTION_ALLOWED_ORIGINS="http://$(HOST):$(PORT)" \
@@ -142,7 +153,41 @@ fuzz: $(VENV)/.fuzz-installed
 fuzz-ci:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_CI_SECONDS)
 
-test: lint typecheck audit browser pytest probe fuzz-ci
+# What users install is the wheel: build it and the sdist (from the sdist, as pip would),
+# install the wheel, not this checkout, in a clean venv with the testing, server
+# and redis extras, and run tests/installed and the public-API pin against it.
+DIST_VENV := build/wheel-venv
+
+dist: $(VENV)/.installed
+	rm -rf dist && mkdir -p build
+	$(BIN)/python -m build --outdir dist . > build/dist.log 2>&1 || { cat build/dist.log; exit 1; }
+	@ls dist
+
+wheel-smoke: dist
+	rm -rf $(DIST_VENV)
+	$(PYTHON) -m venv $(DIST_VENV)
+	$(DIST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DIST_VENV)/bin/python -m pip install --quiet "$$(ls dist/bastion-*.whl)[testing,standard,redis]" pytest
+	BASTION_WHEEL="$$(ls dist/bastion-*.whl)" BASTION_SDIST="$$(ls dist/bastion-*.tar.gz)" \
+		$(DIST_VENV)/bin/python -m pytest -p no:cacheprovider -q tests/installed tests/test_public_api.py
+
+# The lowest versions of every dependency the project claims (uv's lowest-direct
+# resolution), and the unit tests against them: proves the floors in pyproject.toml.
+LOWEST_VENV := build/lowest-venv
+LOWEST_TESTS := $(filter-out tests/test_board.py tests/test_board_postgres.py tests/test_app.py,\
+	$(wildcard tests/test_*.py))
+
+lowest: $(VENV)/.installed
+	rm -rf $(LOWEST_VENV)
+	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST_VENV)
+	VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip install --quiet --resolution lowest-direct \
+		-e '.[testing,redis,standard,probe]'
+	VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip install --quiet pytest hypothesis
+	@VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip freeze | grep -i -E \
+		'^(starlette|anyio|pydantic|pydantic-core|python-multipart|cryptography|argon2-cffi|limits|jinja2|markupsafe|confusable-homoglyphs|redis|hiredis|httpx2|uvicorn)=='
+	$(LOWEST_VENV)/bin/python -m pytest -p no:cacheprovider -q $(LOWEST_TESTS)
+
+test: lint typecheck audit browser pytest wheel-smoke lowest probe fuzz-ci
 
 # Throughput of one action against a bare Starlette floor and a FastAPI stack, the
 # pipeline's own cost and memory: docs/benchmarks.md. BENCH_SECONDS=2 BENCH_RUNS=1 for a
@@ -175,4 +220,4 @@ soak: $(VENV)/.installed wrk
 	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/python -m bench.soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

@@ -11,18 +11,17 @@ import os
 from collections.abc import Callable, Collection, Sequence
 from contextvars import ContextVar
 from importlib import resources
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
-import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import network, pipeline, templating
+from . import network, pipeline
 from .auth import LoginThrottle, PasswordCheck, Principal, UserLoader, load_user
 from .binding import DEFAULT_TTL, seal
 from .config import Config, Limits, SessionConfig, check_timeout
@@ -35,8 +34,11 @@ from .ratelimit import Counter, parse_rate
 from .registry import ActionSpec, Check, PolicyLike, Registry, build_spec
 from .responses import error
 from .sessions import Session, SessionManager, SessionMiddleware, get_session
-from .stores import RedisStore, Store, store_from_url
+from .stores import Store, store_from_url
 from .taint import TaintSet, redactor, taint_env
+
+if TYPE_CHECKING:
+    import jinja2
 
 __all__ = ["Bastion"]
 
@@ -143,9 +145,7 @@ class Bastion:
         self.default_rate: Final = parse_rate(default_rate, "default_rate")
         if rate_limit_storage is None:
             # Counters live where the state does: shared when the store is Redis.
-            rate_limit_storage = (
-                self.store.url if isinstance(self.store, RedisStore) else "memory://"
-            )
+            rate_limit_storage = getattr(self.store, "rate_limit_storage", "memory://")
         self.counter: Final = Counter(rate_limit_storage)
         self.password_check: Final = PasswordCheck(login_throttle or LoginThrottle(), self.counter)
         self.trusted_proxies: Final = network.parse_networks(trusted_proxies)
@@ -288,6 +288,8 @@ class Bastion:
         """Add bastion's helpers to Jinja templates (a Starlette ``Jinja2Templates`` or a
         ``jinja2.Environment``): ``action_form``, ``action_url``, ``bastion_fields``,
         ``csrf_input``, ``flash`` and ``bastion_script``."""
+        from . import templating  # Jinja2 is loaded by the first app that renders forms
+
         self._jinja = getattr(target, "env", target)
         templating.install(self, target)
 
@@ -372,8 +374,9 @@ class Bastion:
         """``GET {prefix}/health``: whether the store answers (for load balancers)."""
         try:
             with anyio.fail_after(1.0):
-                if isinstance(self.store, RedisStore):
-                    await self.store.ping()
+                ping = getattr(self.store, "ping", None)
+                if ping is not None:
+                    await ping()
                 else:
                     await self.store.get("health")
                 # The rate-limit counters may live elsewhere (their own Redis).

@@ -12,14 +12,14 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from limits import RateLimitItem
-
 from .errors import ConfigurationError
 from .identity import canonical_login
 from .passwords import verify_in_thread
 from .ratelimit import Counter, parse_rate
 
 if TYPE_CHECKING:
+    from limits import RateLimitItem
+
     from .sessions import Session
 
 __all__ = ["LoginThrottle", "Principal", "User", "UserLoader", "load_user"]

@@ -8,6 +8,7 @@ thread, behind the log-in throttle.
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 import anyio.to_thread
@@ -18,9 +19,13 @@ __all__ = ["hash_password", "needs_rehash", "verify_in_thread", "verify_password
 
 _hasher: Final = PasswordHasher()  # argon2id with the library's current recommended costs
 
-_DUMMY_HASH: Final = _hasher.hash("bastion: an account that does not exist")
-"""Verified against when the account is unknown, so that a login for a missing account
-takes as long as one with a wrong password and its timing reveals nothing."""
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the account is unknown, so that a login for a missing account
+    takes as long as one with a wrong password and its timing reveals nothing. Made on
+    first use: hashing costs ~130 ms and 64 MiB, which ``import bastion`` must not pay."""
+    return _hasher.hash("bastion: an account that does not exist")
 
 
 def hash_password(password: str) -> str:
@@ -31,8 +36,9 @@ def hash_password(password: str) -> str:
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Whether ``password`` matches ``stored_hash``. With ``None`` (no such account),
     a dummy hash is verified all the same and the answer is ``False``."""
+    dummy = _dummy_hash()  # made by the first check, whichever the account: same timing
     if stored_hash is None:
-        _verify(_DUMMY_HASH, password)
+        _verify(dummy, password)
         return False
     return _verify(stored_hash, password)
 

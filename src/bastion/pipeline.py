@@ -33,7 +33,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from limits import RateLimitItem
 from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope
@@ -61,6 +60,8 @@ from .taint import TaintedOutput
 from .transport import BodyKind
 
 if TYPE_CHECKING:
+    from limits import RateLimitItem
+
     from .app import Bastion
 
 __all__ = ["INTERNAL", "handle"]

@@ -35,7 +35,12 @@ from html.parser import HTMLParser
 from typing import Final, Literal
 from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
-import httpx2 as httpx
+try:
+    import httpx2 as httpx
+except ImportError as missing:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "bastion probe speaks HTTP with httpx2: pip install 'bastion[probe]'"
+    ) from missing
 
 __all__ = [
     "Form",

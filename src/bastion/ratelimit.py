@@ -13,14 +13,13 @@ import logging
 import math
 import time
 from collections.abc import Awaitable
-from typing import Any, TypeVar
-
-from limits import RateLimitItem, parse_many
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigurationError, RateLimited, ServiceUnavailable
-from .stores.redis import reconnect_once
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+    from limits.aio.strategies import MovingWindowRateLimiter
 
 __all__ = ["Counter", "parse_rate"]
 
@@ -34,6 +33,9 @@ def parse_rate(rate: str | None, where: str) -> RateLimitItem | None:
     rate, of at least one call."""
     if rate is None:
         return None
+    # The limits library is loaded by the first rate an app declares, not by import.
+    from limits import parse_many
+
     try:
         items = parse_many(rate)
     except ValueError as exc:
@@ -57,11 +59,16 @@ class Counter:
     """
 
     def __init__(self, storage_uri: str = "memory://", *, timeout: float = 0.5) -> None:
+        from limits.aio.strategies import MovingWindowRateLimiter
+        from limits.storage import storage_from_string
+
         uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
         options: dict[str, Any] = {}
         if uri.startswith(("async+redis://", "async+rediss://")):
-            # redis-py (already a dependency), with bounded waits on every call, and a
+            # redis-py (the redis extra), with bounded waits on every call, and a
             # connection that Redis dropped (a restart) replaced at once, not a 503.
+            from .stores.redis import reconnect_once
+
             options = {
                 "implementation": "redispy",
                 "socket_timeout": timeout,
@@ -69,7 +76,7 @@ class Counter:
                 "retry": reconnect_once(),
             }
         self.storage = storage_from_string(uri, **options)
-        self.limiter = MovingWindowRateLimiter(self.storage)
+        self.limiter: MovingWindowRateLimiter = MovingWindowRateLimiter(self.storage)
 
     async def hit(self, rate: RateLimitItem, *key: str) -> None:
         """Count one call; 429 with ``Retry-After`` once the window is full."""

@@ -16,9 +16,8 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from limits import RateLimitItem
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, TypeAdapter
 from starlette.datastructures import UploadFile
 
@@ -29,13 +28,17 @@ from .decoding import FormShape, form_shape
 from .errors import ConfigurationError
 from .policy import Policy, predicate
 
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+
 __all__ = ["ActionSpec", "Registry", "build_spec", "leaves"]
 
 
 class NoInput(BaseModel):
     """The input of an action that declares none: an empty object, nothing else."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Built when the first action without input is registered, not when bastion is imported.
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,9 +26,16 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
-import httpx2 as httpx
-from starlette.testclient import TestClient
 from starlette.types import ASGIApp
+
+try:
+    import httpx2 as httpx
+    from starlette.testclient import TestClient
+except ImportError as missing:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "bastion.testing drives your app with Starlette's TestClient, which needs httpx2: "
+        "pip install 'bastion[testing]'"
+    ) from missing
 
 from . import csrf
 from .app import Bastion

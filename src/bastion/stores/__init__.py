@@ -9,13 +9,25 @@ never carries on without the state it needed (fail closed).
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .memory import MemoryStore
-from .redis import RedisStore
 from .sqlite import SQLiteStore
 
+if TYPE_CHECKING:
+    from .redis import RedisStore
+
 __all__ = ["MemoryStore", "RedisStore", "SQLiteStore", "Store", "store_from_url"]
+
+
+def __getattr__(name: str) -> Any:
+    # RedisStore needs redis-py (the ``redis`` extra): imported when first named, so that
+    # ``import bastion`` neither needs nor loads it.
+    if name == "RedisStore":
+        from .redis import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @runtime_checkable
@@ -54,6 +66,8 @@ def store_from_url(url: str | None, data_dir: str = "data") -> Store:
     """``redis://…`` → ``RedisStore``, ``memory://`` → ``MemoryStore``, anything else
     (or nothing) → ``SQLiteStore`` in ``data_dir`` (``sqlite:///path/dir`` names the dir)."""
     if url and url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisStore
+
         return RedisStore(url)
     if url == "memory://":
         return MemoryStore()

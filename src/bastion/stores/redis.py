@@ -7,10 +7,16 @@ fails closed. Keys live under a prefix, so one Redis can serve several apps.
 
 from __future__ import annotations
 
-import redis.asyncio as redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
+try:
+    import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+except ImportError as missing:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "bastion's Redis store (BASTION_STORE=redis://…, RedisStore) needs redis-py: "
+        "pip install 'bastion[redis]'"
+    ) from missing
 
 __all__ = ["RedisStore", "reconnect_once"]
 
@@ -70,6 +76,12 @@ class RedisStore:
 
     async def delete(self, key: str) -> None:
         await self._redis.delete(self.prefix + key)
+
+    @property
+    def rate_limit_storage(self) -> str:
+        """Where the rate-limit counters go by default: this same Redis (a ``limits``
+        storage URI), so that they are shared like the sessions."""
+        return self.url
 
     async def ping(self) -> bool:
         """Whether Redis answers now (for health checks)."""
