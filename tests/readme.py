@@ -117,7 +117,7 @@ def exercise(base: str) -> None:
     page then shows the reply once; a call without its token is refused."""
     with httpx.Client(base_url=base, timeout=10.0, trust_env=False) as browser:
         script = browser.get("/_actions/bastion.js")
-        assert script.status_code == 200
+        assert script.status_code == 200, (script.status_code, script.text[:120])
         assert script.headers["content-type"].startswith("text/javascript")
         assert b"data-bastion" in script.content
 
