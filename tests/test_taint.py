@@ -44,6 +44,8 @@ ACCENTED = 'clé"secrète-taint-0002'
 """Non-ASCII and a quote: pydantic writes it as UTF-8 with an escaped quote."""
 SPACED = "sk live taint 0003"
 """Percent-encoded in a redirect URL (the spaces)."""
+MARKUP = "sec<r&e\"t'-taint-0004"
+"""HTML's special characters: a fragment's autoescape changes every one of them."""
 DIGEST = re.compile(r"[0-9a-f]{16}")
 HTML = {"Accept": "text/html"}
 
@@ -92,6 +94,15 @@ class Echoed(BaseModel):
     text: str
 
 
+FRAGMENT = """\
+<p>{{ data.text }}</p>
+<p title="{{ data.text }}">in an attribute</p>
+<script type="application/json">{{ data|tojson }}</script>
+"""
+"""The htmx fragment of ``card``: the text escaped as Jinja writes it in text, in an
+attribute and through ``tojson``."""
+
+
 @dataclass
 class Site:
     bastion: Bastion
@@ -108,7 +119,14 @@ def build(*, debug: bool = False) -> Site:
     bastion.taint(QUOTED, "quoted secret")
     bastion.taint(ACCENTED, "accented secret")
     bastion.taint(SPACED, "spaced secret")
+    bastion.taint(MARKUP, "markup secret")
     calls: list[str] = []
+
+    @bastion.action(policy=public, rate=None, fragment="card.html")
+    def card(data: Echo) -> Echoed:
+        """Returns the text; htmx gets it rendered into an HTML fragment (escaped)."""
+        calls.append("card")
+        return Echoed(text=MARKUP if data.text == "markup" else data.text)
 
     @bastion.action(policy=public, rate=None)
     def show(data: Show) -> Shown:
@@ -148,7 +166,12 @@ def build(*, debug: bool = False) -> Site:
 
     templates = Jinja2Templates(
         env=jinja2.Environment(
-            loader=jinja2.DictLoader({"flash": "{{ 'flash' if flash() else 'no flash' }}"}),
+            loader=jinja2.DictLoader(
+                {
+                    "flash": "{{ 'flash' if flash() else 'no flash' }}",
+                    "card.html": FRAGMENT,
+                }
+            ),
             autoescape=True,
         )
     )
@@ -187,7 +210,7 @@ def assert_internal(reply: httpx.Response) -> str:
 
 
 def assert_nothing_tainted_in(reply: httpx.Response) -> None:
-    for value in (API_KEY, QUOTED, ACCENTED, SPACED):
+    for value in (API_KEY, QUOTED, ACCENTED, SPACED, MARKUP):
         assert value not in reply.text
         assert json.dumps(value)[1:-1] not in reply.text
         for name, header in reply.headers.items():
@@ -353,6 +376,52 @@ def test_tainted_value_in_the_referer_redirect_is_not_sent(
     )
     assert_internal(reply)
     assert "location" not in reply.headers
+
+
+# --- a value with HTML's special characters, by every way out ---------------------------
+
+
+@pytest.mark.parametrize("where", ["script", "htmx-fragment", "plain-form-flash"])
+def test_a_tainted_value_with_html_characters_is_refused(
+    site: Site, client: ActionClient, where: str
+) -> None:
+    """Attack (found in review): a tainted value holding ``<``, ``&``, ``"`` and ``'``
+    leaves HTML-escaped in an htmx fragment (``&lt;``, ``&amp;``, ``&#34;``, ``&#39;``, or
+    ``\\u003c`` through ``tojson``), where a search for the raw or JSON spelling misses it.
+    Through a script's JSON, the fragment and a plain form's flash: the generic 500 with a
+    digest, and the value in no spelling."""
+    if where == "script":
+        reply = client.call("card", {"text": "markup"})
+    elif where == "htmx-fragment":
+        reply = client.call("card", {"text": "markup"}, headers={"HX-Request": "true"})
+    else:
+        reply = client.submit("card", {"text": "markup"})
+    assert reply.status_code == 500
+    if where == "htmx-fragment":
+        assert "digest" in reply.text
+    else:
+        assert_internal(reply)
+    for spelling in ("sec<r", "sec&lt;r", "sec\\u003cr", "taint-0004"):
+        assert spelling not in reply.text, spelling
+    assert client.get("/flash", headers=HTML).text == "no flash"
+    assert site.calls == ["card"]
+
+
+def test_a_tainted_value_with_html_characters_in_a_redirect_is_refused(
+    client: ActionClient,
+) -> None:
+    """The same value percent-encoded in the redirect a plain form goes to: 500, no
+    Location."""
+    reply = client.submit("card", {"text": "plain", "_next": f"/done?k={MARKUP}"})
+    assert_internal(reply)
+    assert "location" not in reply.headers
+
+
+def test_a_clean_fragment_is_sent(client: ActionClient) -> None:
+    """Control: the fragment without a tainted value renders, escaped."""
+    reply = client.call("card", {"text": "<b>bold</b>"}, headers={"HX-Request": "true"})
+    assert reply.status_code == 200
+    assert "<p>&lt;b&gt;bold&lt;/b&gt;</p>" in reply.text
 
 
 # --- ctx.taint: one call only -----------------------------------------------------------

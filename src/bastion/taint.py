@@ -3,14 +3,16 @@
 ``bastion.taint(value, reason)`` marks a process-wide secret (an API key, a signing
 key); ``ctx.taint(value, reason)`` marks one for the current call (a password hash the
 handler loaded). The output stage refuses any reply whose body, flash or redirect URL
-holds a tainted value — found as is, JSON-escaped or percent-encoded, anywhere, however
-deeply nested — and answers a generic 500 whose log line names the reason, never the value.
+holds a tainted value — found as is, JSON-escaped, HTML-escaped (a fragment rendered by
+Jinja, in text or an attribute), in Jinja's ``tojson`` spelling or percent-encoded,
+anywhere, however deeply nested — and answers a generic 500 whose log line names the reason, never the value.
 
 The same values are masked in bastion's logs by ``RedactingFilter``.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -47,12 +49,8 @@ class TaintSet:
             raise ValueError(f"only text of {MIN_TAINT_LENGTH}+ characters can be tainted")
         raw = text.encode("utf-8", "surrogateescape")
         self._values.add(raw)
-        self._needles[raw] = reason
-        # As it appears inside a JSON string: json.dumps writes non-ASCII as \uXXXX,
-        # pydantic (the replies) as UTF-8; both escape quotes and control characters.
-        for ascii_only in (True, False):
-            escaped = json.dumps(text, ensure_ascii=ascii_only)[1:-1]
-            self._needles[escaped.encode("utf-8", "surrogateescape")] = reason
+        for spelling in _spellings(text):
+            self._needles[spelling.encode("utf-8", "surrogateescape")] = reason
 
     def find(self, *blobs: bytes | str | None) -> str | None:
         """The reason of the first tainted value in any of ``blobs`` (percent-encoded
@@ -82,6 +80,27 @@ class TaintSet:
 
     def __repr__(self) -> str:
         return f"TaintSet(values={len(self._values)})"  # never the values
+
+
+def _spellings(text: str) -> set[str]:
+    """Every way ``text`` can stand in a reply: as is; inside a JSON string (json.dumps
+    writes non-ASCII as \\uXXXX, pydantic as UTF-8; both escape quotes and control
+    characters); HTML-escaped as MarkupSafe (Jinja's autoescape: ``&#34;``, ``&#39;``) and
+    the standard library (``&quot;``, ``&#x27;``) write it, in text or an attribute, JSON
+    included; and as Jinja's ``tojson`` writes it (``<>&'`` as \\u003c …)."""
+    in_json = {json.dumps(text, ensure_ascii=ascii_only)[1:-1] for ascii_only in (True, False)}
+    found = {text, *in_json}
+    for plain in (text, *in_json):
+        stdlib = html.escape(plain, quote=True)
+        found |= {stdlib, stdlib.replace("&quot;", "&#34;").replace("&#x27;", "&#39;")}
+    for encoded in in_json:
+        found.add(
+            encoded.replace("<", "\\u003c")
+            .replace(">", "\\u003e")
+            .replace("&", "\\u0026")
+            .replace("'", "\\u0027")
+        )
+    return found
 
 
 def taint_env(taints: TaintSet, name: str, reason: str | None = None) -> str:
