@@ -26,6 +26,7 @@ from starlette.types import Receive
 
 from . import transport
 from .config import Limits
+from .csrf import FIELD as CSRF_FIELD
 from .errors import ActionError, BadRequest, PayloadTooLarge, ValidationFailed
 from .timeouts import DeadlinePassed, within
 from .transport import BodyKind
@@ -36,7 +37,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["Body", "FormShape", "form_shape", "read", "validate"]
 
-RESERVED: Final = frozenset({"_csrf", "_next", "_bound"})
+RESERVED: Final = frozenset({CSRF_FIELD, "_next", "_bound"})
 """Form fields bastion reads itself; every other ``_``-name is an ordinary (unknown) field."""
 
 MAX_REPORTED_ERRORS: Final = 50

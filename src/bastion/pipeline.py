@@ -131,7 +131,7 @@ async def _run(
         origin.check(headers, bastion.origins_for(scope), spec.name)
         if call.form_post:
             call.body = await decoding.read(spec, kind, headers, receive)
-        form_token = call.body.reserved.get("_csrf") if call.body is not None else None
+        form_token = call.body.reserved.get(csrf.FIELD) if call.body is not None else None
         csrf.verify(session, headers, form_token, bastion.keys, spec.name)
         ctx = call.ctx = Context(action=spec.name, scope=scope, session=session, bastion=bastion)
         call.principal = session.user_id

@@ -5,7 +5,8 @@ key); ``ctx.taint(value, reason)`` marks one for the current call (a password ha
 handler loaded). The output stage refuses any reply whose body, flash or redirect URL
 holds a tainted value — found as is, JSON-escaped, HTML-escaped (a fragment rendered by
 Jinja, in text or an attribute), in Jinja's ``tojson`` spelling or percent-encoded,
-anywhere, however deeply nested — and answers a generic 500 whose log line names the reason, never the value.
+anywhere, however deeply nested — and answers a generic 500 whose log line names the
+reason, never the value.
 
 The same values are masked in bastion's logs by ``RedactingFilter``.
 """

@@ -51,7 +51,9 @@ def install(bastion: Bastion, target: Any) -> None:
     @pass_context
     def csrf_input(context: Context) -> Markup:
         """The hidden ``_csrf`` input, with a token masked afresh for this render."""
-        return Markup('<input type="hidden" name="_csrf" value="{}">').format(token(context))
+        return Markup('<input type="hidden" name="{}" value="{}">').format(
+            csrf.FIELD, token(context)
+        )
 
     @pass_context
     def bastion_fields(context: Context, next: str | None = None) -> Markup:

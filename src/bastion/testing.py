@@ -157,9 +157,9 @@ class ActionClient(TestClient):
         the reply is a 303 (its flash is kept for the next page)."""
         form = dict(fields or {})
         if token is AUTO:
-            form.setdefault("_csrf", self.token())
+            form.setdefault(csrf.FIELD, self.token())
         elif token is not None:
-            form["_csrf"] = token
+            form[csrf.FIELD] = token
         sent = self._action_headers(None, origin, headers, header_token=False)
         return self.post(
             self.url(action), data=form, files=files, headers=sent, extensions={_MARK: True}
@@ -213,5 +213,5 @@ def _has_form_token(request: httpx.Request) -> bool:
     except httpx.RequestNotRead:
         return False
     if media_type == "multipart/form-data":
-        return b'name="_csrf"' in body
-    return any(name == "_csrf" for name, _ in parse_qsl(body.decode("latin-1"), True))
+        return b'name="' + csrf.FIELD.encode() + b'"' in body
+    return any(name == csrf.FIELD for name, _ in parse_qsl(body.decode("latin-1"), True))
