@@ -80,6 +80,7 @@ quickstart: $(VENV)/.demo-installed .bastion-secret
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
+	$(BIN)/lint-imports
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src

@@ -339,6 +339,26 @@ def test_debug_refusal_covers_the_script_too() -> None:
 
 
 @pytest.mark.usefixtures("no_origins")
+def test_debug_refusal_covers_the_apps_own_pages() -> None:
+    """Off loopback in debug mode, the app's own pages are refused too, not only
+    bastion's routes (found in review: a page's error could still show debug detail)."""
+    bastion = Bastion(secret_key=SECRET, debug=True)
+
+    async def page(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("page")
+
+    app = Starlette(routes=[Route("/page", page)])
+    bastion.mount(app)
+    with (
+        TestClient(app, base_url="http://testserver") as client,
+        pytest.raises(ConfigurationError, match=r"not on 'testserver'$"),
+    ):
+        client.get("/page")
+    with TestClient(app, base_url="http://127.0.0.1") as local:
+        assert local.get("/page").text == "page"
+
+
+@pytest.mark.usefixtures("no_origins")
 def test_debug_refusal_is_not_cached_as_allowed() -> None:
     """A refused server stays refused; a loopback one is allowed beside it."""
     bastion = Bastion(secret_key=SECRET, debug=True)

@@ -79,7 +79,14 @@ def context(user: User | None) -> Context:
     record: dict[str, Any] = {"user": user.id} if user is not None else {}
     session = Session("s" * 43, record)
     scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "client": None}
-    return Context(action="act", scope=scope, session=session, bastion=bastion)
+    return Context(
+        action="act",
+        scope=scope,
+        session=session,
+        client=bastion.client_address(scope),
+        load_user=bastion.load_user,
+        password_check=bastion.password_check,
+    )
 
 
 def decide(policy: Policy, user: User | None) -> str | int:

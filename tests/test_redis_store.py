@@ -172,9 +172,9 @@ async def test_prefixes_keep_apps_apart(redis_url: str, prefix: str, raw: redis.
         await two.close()
 
 
-async def test_ping_answers_true(store: RedisStore) -> None:
-    """ping() (the health check) is True while Redis answers."""
-    assert await store.ping() is True
+async def test_health_answers_while_redis_does(store: RedisStore) -> None:
+    """health() (the health check) returns while Redis answers (PING)."""
+    assert await store.health() is None
 
 
 def test_repr_shows_where_not_the_password() -> None:
@@ -192,7 +192,7 @@ CALLS: dict[str, Call] = {
     "get": lambda s: s.get("session:x"),
     "set": lambda s: s.set("session:x", b"v", TTL),
     "delete": lambda s: s.delete("session:x"),
-    "ping": lambda s: s.ping(),
+    "health": lambda s: s.health(),
 }
 
 
@@ -275,7 +275,7 @@ async def test_calls_right_after_a_redis_restart_succeed(tmp_path: Path) -> None
                     tg.start_soon(store.set, f"k{i}", b"again", TTL)
                     tg.start_soon(counter.hit, rate, "action", "limited", f"caller{i}")
             assert [await store.get(f"k{i}") for i in range(8)] == [b"again"] * 8
-            assert await store.ping() is True
+            assert await store.health() is None
         finally:
             await store.close()
             await close_counter(counter)

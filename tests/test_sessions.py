@@ -758,6 +758,9 @@ class DownStore:
     async def delete(self, key: str) -> None:
         raise ConnectionError("store at 10.0.0.7:6379: connection refused")
 
+    async def health(self) -> None:
+        raise ConnectionError("store at 10.0.0.7:6379: connection refused")
+
     async def close(self) -> None:
         return None
 

@@ -455,7 +455,14 @@ def test_ctx_taints_start_empty_and_collect_per_call() -> None:
     """``ctx.taints`` is ``None`` until the first ``ctx.taint``; then a set of that call."""
     bastion = Bastion(secret_key=SECRET, store=MemoryStore())
     scope: dict[str, Any] = {"type": "http", "headers": [], "client": ("192.0.2.1", 1)}
-    ctx = Context(action="a", scope=scope, session=Session(), bastion=bastion)
+    ctx = Context(
+        action="a",
+        scope=scope,
+        session=Session(),
+        client=bastion.client_address(scope),
+        load_user=bastion.load_user,
+        password_check=bastion.password_check,
+    )
     assert ctx.taints is None
     ctx.taint("loaded-hash-value")
     assert ctx.taints is not None

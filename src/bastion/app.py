@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-import ipaddress
-import json
 import logging
 import os
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextvars import ContextVar
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -16,7 +15,6 @@ from urllib.parse import urlsplit
 
 import anyio
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -29,16 +27,18 @@ from .errors import ConfigurationError, NotFound
 from .events import AuditSink, log_sink
 from .headers import SecurityHeaders, default_csp
 from .keys import KeyRing, Secret, resolve_secret
+from .middleware import SessionMiddleware
 from .origin import parse_origin
 from .ratelimit import Counter, parse_rate
 from .registry import ActionSpec, Check, PolicyLike, Registry, build_spec
 from .responses import error
-from .sessions import Session, SessionManager, SessionMiddleware, get_session
+from .runtime import Runtime
+from .sessions import Session, SessionManager, get_session
 from .stores import Store, store_from_url
 from .taint import TaintSet, redactor, taint_env
 
 if TYPE_CHECKING:
-    import jinja2
+    pass
 
 __all__ = ["Bastion"]
 
@@ -139,8 +139,7 @@ class Bastion:
                 os.environ.get("BASTION_STORE"), os.environ.get("BASTION_DATA_DIR", "data")
             )
         )
-        self._checked_servers: set[tuple[Any, ...]] = set()
-        self.session_manager: Final = SessionManager(self)
+        self.session_manager: Final = SessionManager(self.store, self.keys, self.config.sessions)
         self.load_user: Final = load_user
         self.default_rate: Final = parse_rate(default_rate, "default_rate")
         if rate_limit_storage is None:
@@ -153,8 +152,22 @@ class Bastion:
         self.unavailable_errors: Final = tuple(unavailable_errors)
         self.taints: Final = TaintSet()
         redactor.taint_sets.add(self.taints)
-        self._entry = SessionMiddleware(self._dispatch, self)
-        self._jinja: jinja2.Environment | None = None
+        # What the stages below may use: this, never the facade itself.
+        self.runtime: Final = Runtime(
+            config=self.config,
+            keys=self.keys,
+            registry=self.registry,
+            store=self.store,
+            sessions=self.session_manager,
+            counter=self.counter,
+            password_check=self.password_check,
+            load_user=self.load_user,
+            trusted_proxies=self.trusted_proxies,
+            audit_sinks=self.audit_sinks,
+            unavailable_errors=self.unavailable_errors,
+            taints=self.taints,
+        )
+        self._entry = SessionMiddleware(self._dispatch, self.runtime)
 
     @property
     def debug(self) -> bool:
@@ -275,14 +288,7 @@ class Bastion:
 
     def render_fragment(self, spec: ActionSpec, scope: Scope, payload: bytes) -> str | None:
         """The action's htmx fragment for this result, or ``None`` if it declares none."""
-        if spec.fragment is None:
-            return None
-        if self._jinja is None:
-            raise ConfigurationError(
-                f"action {spec.name!r} names a fragment: call bastion.templates(...) first"
-            )
-        template = self._jinja.get_template(spec.fragment)
-        return template.render(request=Request(scope), data=json.loads(payload))
+        return self.runtime.render_fragment(spec, scope, payload)
 
     def templates(self, target: Any) -> None:
         """Add bastion's helpers to Jinja templates (a Starlette ``Jinja2Templates`` or a
@@ -290,19 +296,32 @@ class Bastion:
         ``csrf_input``, ``flash`` and ``bastion_script``."""
         from . import templating  # Jinja2 is loaded by the first app that renders forms
 
-        self._jinja = getattr(target, "env", target)
-        templating.install(self, target)
+        self.runtime.fragments.env = getattr(target, "env", target)
+        templating.install(self.runtime, target)
 
     # --- mounting ----------------------------------------------------------------------
 
     def mount(self, app: Starlette) -> None:
         """Serve the actions from a Starlette or FastAPI app, under ``prefix``, and
-        give every page of the app its session (for tokens and flash messages)."""
+        give every page of the app its session (for tokens and flash messages). The app's
+        lifespan runs bastion's start-up checks first and closes its store last."""
         app.mount(self.config.prefix, app=self, name="bastion")
+        around = app.router.lifespan_context
+
+        @contextlib.asynccontextmanager
+        async def lifespan(served: Any) -> AsyncIterator[Any]:
+            await self.startup()
+            try:
+                async with around(served) as state:
+                    yield state
+            finally:
+                await self.shutdown()
+
+        app.router.lifespan_context = lifespan
         # The prefix itself is bastion's too (a 404): else Starlette redirects it to
         # "prefix/" with an absolute URL built from the Host header.
         app.router.routes.append(Route(self.config.prefix, self, include_in_schema=False))
-        app.add_middleware(SessionMiddleware, bastion=self)
+        app.add_middleware(SessionMiddleware, runtime=self.runtime)
 
     def add_security_headers(
         self, app: Starlette, *, csp: Callable[[str], str] = default_csp
@@ -322,27 +341,16 @@ class Bastion:
         """The socket peer; behind ``trusted_proxies``, the right-most address in
         ``X-Forwarded-For`` that is not one of them (the left part is the client's to say).
         ``None`` when the server rewrote it from that header and no proxy is trusted."""
-        return network.client_address(scope, self.trusted_proxies)
+        return self.runtime.client_address(scope)
 
     def is_https(self, scope: Scope) -> bool:
         """Configuration first; else the connection's own scheme (never a header)."""
-        if self.config.https is not None:
-            return self.config.https
-        return bool(scope.get("scheme") == "https")
+        return self.runtime.is_https(scope)
 
     def origins_for(self, scope: Scope) -> Collection[str]:
-        """The origins calls may come from. Debug mode without a list: the loopback
-        origin being served (both its IP and ``localhost`` spellings)."""
-        if self.config.allowed_origins or not self.config.debug:
-            return self.config.allowed_origins
-        host, port = (*(scope.get("server") or ()), None, None)[:2]
-        scheme = "https" if self.is_https(scope) else "http"
-        names = {str(host), "localhost", "127.0.0.1"} if _is_loopback(host) else set()
-        found = (
-            parse_origin(f"{scheme}://{name}:{port}" if port else f"{scheme}://{name}")
-            for name in names
-        )
-        return frozenset(o for o in found if o is not None)
+        """The origins calls may come from (``allowed_origins``; in debug mode without a
+        list, the loopback origin being served)."""
+        return self.runtime.origins_for(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
@@ -351,13 +359,13 @@ class Bastion:
         if scope["type"] == "lifespan":
             # Served on its own (not mounted): nothing to start, but the protocol is
             # answered, or servers and test clients waiting for startup fail.
-            await _lifespan(receive, send)
+            await self._lifespan(receive, send)
             return
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})  # actions are HTTP only
             return
         if self.config.debug:
-            self._refuse_debug_off_loopback(scope)
+            network.refuse_debug_off_loopback(scope, self.runtime.checked_servers)
         path = _relative_path(scope, self.config.prefix)
         response: Response
         if path == _SCRIPT and scope["method"] in ("GET", "HEAD"):
@@ -365,20 +373,50 @@ class Bastion:
         elif path == _HEALTH and scope["method"] in ("GET", "HEAD"):
             response = await self._health()
         elif path.startswith("/") and path.count("/") == 1 and len(path) > 1:
-            response = await pipeline.handle(self, scope, receive, path[1:])
+            response = await pipeline.handle(self.runtime, scope, receive, path[1:])
         else:
             response = error(NotFound())
         await response(scope, receive, send)
+
+    # --- start and stop -----------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """What can be checked before the first request, checked: an action naming an
+        htmx fragment needs ``templates()`` (else its first htmx call would be a 500).
+        Raises ``ConfigurationError``; the server then refuses to start."""
+        missing = [spec.name for spec in self.registry if spec.fragment is not None]
+        if missing and self.runtime.fragments.env is None:
+            raise ConfigurationError(
+                f"action {missing[0]!r} names a fragment: call bastion.templates(...) "
+                "before the app starts"
+            )
+
+    async def shutdown(self) -> None:
+        """Release the store's connections and files."""
+        await self.store.close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """Served on its own (not mounted): the same checks at start-up, the store closed
+        at shutdown; a failed check is reported to the server, which stops."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except ConfigurationError as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
     async def _health(self) -> Response:
         """``GET {prefix}/health``: whether the store answers (for load balancers)."""
         try:
             with anyio.fail_after(1.0):
-                ping = getattr(self.store, "ping", None)
-                if ping is not None:
-                    await ping()
-                else:
-                    await self.store.get("health")
+                await self.store.health()
                 # The rate-limit counters may live elsewhere (their own Redis).
                 if not await self.counter.healthy():
                     raise ConnectionError("the rate-limit storage does not answer")
@@ -394,30 +432,8 @@ class Bastion:
             media_type="application/json",
         )
 
-    def _refuse_debug_off_loopback(self, scope: Scope) -> None:
-        server = tuple(scope.get("server") or ())
-        if server in self._checked_servers:
-            return
-        host = server[0] if server else None
-        if not _is_loopback(host):
-            logger.critical("bastion: debug mode refused: the server listens on %r", host)
-            raise ConfigurationError(
-                f"debug=True is only allowed on a loopback address, not on {host!r}"
-            )
-        self._checked_servers.add(server)
-
     def __repr__(self) -> str:
         return f"Bastion(prefix={self.config.prefix!r}, actions={len(self.registry)})"
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def _resolve_origins(values: Sequence[str] | None, *, debug: bool) -> tuple[str, ...]:
@@ -454,15 +470,6 @@ def _resolve_hosts(
     if isinstance(values, str) or not all(isinstance(v, str) and v for v in values):
         raise ConfigurationError("trusted_hosts must be a list of host names")
     return tuple(v.lower() for v in values)
-
-
-def _is_loopback(host: object) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return isinstance(host, str) and ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _relative_path(scope: Scope, prefix: str) -> str:

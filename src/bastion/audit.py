@@ -22,18 +22,18 @@ import types
 import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
 from starlette.datastructures import UploadFile
 
-from .registry import _record_fields
+from .introspect import record_fields
 from .transport import BodyKind
 
 if TYPE_CHECKING:
-    from .app import Bastion
-    from .registry import ActionSpec
+    from .registry import Registry
+    from .spec import ActionSpec
 
 __all__ = ["ActionReport", "FieldReport", "inventory"]
 
@@ -65,7 +65,14 @@ class ActionReport:
         return asdict(self)
 
 
-def inventory(bastion: Bastion, refused: Sequence[tuple[str, str]] = ()) -> list[ActionReport]:
+class _HasRegistry(Protocol):
+    """What the inventory reads of an app: its actions (``Bastion`` has them)."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+
+def inventory(bastion: _HasRegistry, refused: Sequence[tuple[str, str]] = ()) -> list[ActionReport]:
     """One report per registered action, then one per refused registration."""
     reports = [_report(spec) for spec in bastion.registry]
     for name, reason in refused:
@@ -136,7 +143,7 @@ def _record(t: type) -> list[tuple[str, Any, list[Any]]]:
             (info.alias or name, info.annotation, list(info.metadata))
             for name, info in pydantic_fields.items()
         ]
-    hints = _record_fields(t) or {}
+    hints = record_fields(t) or {}
     if not dataclasses.is_dataclass(t):
         return [(name, hint, []) for name, hint in hints.items()]
     found: list[tuple[str, Any, list[Any]]] = []
@@ -164,7 +171,7 @@ def _field(
             yield from _field(path, annotation.__value__, metadata, seen | {annotation})
         return
     if isinstance(annotation, type) and (
-        issubclass(annotation, BaseModel) or _record_fields(annotation) is not None
+        issubclass(annotation, BaseModel) or record_fields(annotation) is not None
     ):
         if annotation in seen:
             # A recursive model: its fields are listed above; its depth is bounded by

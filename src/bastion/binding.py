@@ -1,4 +1,4 @@
-"""Pipeline stage 8: values the server put into a form come back sealed.
+"""Pipeline stage 10: values the server put into a form come back sealed.
 
 A page that renders "edit post 42" must not let the visitor edit post 43 by changing a
 hidden input. Such values are *bound* when the form is rendered and travel in one
@@ -35,8 +35,8 @@ from .errors import BadRequest
 
 if TYPE_CHECKING:
     from .keys import KeyRing
-    from .registry import ActionSpec
     from .sessions import Session
+    from .spec import ActionSpec
 
 __all__ = ["DEFAULT_TTL", "Bound", "BoundInvalid", "open_bound", "seal"]
 

@@ -12,8 +12,7 @@ from .errors import ConfigurationError, Forbidden
 from .taint import TaintSet
 
 if TYPE_CHECKING:
-    from .app import Bastion
-    from .auth import Principal
+    from .auth import PasswordCheck, Principal, UserLoader
     from .sessions import Session
 
 __all__ = ["Context"]
@@ -30,7 +29,8 @@ class Context:
     """
 
     __slots__ = (
-        "_bastion",
+        "_load_user",
+        "_password_check",
         "_scope",
         "_user",
         "action",
@@ -42,15 +42,25 @@ class Context:
         "taints",
     )
 
-    def __init__(self, *, action: str, scope: Scope, session: Session, bastion: Bastion) -> None:
+    def __init__(
+        self,
+        *,
+        action: str,
+        scope: Scope,
+        session: Session,
+        client: str | None,
+        load_user: UserLoader | None,
+        password_check: PasswordCheck,
+    ) -> None:
         self._scope = scope
-        self._bastion = bastion
+        self._load_user = load_user
+        self._password_check = password_check
         self._user: Any = _UNLOADED
         self.action = action
         """The action's registered name."""
         self.headers = Headers(scope=scope)
         """The request headers, read-only. No header changes which checks run."""
-        self.client: str | None = bastion.client_address(scope)
+        self.client = client
         """The caller's address: the socket peer, or the right-most untrusted
         ``X-Forwarded-For`` entry when ``trusted_proxies`` are configured."""
         self.session = session
@@ -86,13 +96,13 @@ class Context:
     async def current_user(self) -> Principal | None:
         """The signed-in user, loaded once per call (``load_user``), or ``None``."""
         if self._user is _UNLOADED:
-            self._user = await load_user(self._bastion.load_user, self.session)
+            self._user = await load_user(self._load_user, self.session)
         user: Principal | None = self._user
         return user
 
     async def login(self, user: Principal) -> None:
         """Sign ``user`` in: a new session ID and CSRF secret (the old ID dies)."""
-        if self._bastion.load_user is None:
+        if self._load_user is None:
             # Without it, every later call of this user could not be answered.
             raise ConfigurationError("ctx.login() needs Bastion(load_user=...)")
         self.session.login(user.id)
@@ -107,7 +117,7 @@ class Context:
         """Whether ``password`` is right for ``account`` (``stored_hash`` is ``None`` when
         there is no such account). Failures are throttled per account and address (429);
         an unknown account costs the same time as a wrong password."""
-        return await self._bastion.password_check(account, password, stored_hash, self.client)
+        return await self._password_check(account, password, stored_hash, self.client)
 
     def taint(self, value: str | bytes, reason: str = "tainted in this call") -> None:
         """Never let ``value`` leave in this call's reply (a password hash just loaded)."""

@@ -1,4 +1,4 @@
-"""Pipeline stage 4: the CSRF token, always required.
+"""Pipeline stage 5: the CSRF token, always required.
 
 Browser headers (stage 2) are one layer; this is the other, and it does not depend on
 them. Every action call, public ones and anonymous visitors included, must carry a

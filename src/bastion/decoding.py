@@ -1,4 +1,4 @@
-"""Pipeline stage 7: the capped body, split into flat fields, then validated.
+"""Pipeline stages 4, 8 and 9: the capped body, split into flat fields, then validated.
 
 Two steps, kept apart because later stages sit between them: ``read`` turns the body
 into flat fields (a plain form carries its CSRF token in ``_csrf``, which must be
@@ -28,14 +28,16 @@ from . import transport
 from .config import Limits
 from .csrf import FIELD as CSRF_FIELD
 from .errors import ActionError, BadRequest, PayloadTooLarge, ValidationFailed
+from .introspect import leaves
+from .spec import FormShape
 from .timeouts import DeadlinePassed, within
 from .transport import BodyKind
 from .uploads import parse_multipart
 
 if typing.TYPE_CHECKING:
-    from .registry import ActionSpec
+    from .spec import ActionSpec
 
-__all__ = ["Body", "FormShape", "form_shape", "read", "validate"]
+__all__ = ["Body", "form_shape", "read", "validate"]
 
 RESERVED: Final = frozenset({CSRF_FIELD, "_next", "_bound"})
 """Form fields bastion reads itself; every other ``_``-name is an ordinary (unknown) field."""
@@ -90,20 +92,6 @@ class Body:
         """Delete the spooled upload files; safe to call more than once."""
         for upload in self.uploads:
             upload.file.close()
-
-
-@dataclass(frozen=True, slots=True)
-class FormShape:
-    """How flat form fields map onto an input model, worked out once per action."""
-
-    lists: frozenset[str] = frozenset()
-    """Fields that collect every value of a repeated key."""
-    booleans: frozenset[str] = frozenset()
-    """Checkbox fields: an unchecked box sends nothing, which means ``False``."""
-    optionals: frozenset[str] = frozenset()
-    """Fields that accept ``None``: an empty input means ``None``."""
-    uploads: frozenset[str] = frozenset()
-    """File fields: a file input left empty sends an empty part, which means no file."""
 
 
 def form_shape(model: type[BaseModel]) -> FormShape:
@@ -333,7 +321,6 @@ def _field_messages(exc: ValidationError, model: type[BaseModel]) -> dict[str, s
 def _class_names(model: type[BaseModel]) -> frozenset[str]:
     """The names of the records (models, dataclasses, TypedDicts, NamedTuples) an input
     model is made of."""
-    from .registry import leaves  # registry imports this module
 
     return frozenset(
         t.__name__

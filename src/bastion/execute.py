@@ -1,4 +1,4 @@
-"""Pipeline stage 9: run the handler, within its time limit."""
+"""Pipeline stage 12: run the handler, within its time limit."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from .context import Context
 from .errors import Timeout
-from .registry import ActionSpec
+from .spec import ActionSpec
 from .timeouts import DeadlinePassed, within
 
 __all__ = ["run"]

@@ -20,7 +20,8 @@ from starlette.datastructures import UploadFile
 
 from .decoding import Body
 from .errors import ActionError, ValidationFailed
-from .registry import ActionSpec, leaves
+from .introspect import leaves
+from .spec import ActionSpec
 
 __all__ = ["Flash", "failure", "success"]
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
+from .config import Config
 from .errors import ActionError, ConfigurationError
+from .origin import parse_origin
 
 __all__ = [
     "ForwardingRefused",
@@ -36,7 +38,11 @@ __all__ = [
     "check_forwarding",
     "client_address",
     "host_trusted",
+    "is_https",
+    "is_loopback",
+    "origins_for",
     "parse_networks",
+    "refuse_debug_off_loopback",
     "rewritten_by_server",
 ]
 
@@ -150,3 +156,50 @@ def _in_networks(address: str | None, networks: Networks) -> bool:
         return False
     ip = ipaddress.ip_address(address)
     return any(ip in network for network in networks)
+
+
+def is_https(config: Config, scope: Scope) -> bool:
+    """Configuration first; else the connection's own scheme (never a header)."""
+    if config.https is not None:
+        return config.https
+    return bool(scope.get("scheme") == "https")
+
+
+def origins_for(config: Config, scope: Scope) -> Collection[str]:
+    """The origins calls may come from. Debug mode without a list: the loopback origin
+    being served (both its IP and ``localhost`` spellings)."""
+    if config.allowed_origins or not config.debug:
+        return config.allowed_origins
+    host, port = (*(scope.get("server") or ()), None, None)[:2]
+    scheme = "https" if is_https(config, scope) else "http"
+    names = {str(host), "localhost", "127.0.0.1"} if is_loopback(host) else set()
+    found = (
+        parse_origin(f"{scheme}://{name}:{port}" if port else f"{scheme}://{name}")
+        for name in names
+    )
+    return frozenset(o for o in found if o is not None)
+
+
+def refuse_debug_off_loopback(scope: Scope, checked: set[tuple[object, ...]]) -> None:
+    """Debug replies name exception types and messages: served on any address but
+    loopback, every request is refused (``ConfigurationError``, logged CRITICAL). Each
+    listening address is checked once (``checked`` remembers the loopback ones)."""
+    server = tuple(scope.get("server") or ())
+    if server in checked:
+        return
+    host = server[0] if server else None
+    if not is_loopback(host):
+        logger.critical("bastion: debug mode refused: the server listens on %r", host)
+        raise ConfigurationError(
+            f"debug=True is only allowed on a loopback address, not on {host!r}"
+        )
+    checked.add(server)
+
+
+def is_loopback(host: object) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return isinstance(host, str) and ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

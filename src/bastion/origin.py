@@ -1,4 +1,4 @@
-"""Pipeline stage 2: where the call comes from, judged before any state is touched.
+"""Pipeline stage 3: where the call comes from, judged before any state is touched.
 
 In this order:
 

@@ -1,4 +1,4 @@
-"""Pipeline stage 10: only what the return type declares leaves the server.
+"""Pipeline stage 13: only what the return type declares leaves the server.
 
 The result goes through the declared type's validator (reading attributes, so an
 ORM row or any object works) and then its serialiser: an attribute the model does
@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from .registry import ActionSpec
+from .spec import ActionSpec
 
 __all__ = ["OutputMismatch", "serialize"]
 

@@ -1,27 +1,32 @@
-"""The order of the checks, and nothing else.
+"""The order of the checks, as data: ``STAGES``, walked by ``run()``.
 
-Every action call runs these stages, in this order; each lives in its own module.
-Cheap, stateless refusals come first, and nothing decoded from the body reaches a
-model, a handler or a database before every earlier stage has passed.
+Every action call runs these stages, in this order; each is one small function here
+that calls the module doing the work. Cheap, stateless refusals come first, and nothing
+decoded from the body reaches a model, a handler or a database before every earlier
+stage has passed. The first stage to refuse ends the call with its refusal; the taint
+guard and the audit event run whatever happened. (``tests/test_pipeline_order.py``
+holds this table, the tuple, each module's first line and the security model's table to
+one order.)
 
-    1  route + transport   transport.resolve, check_method,         404 405 415 413
-                           network.check_forwarding, body_kind      400
-    2  request origin      origin.check                             403
-    3  session             sessions.get_session (loaded by the middleware)
-    4  CSRF token          csrf.verify (a plain form's token is in  403
-                           its flat fields: decoding.read first)    400 413
-    5  rate limit          ratelimit.Counter.hit                    429
-    6  policy              policy.authorize (loads the user if      401 403
-                           the policy needs one)
-    7  validation          sessions.confirm (the session still      403
-                           exists after a slow body), then
-                           decoding.validate                        422
-    8  bound arguments     binding.open_bound, then the action's    400 403
-                           own check on the validated input
-    9  execute             execute.run                              504
-    10 output              output.serialize, then the taint guard   500
-    11 respond             responses.*, flash.*                     200 303
-    -- audit               one events.AuditEvent per call, whatever its outcome
+    1  session          sessions         loaded by the middleware before the app  503
+    2  route            transport        action, method, forwarding, content     404 405 400
+                                         type, declared length                   415 413
+    3  origin           origin           Sec-Fetch-Site, Origin, Referer         403
+    4  form fields      decoding         a plain form's capped body, for its     400 408 413
+                                         token
+    5  CSRF token       csrf             bound to the session, always            403
+    6  rate limit       ratelimit        per address and per user                429
+    7  policy           policy           who may call (loads the user if needed) 401 403
+    8  body             decoding         a script's capped body; the session     400 408 413
+                                         still exists after a slow one           403
+    9  validation       decoding         into the action's pydantic model        422
+    10 bound values     binding          sealed values opened                    400
+    11 object check     policy           the action's check= on the input        403
+    12 execute          execute          the handler, within its timeout         504
+    13 output           output           through the return type (and fragment)  500
+    14 respond          responses        JSON, 303 + flash, or htmx              200 303
+    15 taint guard      taint            no tainted value in reply, flash, URL   500
+    16 audit            events           one AuditEvent per call
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from starlette.datastructures import Headers
 from starlette.responses import Response
@@ -54,17 +60,17 @@ from . import (
 from .context import Context
 from .errors import ActionError, ServiceUnavailable
 from .events import AuditEvent
-from .registry import ActionSpec
 from .sessions import Session, get_session
+from .spec import ActionSpec
 from .taint import TaintedOutput
 from .transport import BodyKind
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
 
-    from .app import Bastion
+    from .runtime import Runtime
 
-__all__ = ["INTERNAL", "handle"]
+__all__ = ["INTERNAL", "STAGES", "Call", "Stage", "handle", "run"]
 
 logger = logging.getLogger("bastion")
 
@@ -75,128 +81,288 @@ UNAVAILABLE = ServiceUnavailable()
 """What the client learns when a handler's backend is down (``unavailable_errors``)."""
 
 
-async def handle(bastion: Bastion, scope: Scope, receive: Receive, action_id: str) -> Response:
-    """Run one call through every stage; then the taint guard and the audit event."""
-    call = _Call(Headers(scope=scope), get_session(scope), time.time())
-    started = time.perf_counter()
-    response = _guard(bastion, call, await _run(bastion, scope, receive, action_id, call))
-    spec = call.spec
-    # Who called: the user signed in when the call arrived (a log-out call is theirs).
-    user_id = call.principal if call.principal is not None else call.session.user_id
-    event = AuditEvent(
-        timestamp=call.started,
-        action=spec.name if spec else None,
-        action_id=spec.id if spec else None,
-        principal=None if user_id is None else str(user_id),
-        # Worked out once per call: the context has it when the call got that far.
-        client=call.ctx.client if call.ctx is not None else bastion.client_address(scope),
-        outcome=events.outcome_of(call.error),
-        status=response.status_code,
-        duration_ms=round((time.perf_counter() - started) * 1000, 3),
-        digest=call.digest,
-    )
-    await events.emit(bastion.audit_sinks, event)
-    return response
-
-
 @dataclass(slots=True)
-class _Call:
-    """What one call has learnt so far, for the reply, the guard and the audit event."""
+class Call:
+    """What one call has learnt so far: each stage reads and adds to it."""
 
+    scope: Scope
+    receive: Receive
+    action_id: str
     headers: Headers
-    session: Session
     started: float
+    clock: float
+    session: Session | None = None
     spec: ActionSpec | None = None
+    kind: BodyKind | None = None
     form_post: bool = False
     body: decoding.Body | None = None
     ctx: Context | None = None
+    data: Any = None
+    result: Any = None
+    payload: bytes = b""
+    fragment: str | None = None
+    response: Response | None = None
     error: ActionError | None = None
     digest: str | None = None
     flash: dict[str, Any] | None = None
     principal: Any = None
 
 
-async def _run(
-    bastion: Bastion, scope: Scope, receive: Receive, action_id: str, call: _Call
-) -> Response:
-    headers, session = call.headers, call.session
+StageFn = Callable[[Call, "Runtime"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One step of every call: a name (the docs' table), the module that does the work,
+    when it runs, and the function."""
+
+    name: str
+    module: str
+    run: StageFn
+    when: Literal["checks", "reply", "always"] = "checks"
+    """``checks``: until one refuses; ``reply``: only when none did; ``always``: after."""
+
+
+# --- the stages, in their order -------------------------------------------------------
+
+
+async def _session(call: Call, runtime: Runtime) -> None:
+    call.session = get_session(call.scope)
+
+
+async def _route(call: Call, runtime: Runtime) -> None:
+    spec = call.spec = runtime.registry.resolve(call.action_id)
+    transport.check_method(call.scope)
+    network.check_forwarding(call.scope, runtime.trusted_proxies)
+    # Known before any check on the body, so that a browser posting a plain form lands
+    # on a page (303) whatever refuses it, a 413 or 415 included.
+    call.form_post = _is_form_post(call.headers)
+    call.kind = transport.body_kind(spec, call.headers)
+
+
+async def _origin(call: Call, runtime: Runtime) -> None:
+    origin.check(call.headers, runtime.origins_for(call.scope), _spec(call).name)
+
+
+async def _form_fields(call: Call, runtime: Runtime) -> None:
+    # A plain form's token is one of its flat fields: its (capped) body is read first.
+    if call.form_post:
+        call.body = await decoding.read(_spec(call), _kind(call), call.headers, call.receive)
+
+
+async def _csrf(call: Call, runtime: Runtime) -> None:
+    form_token = call.body.reserved.get(csrf.FIELD) if call.body is not None else None
+    csrf.verify(_session_of(call), call.headers, form_token, runtime.keys, _spec(call).name)
+
+
+async def _rate_limit(call: Call, runtime: Runtime) -> None:
+    spec = _spec(call)
+    ctx = _context(call, runtime)
+    if spec.rate is not None:
+        await _count(runtime, spec, spec.rate, ctx.session, ctx.client)
+
+
+async def _policy(call: Call, runtime: Runtime) -> None:
+    spec, ctx = _spec(call), _context(call, runtime)
+    if spec.policy.needs_user:
+        await ctx.current_user()
+    await policy.authorize(spec.policy, ctx)
+
+
+async def _body(call: Call, runtime: Runtime) -> None:
+    if call.body is None:
+        call.body = await decoding.read(_spec(call), _kind(call), call.headers, call.receive)
+    # A body that took its time may have arrived after a log-out ended the session (and
+    # the token) it was sent with: the handler must not run for it.
+    if not await runtime.sessions.confirm(_session_of(call)):
+        raise csrf.CsrfFailed()
+
+
+async def _validation(call: Call, runtime: Runtime) -> None:
+    call.data = decoding.validate(_spec(call), _body_of(call))
+
+
+async def _bound(call: Call, runtime: Runtime) -> None:
+    sealed = _body_of(call).reserved.get("_bound")
+    ctx = _context(call, runtime)
+    ctx.bound = binding.open_bound(runtime.keys, _spec(call), sealed, ctx.session)
+
+
+async def _object_check(call: Call, runtime: Runtime) -> None:
+    spec = _spec(call)
+    if spec.check is not None:
+        await policy.check_object(spec.check, _context(call, runtime), call.data)
+
+
+async def _execute(call: Call, runtime: Runtime) -> None:
+    call.result = await execute.run(_spec(call), _context(call, runtime), call.data)
+
+
+async def _output(call: Call, runtime: Runtime) -> None:
+    spec = _spec(call)
+    call.payload = output.serialize(spec, call.result)
+    # Rendered here, so that a broken fragment template is a 500 with a digest too.
+    if responses.is_htmx(call.headers):
+        call.fragment = runtime.render_fragment(spec, call.scope, call.payload)
+
+
+async def _respond(call: Call, runtime: Runtime) -> None:
+    headers = call.headers
+    next_path = responses.safe_next(_body_of(call).reserved.get("_next"))
+    if responses.is_htmx(headers):
+        call.response = responses.htmx_success(call.fragment, next_path)
+    elif responses.wants_redirect(headers, call.form_post):
+        _flash(call, flash.success(_spec(call), call.payload))
+        # To `_next`, or else back to the page the form was posted from.
+        call.response = responses.redirect(next_path or responses.referer_path(headers) or "/")
+    else:
+        call.response = responses.success(call.payload)
+
+
+async def _taint_guard(call: Call, runtime: Runtime) -> None:
+    if call.response is not None:
+        call.response = _guard(runtime, call, call.response)
+
+
+async def _audit(call: Call, runtime: Runtime) -> None:
+    spec, ctx = call.spec, call.ctx
+    session_user = call.session.user_id if call.session is not None else None
+    # Who called: the user signed in when the call arrived (a log-out call is theirs).
+    user_id = call.principal if call.principal is not None else session_user
+    event = AuditEvent(
+        timestamp=call.started,
+        action=spec.name if spec else None,
+        action_id=spec.id if spec else None,
+        principal=None if user_id is None else str(user_id),
+        # Worked out once per call: the context has it when the call got that far.
+        client=ctx.client if ctx is not None else runtime.client_address(call.scope),
+        outcome=events.outcome_of(call.error),
+        status=call.response.status_code if call.response is not None else 500,
+        duration_ms=round((time.perf_counter() - call.clock) * 1000, 3),
+        digest=call.digest,
+    )
+    await events.emit(runtime.audit_sinks, event)
+
+
+STAGES: Final[tuple[Stage, ...]] = (
+    Stage("session", "sessions", _session),
+    Stage("route", "transport", _route),
+    Stage("origin", "origin", _origin),
+    Stage("form fields", "decoding", _form_fields),
+    Stage("CSRF token", "csrf", _csrf),
+    Stage("rate limit", "ratelimit", _rate_limit),
+    Stage("policy", "policy", _policy),
+    Stage("body", "decoding", _body),
+    Stage("validation", "decoding", _validation),
+    Stage("bound values", "binding", _bound),
+    Stage("object check", "policy", _object_check),
+    Stage("execute", "execute", _execute),
+    Stage("output", "output", _output),
+    Stage("respond", "responses", _respond, "reply"),
+    Stage("taint guard", "taint", _taint_guard, "always"),
+    Stage("audit", "events", _audit, "always"),
+)
+"""Every call, in this order (the table above)."""
+
+
+async def handle(runtime: Runtime, scope: Scope, receive: Receive, action_id: str) -> Response:
+    """Run one call through ``STAGES``; its reply."""
+    call = Call(scope, receive, action_id, Headers(scope=scope), time.time(), time.perf_counter())
+    await run(STAGES, call, runtime)
+    if call.response is None:  # pragma: no cover - every path sets one
+        raise RuntimeError("a call ended without a reply")
+    return call.response
+
+
+async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
+    """The checks until one refuses (its refusal is the reply), the reply if none did,
+    then the stages that always run."""
     try:
-        spec = call.spec = transport.resolve(bastion.registry, action_id)
-        transport.check_method(scope)
-        network.check_forwarding(scope, bastion.trusted_proxies)
-        # Known before any check on the body, so that a browser posting a plain form
-        # lands on a page (303) whatever refuses it, a 413 or 415 included.
-        call.form_post = _is_form_post(headers)
-        kind = transport.body_kind(spec, headers)
-        origin.check(headers, bastion.origins_for(scope), spec.name)
-        if call.form_post:
-            call.body = await decoding.read(spec, kind, headers, receive)
-        form_token = call.body.reserved.get(csrf.FIELD) if call.body is not None else None
-        csrf.verify(session, headers, form_token, bastion.keys, spec.name)
-        ctx = call.ctx = Context(action=spec.name, scope=scope, session=session, bastion=bastion)
-        call.principal = session.user_id
-        if spec.rate is not None:
-            await _count(bastion, spec, spec.rate, session, ctx.client)
-        if spec.policy.needs_user:
-            await ctx.current_user()
-        await policy.authorize(spec.policy, ctx)
-        if call.body is None:
-            call.body = await decoding.read(spec, kind, headers, receive)
-        # A body that took its time may have arrived after a log-out ended the session
-        # (and the token) it was sent with: the handler must not run for it.
-        if not await bastion.session_manager.confirm(session):
-            raise csrf.CsrfFailed()
-        data = decoding.validate(spec, call.body)
-        sealed = call.body.reserved.get("_bound")
-        ctx.bound = binding.open_bound(bastion.keys, spec, sealed, session)
-        if spec.check is not None:
-            await policy.check_object(spec.check, ctx, data)
-        result = await execute.run(spec, ctx, data)
-        payload = output.serialize(spec, result)
-        # Rendered here, so that a broken fragment template is a 500 with a digest too.
-        fragment = (
-            bastion.render_fragment(spec, scope, payload) if responses.is_htmx(headers) else None
-        )
+        for stage in stages:
+            if stage.when == "checks":
+                await stage.run(call, runtime)
     except origin.CrossOrigin as exc:
         call.error = exc
         # Never a redirect: a cross-site page must not get a navigable answer.
-        return responses.error(exc)
+        call.response = responses.error(exc)
     except ActionError as exc:
         call.error = exc
-        return _refuse(call, exc)
+        call.response = _refuse(call, exc)
     except Exception as exc:
         # A backend that is down (the app's database, say) is "try again later", not a bug.
-        failure = UNAVAILABLE if isinstance(exc, bastion.unavailable_errors) else INTERNAL
+        failure = UNAVAILABLE if isinstance(exc, runtime.unavailable_errors) else INTERNAL
         call.error, call.digest = failure, _log_failure(call, exc)
-        debug = {"type": type(exc).__name__, "message": str(exc)} if bastion.debug else None
-        return _refuse(call, failure, debug)
+        debug = {"type": type(exc).__name__, "message": str(exc)} if runtime.debug else None
+        call.response = _refuse(call, failure, debug)
     finally:
         if call.body is not None:
             call.body.close()
-    next_path = responses.safe_next(call.body.reserved.get("_next"))
-    if responses.is_htmx(headers):
-        return responses.htmx_success(fragment, next_path)
-    if responses.wants_redirect(headers, call.form_post):
-        _flash(call, flash.success(spec, payload))
-        # To `_next`, or else back to the page the form was posted from.
-        return responses.redirect(next_path or responses.referer_path(headers) or "/")
-    return responses.success(payload)
+    if call.response is None:
+        for stage in stages:
+            if stage.when == "reply":
+                await stage.run(call, runtime)
+    for stage in stages:
+        if stage.when == "always":
+            await stage.run(call, runtime)
+
+
+# --- what the stages share --------------------------------------------------------------
+
+
+def _spec(call: Call) -> ActionSpec:
+    if call.spec is None:  # pragma: no cover - the route stage sets it or refuses
+        raise RuntimeError("no action resolved yet")
+    return call.spec
+
+
+def _kind(call: Call) -> BodyKind:
+    if call.kind is None:  # pragma: no cover - the route stage sets it or refuses
+        raise RuntimeError("no body kind yet")
+    return call.kind
+
+
+def _session_of(call: Call) -> Session:
+    if call.session is None:  # pragma: no cover - the session stage comes first
+        raise RuntimeError("no session yet")
+    return call.session
+
+
+def _body_of(call: Call) -> decoding.Body:
+    if call.body is None:  # pragma: no cover - the body stage reads it or refuses
+        raise RuntimeError("no body read yet")
+    return call.body
+
+
+def _context(call: Call, runtime: Runtime) -> Context:
+    """The handler's Context, made once, when the call has passed the CSRF check."""
+    if call.ctx is None:
+        session = _session_of(call)
+        call.ctx = Context(
+            action=_spec(call).name,
+            scope=call.scope,
+            session=session,
+            client=runtime.client_address(call.scope),
+            load_user=runtime.load_user,
+            password_check=runtime.password_check,
+        )
+        call.principal = session.user_id
+    return call.ctx
 
 
 async def _count(
-    bastion: Bastion, spec: ActionSpec, rate: RateLimitItem, session: Session, client: str | None
+    runtime: Runtime, spec: ActionSpec, rate: RateLimitItem, session: Session, client: str | None
 ) -> None:
     """Stage 5: one call counted per signed-in user, and per client address for every
     anonymous call and every call of an action anyone may call: signing in (with any
     account) must not lift a public action's limit for an address that spent it."""
     user_id = session.user_id
     if user_id is not None:
-        await bastion.counter.hit(rate, "action", spec.name, f"user:{user_id}")
+        await runtime.counter.hit(rate, "action", spec.name, f"user:{user_id}")
     if user_id is None or spec.policy.admits_anonymous:
-        await bastion.counter.hit(rate, "action", spec.name, str(client))
+        await runtime.counter.hit(rate, "action", spec.name, str(client))
 
 
-def _log_failure(call: _Call, exc: BaseException) -> str:
+def _log_failure(call: Call, exc: BaseException) -> str:
     digest = secrets.token_hex(8)
     # The traceback goes to the server log only, under the digest the client sees.
     logger.error(
@@ -209,9 +375,8 @@ def _log_failure(call: _Call, exc: BaseException) -> str:
     return digest
 
 
-def _guard(bastion: Bastion, call: _Call, response: Response) -> Response:
-    """Stage 10's last word: no reply, flash or redirect carries a tainted value."""
-    taints = [t for t in (bastion.taints, call.ctx.taints if call.ctx else None) if t]
+def _guard(runtime: Runtime, call: Call, response: Response) -> Response:
+    taints = [t for t in (runtime.taints, call.ctx.taints if call.ctx else None) if t]
     if not taints:
         return response  # nothing tainted: nothing to search
     flash_json = json.dumps(call.flash) if call.flash is not None else None
@@ -220,7 +385,7 @@ def _guard(bastion: Bastion, call: _Call, response: Response) -> Response:
     for found in (t.find(body, location, flash_json) for t in taints):
         if found is not None:
             if call.flash is not None:
-                call.session.pop_flash()
+                _session_of(call).pop_flash()
             call.error, call.digest = INTERNAL, _log_failure(call, TaintedOutput(found))
             return responses.error(INTERNAL, digest=call.digest)
     return response
@@ -232,12 +397,12 @@ def _is_form_post(headers: Headers) -> bool:
     return media_type in (BodyKind.FORM.value, BodyKind.MULTIPART.value)
 
 
-def _flash(call: _Call, outcome: flash.Flash) -> None:
+def _flash(call: Call, outcome: flash.Flash) -> None:
     call.flash = outcome.to_dict()
-    call.session.set_flash(call.flash)
+    _session_of(call).set_flash(call.flash)
 
 
-def _refuse(call: _Call, exc: ActionError, debug: object = None) -> Response:
+def _refuse(call: Call, exc: ActionError, debug: object = None) -> Response:
     if responses.is_htmx(call.headers):
         return responses.htmx_error(exc, digest=call.digest)
     if responses.wants_redirect(call.headers, call.form_post):

@@ -1,4 +1,4 @@
-"""Who may call an action: pipeline stage 6.
+"""Pipeline stages 7 and 11: who may call an action, and the object check.
 
 A policy answers allow (``True``) or deny for the call's ``Context``. Every action must
 name one: an action without a policy does not register (deny by default, decided at

@@ -1,4 +1,4 @@
-"""Pipeline stage 5: how often one caller may call one action (the ``limits`` library).
+"""Pipeline stage 6: how often one caller may call one action (the ``limits`` library).
 
 Limits are counted in a moving window per action and per caller: the signed-in user
 when there is one, else the client address. Every public action has a limit, the

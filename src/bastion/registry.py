@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import base64
 import collections.abc
-import dataclasses
 import hashlib
 import hmac
 import inspect
 import typing
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, TypeAdapter
@@ -24,14 +22,16 @@ from starlette.datastructures import UploadFile
 from .binding import Bound
 from .config import Limits
 from .context import Context
-from .decoding import FormShape, form_shape
-from .errors import ConfigurationError
+from .decoding import form_shape
+from .errors import ConfigurationError, NotFound
+from .introspect import is_model, leaves, record_fields
 from .policy import Policy, predicate
+from .spec import ActionSpec, Check
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
 
-__all__ = ["ActionSpec", "Registry", "build_spec", "leaves"]
+__all__ = ["ActionSpec", "Check", "PolicyLike", "Registry", "build_spec"]
 
 
 class NoInput(BaseModel):
@@ -39,43 +39,6 @@ class NoInput(BaseModel):
 
     # Built when the first action without input is registered, not when bastion is imported.
     model_config = ConfigDict(extra="forbid", defer_build=True)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ActionSpec:
-    """One registered action, as the pipeline sees it."""
-
-    name: str
-    """Unique among the app's actions; what templates and the test client refer to."""
-    fn: Callable[..., Any]
-    is_async: bool
-    policy: Policy
-    input_model: type[BaseModel]
-    data_param: str | None
-    context_param: str | None
-    output: TypeAdapter[Any] | None
-    """Serialises the result through the declared return type; ``None`` for ``-> None``."""
-    limits: Limits
-    timeout: float
-    accepts_uploads: bool
-    form: FormShape
-    ids: tuple[str, ...]
-    """The action ID under the current key first, then under each fallback key."""
-    rate: RateLimitItem | None = None
-    """Calls allowed per caller (``None``: unlimited, which ``bastion audit`` flags)."""
-    check: Check | None = None
-    """Runs after validation with the context and the input; ``False`` denies (403)."""
-    file_cap_declared: bool = False
-    """Whether the action named its own ``max_file_bytes`` (``bastion audit`` asks it)."""
-    bound: type[BaseModel] | None = None
-    """The model of the values sealed into its forms (``Annotated[Model, Bound]``)."""
-    bound_param: str | None = None
-    fragment: str | None = None
-    """The template an htmx request gets back (rendered with ``data``)."""
-
-    @property
-    def id(self) -> str:
-        return self.ids[0]
 
 
 def action_ids(name: str, keys: tuple[bytes, ...]) -> tuple[str, ...]:
@@ -92,9 +55,6 @@ def action_ids(name: str, keys: tuple[bytes, ...]) -> tuple[str, ...]:
         for key in keys
     )
 
-
-Check = Callable[[Any, Any], bool | Awaitable[bool]]
-"""``check(ctx, data)``: an object-level decision on the validated input."""
 
 PolicyLike = Policy | Callable[[Any], bool | Awaitable[bool]]
 
@@ -150,7 +110,7 @@ def build_spec(
             _check_input(sealed, where)
         elif annotation is Context and context_param is None:
             context_param = param.name
-        elif _is_model(annotation) and data_param is None:
+        elif is_model(annotation) and data_param is None:
             data_param = param.name
             input_model = annotation
         else:
@@ -227,6 +187,13 @@ class Registry:
     def by_id(self, action_id: str) -> ActionSpec | None:
         return self._by_id.get(action_id)
 
+    def resolve(self, action_id: str) -> ActionSpec:
+        """Stage 1: the action for this ID. Unknown IDs get a bare 404, no hint."""
+        spec = self._by_id.get(action_id)
+        if spec is None:
+            raise NotFound()
+        return spec
+
     def get(self, action: Callable[..., Any] | str) -> ActionSpec:
         """The spec of a registered function or name; ``LookupError`` otherwise."""
         found = self._by_name.get(action) if isinstance(action, str) else self._by_fn.get(action)
@@ -255,68 +222,13 @@ def _bound_model(annotation: Any) -> type[BaseModel] | None:
     inner, *extras = typing.get_args(annotation)
     if not any(extra is Bound for extra in extras):
         return None
-    if not _is_model(inner):
+    if not is_model(inner):
         raise ConfigurationError(f"Annotated[..., Bound] takes a pydantic model, not {inner!r}")
     return inner
 
 
-def _is_model(annotation: Any) -> typing.TypeGuard[type[BaseModel]]:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _record_fields(t: Any) -> dict[str, Any] | None:
-    """The field types of a dataclass, TypedDict or NamedTuple (pydantic reads them
-    field by field, as it does a model's); ``None`` for anything else."""
-    if not isinstance(t, type):
-        return None
-    if not (
-        dataclasses.is_dataclass(t)
-        or (issubclass(t, dict) and hasattr(t, "__required_keys__"))  # TypedDict
-        or (issubclass(t, tuple) and hasattr(t, "_fields"))  # NamedTuple
-    ):
-        return None
-    try:
-        return typing.get_type_hints(t, include_extras=True)
-    except Exception:
-        return {}  # unresolvable: the TypeAdapter built from it refuses it
-
-
-def leaves(tp: Any) -> Iterator[Any]:
-    """Every type named inside ``tp``, through unions, containers, Annotated, type
-    aliases, models, dataclasses, TypedDicts and NamedTuples."""
-    seen: set[Any] = set()
-
-    def walk(t: Any) -> Iterator[Any]:
-        yield t
-        if _is_model(t):
-            if t in seen:
-                return
-            seen.add(t)
-            for field in t.model_fields.values():
-                yield from walk(field.annotation)
-            return
-        record = _record_fields(t)
-        if record is not None:
-            if t in seen:
-                return
-            seen.add(t)
-            for annotation in record.values():
-                yield from walk(annotation)
-            return
-        if type(t).__name__ == "TypeAliasType":  # typing's or typing_extensions'
-            if t in seen:
-                return
-            seen.add(t)
-            yield from walk(t.__value__)
-            return
-        for arg in typing.get_args(t):
-            yield from walk(arg)
-
-    return walk(tp)
-
-
 def _models_in(tp: Any) -> Iterator[type[BaseModel]]:
-    return (t for t in leaves(tp) if _is_model(t))
+    return (t for t in leaves(tp) if is_model(t))
 
 
 def _mentions(tp: Any, cls: type) -> bool:
@@ -325,7 +237,7 @@ def _mentions(tp: Any, cls: type) -> bool:
 
 def _extra(t: Any) -> object:
     """The ``extra`` setting pydantic applies to a model, dataclass or TypedDict."""
-    if _is_model(t):
+    if is_model(t):
         return t.model_config.get("extra")
     config = getattr(t, "__pydantic_config__", None)
     return config.get("extra") if isinstance(config, dict) else None
@@ -358,11 +270,11 @@ def _adapter(returns: Any, where: str) -> TypeAdapter[Any]:
 def _check_input(model: type[BaseModel], where: str) -> None:
     for sub in leaves(model):
         # A NamedTuple is positional: pydantic refuses extra items on its own.
-        record = _record_fields(sub) is not None and not issubclass(sub, tuple)
-        if (_is_model(sub) or record) and _extra(sub) != "forbid":
+        record = record_fields(sub) is not None and not issubclass(sub, tuple)
+        if (is_model(sub) or record) and _extra(sub) != "forbid":
             fix = (
                 'add model_config = ConfigDict(extra="forbid")'
-                if _is_model(sub)
+                if is_model(sub)
                 else 'decorate it with @pydantic.with_config(ConfigDict(extra="forbid"))'
             )
             raise ConfigurationError(
@@ -379,7 +291,7 @@ def _is_bare(t: Any) -> bool:
         return True
     if issubclass(origin, str | bytes | bytearray | BaseModel):
         return False
-    if _record_fields(origin) is not None:
+    if record_fields(origin) is not None:
         return False
     return issubclass(origin, collections.abc.Iterable)
 

@@ -1,4 +1,4 @@
-"""Pipeline stage 3: server-side sessions behind an opaque cookie.
+"""Pipeline stage 1: server-side sessions behind an opaque cookie.
 
 The cookie holds only a random ID (256 bits); the data lives in a store, under an
 HMAC of that ID, so a copy of the store holds no usable cookie. A session is made
@@ -32,17 +32,14 @@ from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.datastructures import Headers
-from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from .errors import ActionError, ServiceUnavailable
-from .network import host_trusted
-from .responses import error
+from starlette.types import Scope
 
 if TYPE_CHECKING:
-    from .app import Bastion
+    from .config import SessionConfig
+    from .keys import KeyRing
+    from .stores import Store
 
-__all__ = ["Session", "SessionManager", "SessionMiddleware", "cookie_name", "get_session"]
+__all__ = ["Session", "SessionManager", "cookie_name", "get_session", "session_cookie"]
 
 logger = logging.getLogger("bastion")
 
@@ -173,12 +170,6 @@ class Session(MutableMapping[str, Any]):
         return f"Session(exists={self.exists}, keys={sorted(self._data)})"
 
 
-class UntrustedHost(ActionError):
-    status = 400
-    code = "untrusted_host"
-    message = "Invalid host header"
-
-
 def get_session(scope: Scope) -> Session:
     """The session of this request; bastion's middleware put it in the scope."""
     session: Session | None = scope.get(SCOPE_KEY)
@@ -193,76 +184,19 @@ def _new_secret() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
-class SessionMiddleware:
-    """Loads the session before the app runs and saves it when the response starts.
-
-    ``bastion.mount(app)`` installs it around the whole app, so pages can render
-    tokens and flash messages; bastion's own ASGI entry wraps itself with it too,
-    and whichever runs first does the work.
-    """
-
-    def __init__(self, app: ASGIApp, bastion: Bastion) -> None:
-        self.app = app
-        self.bastion = bastion
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or SCOPE_KEY in scope:
-            await self.app(scope, receive, send)
-            return
-        config = self.bastion.config
-        headers = Headers(scope=scope)
-        if config.trusted_hosts is not None and not host_trusted(headers, config.trusted_hosts):
-            # Before the app runs: nothing it builds from Host (a redirect) may name a
-            # host it does not serve.
-            await _refuse_host(scope, headers, self.bastion)(scope, receive, send)
-            return
-        secure = self.bastion.is_https(scope)
-        name = cookie_name(config.sessions.cookie_name, secure)
-        try:
-            session = await self.bastion.session_manager.load(_cookie(headers, name))
-        except Exception:
-            # Fail closed: without its session, no request of this visitor goes on.
-            logger.exception("bastion: the session store failed to load a session")
-            await _unavailable(scope, headers, self.bastion)(scope, receive, send)
-            return
-        scope[SCOPE_KEY] = session
-        if scope["method"] == "GET" and "text/html" in headers.get("accept", ""):
-            # Shown once: the flash moves from the session to this page's request.
-            scope[FLASH_KEY] = session.pop_flash()
-
-        failed = False
-
-        async def send_with_session(message: Message) -> None:
-            nonlocal failed
-            if failed:
-                return  # the app's own body, after its reply was replaced by a 503
-            if message["type"] == "http.response.start":
-                try:
-                    extra = await self.bastion.session_manager.save(session, name, secure)
-                except Exception:
-                    # The reply would claim a change the store never recorded.
-                    logger.exception("bastion: the session store failed to save a session")
-                    failed = True
-                    await _unavailable(scope, headers, self.bastion)(scope, receive, send)
-                    return
-                if extra:
-                    message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        await self.app(scope, receive, send_with_session)
-
-
 class SessionManager:
     """Reads and writes sessions in the app's store, under HMACs of their IDs."""
 
-    def __init__(self, bastion: Bastion) -> None:
-        self.bastion = bastion
+    def __init__(self, store: Store, keys: KeyRing, config: SessionConfig) -> None:
+        self.store = store
+        self.keys = keys
+        self.config = config
 
     def store_keys(self, sid: str) -> list[str]:
         """Where a session is stored: under the current key first, then each fallback."""
         return [
             "session:" + hmac.new(key, sid.encode(), hashlib.sha256).hexdigest()
-            for key in self.bastion.keys.all("session")
+            for key in self.keys.all("session")
         ]
 
     async def load(self, sid: str | None) -> Session:
@@ -270,14 +204,14 @@ class SessionManager:
             return Session()
         raw, generation = None, 0
         for generation, key in enumerate(self.store_keys(sid)):  # noqa: B007 - used below
-            raw = await self.bastion.store.get(key)
+            raw = await self.store.get(key)
             if raw is not None:
                 break
         if raw is None:
             return Session()
         record = json.loads(raw)
         now = time.time()
-        timeouts = self.bastion.config.sessions
+        timeouts = self.config
         if (
             now - record["created"] > timeouts.absolute_timeout
             or now - record["seen"] > timeouts.idle_timeout
@@ -303,10 +237,10 @@ class SessionManager:
         stored = session._stored
         if stored is None or time.monotonic() - session._loaded_at < _CONFIRM_AFTER:
             return True
-        return await self.bastion.store.get(stored[0]) is not None
+        return await self.store.get(stored[0]) is not None
 
     async def save(self, session: Session, name: str, secure: bool) -> list[tuple[bytes, bytes]]:
-        store = self.bastion.store
+        store = self.store
         for dead in session._dead:
             for key in self.store_keys(dead)[0 if dead != session.id else 1 :]:
                 await store.delete(key)
@@ -314,7 +248,7 @@ class SessionManager:
         sid = session.id
         if sid is not None and session.modified:
             record = session._record
-            timeouts = self.bastion.config.sessions
+            timeouts = self.config
             now = time.time()
             ttl = min(
                 timeouts.idle_timeout,
@@ -340,7 +274,7 @@ class SessionManager:
         if sid is None:
             return [(b"set-cookie", _cookie_header(name, "", 0, secure))]
         created: float = session._record["created"]
-        max_age = int(created + self.bastion.config.sessions.absolute_timeout - time.time())
+        max_age = int(created + self.config.absolute_timeout - time.time())
         return [(b"set-cookie", _cookie_header(name, sid, max_age, secure))]
 
 
@@ -355,7 +289,7 @@ def _cookie_header(name: str, value: str, max_age: int, secure: bool) -> bytes:
     return "; ".join(parts).encode("latin-1")
 
 
-def _cookie(headers: Headers, name: str) -> str | None:
+def session_cookie(headers: Headers, name: str) -> str | None:
     """The named cookie's value; a cookie sent twice (a planted duplicate) counts as none."""
     found: list[str] = []
     for header in headers.getlist("cookie"):
@@ -364,36 +298,3 @@ def _cookie(headers: Headers, name: str) -> str | None:
             if sep and key == name:
                 found.append(value)
     return found[0] if len(found) == 1 else None
-
-
-def _unavailable(scope: Scope, headers: Headers, bastion: Bastion) -> Response:
-    """503: the JSON envelope for action calls and scripts, plain text for pages."""
-    if _wants_envelope(scope, headers, bastion):
-        return error(ServiceUnavailable())
-    return _plain(503, ServiceUnavailable.message.encode())
-
-
-def _refuse_host(scope: Scope, headers: Headers, bastion: Bastion) -> Response:
-    """400 for a ``Host`` that is not trusted: the envelope for calls, text for pages."""
-    if _wants_envelope(scope, headers, bastion):
-        return error(UntrustedHost())
-    return _plain(400, UntrustedHost.message.encode())
-
-
-def _wants_envelope(scope: Scope, headers: Headers, bastion: Bastion) -> bool:
-    path: str = scope.get("path", "")
-    prefix = bastion.config.prefix
-    return (
-        path == prefix
-        or path.startswith(prefix + "/")
-        or "application/json" in headers.get("accept", "")
-    )
-
-
-def _plain(status: int, body: bytes) -> Response:
-    return Response(
-        body,
-        status,
-        {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
-        media_type="text/plain",
-    )

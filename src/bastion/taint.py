@@ -1,4 +1,4 @@
-"""Taint: values that must never leave the server, whatever a handler returns.
+"""Pipeline stage 15, the taint guard: values that must never leave the server.
 
 ``bastion.taint(value, reason)`` marks a process-wide secret (an API key, a signing
 key); ``ctx.taint(value, reason)`` marks one for the current call (a password hash the

@@ -34,23 +34,31 @@ from .sessions import FLASH_KEY, get_session
 if TYPE_CHECKING:
     import jinja2
 
-    from .app import Bastion
+    from .runtime import Runtime
 
 __all__ = ["install"]
 
 
-def install(bastion: Bastion, target: Any) -> None:
+def install(runtime: Runtime, target: Any) -> None:
+    """Add the helpers to ``target``'s globals; they read the app's keys, actions and
+    prefix from ``runtime``."""
     env: jinja2.Environment = getattr(target, "env", target)
+    prefix = runtime.config.prefix
+    script_url = f"{prefix}/bastion.js"
+
+    def url_for(action: Callable[..., Any] | str) -> str:
+        return f"{prefix}/{runtime.registry.get(action).id}"
 
     def token(context: Context) -> str:
         request = context.get("request")
         if request is None:
             raise RuntimeError("bastion's form helpers need `request` in the template context")
-        return csrf.issue(get_session(request.scope), bastion.keys)
+        return csrf.issue(get_session(request.scope), runtime.keys)
 
     @pass_context
     def csrf_input(context: Context) -> Markup:
         """The hidden ``_csrf`` input, with a token masked afresh for this render."""
+
         return Markup('<input type="hidden" name="{}" value="{}">').format(
             csrf.FIELD, token(context)
         )
@@ -72,7 +80,7 @@ def install(bastion: Bastion, target: Any) -> None:
         signed-in visitor, their session)."""
         request = context.get("request")
         session = get_session(request.scope) if request is not None else None
-        sealed = binding.seal(bastion.keys, bastion.registry.get(action), values, session)
+        sealed = binding.seal(runtime.keys, runtime.registry.get(action), values, session)
         return Markup('<input type="hidden" name="_bound" value="{}">').format(sealed)
 
     @pass_context
@@ -86,7 +94,7 @@ def install(bastion: Bastion, target: Any) -> None:
     ) -> Markup:
         """A whole ``<form>`` for an action: method, URL, encoding and hidden fields,
         with ``bind`` values sealed in ``_bound``."""
-        spec = bastion.registry.get(action)
+        spec = runtime.registry.get(action)
         attrs = Markup("").join(
             Markup(' {}="{}"').format(name.rstrip("_").replace("_", "-"), value)
             for name, value in attributes.items()
@@ -94,7 +102,7 @@ def install(bastion: Bastion, target: Any) -> None:
         enctype = Markup(' enctype="multipart/form-data"') if spec.accepts_uploads else Markup("")
         return (
             Markup('<form method="post" action="{}"{}{} data-bastion>').format(
-                bastion.url_for(action), enctype, attrs
+                url_for(action), enctype, attrs
             )
             + bastion_fields(context, next)
             + (bound_input(context, action, bind) if bind is not None else Markup(""))
@@ -124,13 +132,11 @@ def install(bastion: Bastion, target: Any) -> None:
     def bastion_script(context: Context) -> Markup:
         nonce = csp_nonce(context)
         if nonce:
-            return Markup('<script src="{}" nonce="{}" defer></script>').format(
-                bastion.script_url, nonce
-            )
-        return Markup('<script src="{}" defer></script>').format(escape(bastion.script_url))
+            return Markup('<script src="{}" nonce="{}" defer></script>').format(script_url, nonce)
+        return Markup('<script src="{}" defer></script>').format(escape(script_url))
 
     env.globals.update(
-        action_url=bastion.url_for,
+        action_url=url_for,
         action_form=action_form,
         bastion_fields=bastion_fields,
         bastion_script=bastion_script,

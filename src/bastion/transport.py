@@ -1,4 +1,4 @@
-"""Pipeline stage 1: route and transport, from the headers alone.
+"""Pipeline stage 2: route and transport, from the headers alone.
 
 Nothing of the body is read here: an unknown action, a wrong method, an unaccepted
 content type or a declared length over the cap is refused before the first byte.
@@ -17,12 +17,12 @@ from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope
 
-from .errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, UnsupportedMediaType
+from .errors import BadRequest, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
 
 if TYPE_CHECKING:
-    from .registry import ActionSpec, Registry
+    from .spec import ActionSpec
 
-__all__ = ["BodyKind", "body_kind", "check_method", "read", "resolve", "stream"]
+__all__ = ["BodyKind", "body_kind", "check_method", "read", "stream"]
 
 
 class BodyKind(Enum):
@@ -39,14 +39,6 @@ def content_type(value: str) -> tuple[str, dict[bytes, bytes]]:
     """The media type and its parameters (parsed once per distinct header value)."""
     media_type, params = parse_options_header(value)
     return media_type.decode("latin-1"), params
-
-
-def resolve(registry: Registry, action_id: str) -> ActionSpec:
-    """The action for this ID. Unknown IDs get a bare 404, no hint."""
-    spec = registry.by_id(action_id)
-    if spec is None:
-        raise NotFound()
-    return spec
 
 
 def check_method(scope: Scope) -> None:

@@ -57,8 +57,13 @@ class Store(Protocol):
         """Remove the key; absent keys are not an error."""
         ...
 
+    async def health(self) -> None:
+        """Return if the store answers now; raise (its own exception) if it does not.
+        ``GET {prefix}/health`` asks it, for load balancers."""
+        ...
+
     async def close(self) -> None:
-        """Release connections and files."""
+        """Release connections and files (the app's lifespan calls it at shutdown)."""
         ...
 
 

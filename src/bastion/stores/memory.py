@@ -44,8 +44,13 @@ class MemoryStore:
     async def delete(self, key: str) -> None:
         self._items.pop(key, None)
 
+    async def health(self) -> None:
+        return None  # in this process: it always answers
+
     async def close(self) -> None:
-        self._items.clear()
+        # Nothing to release, and the data is the process's: an app whose lifespan runs
+        # twice in one process (tests) keeps its sessions, as with SQLite or Redis.
+        return None
 
     def __len__(self) -> int:
         return len(self._items)

@@ -83,9 +83,9 @@ class RedisStore:
         storage URI), so that they are shared like the sessions."""
         return self.url
 
-    async def ping(self) -> bool:
-        """Whether Redis answers now (for health checks)."""
-        return bool(await self._redis.ping())
+    async def health(self) -> None:
+        if not await self._redis.ping():
+            raise ConnectionError("Redis did not answer PING")
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -102,6 +102,10 @@ class SQLiteStore:
         with self._lock:
             self._connect().execute("DELETE FROM bastion_kv WHERE key = ?", (key,))
 
+    def _health(self) -> None:
+        with self._lock:
+            self._connect().execute("SELECT 1").fetchone()
+
     def _close(self) -> None:
         with self._lock:
             if self._db is not None:
@@ -121,6 +125,9 @@ class SQLiteStore:
 
     async def delete(self, key: str) -> None:
         await anyio.to_thread.run_sync(self._delete, key)
+
+    async def health(self) -> None:
+        await anyio.to_thread.run_sync(self._health)
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._close)

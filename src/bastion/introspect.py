@@ -1,0 +1,72 @@
+"""The one walker over type annotations: every type an annotation names.
+
+Registration (what an action takes and returns), decoding (which fields are forms),
+flash (which fields are secret) and ``bastion audit`` all read annotations through it,
+so a new kind of annotation (a type alias, a TypedDict) is learnt in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["is_model", "leaves", "record_fields"]
+
+
+def is_model(annotation: Any) -> typing.TypeGuard[type[BaseModel]]:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def record_fields(t: Any) -> dict[str, Any] | None:
+    """The field types of a dataclass, TypedDict or NamedTuple (pydantic reads them
+    field by field, as it does a model's); ``None`` for anything else."""
+    if not isinstance(t, type):
+        return None
+    if not (
+        dataclasses.is_dataclass(t)
+        or (issubclass(t, dict) and hasattr(t, "__required_keys__"))  # TypedDict
+        or (issubclass(t, tuple) and hasattr(t, "_fields"))  # NamedTuple
+    ):
+        return None
+    try:
+        return typing.get_type_hints(t, include_extras=True)
+    except Exception:
+        return {}  # unresolvable: the TypeAdapter built from it refuses it
+
+
+def leaves(tp: Any) -> Iterator[Any]:
+    """Every type named inside ``tp``, through unions, containers, Annotated, type
+    aliases, models, dataclasses, TypedDicts and NamedTuples."""
+    seen: set[Any] = set()
+
+    def walk(t: Any) -> Iterator[Any]:
+        yield t
+        if is_model(t):
+            if t in seen:
+                return
+            seen.add(t)
+            for field in t.model_fields.values():
+                yield from walk(field.annotation)
+            return
+        record = record_fields(t)
+        if record is not None:
+            if t in seen:
+                return
+            seen.add(t)
+            for annotation in record.values():
+                yield from walk(annotation)
+            return
+        if type(t).__name__ == "TypeAliasType":  # typing's or typing_extensions'
+            if t in seen:
+                return
+            seen.add(t)
+            yield from walk(t.__value__)
+            return
+        for arg in typing.get_args(t):
+            yield from walk(arg)
+
+    return walk(tp)

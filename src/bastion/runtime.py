@@ -1,0 +1,95 @@
+"""What the pipeline's stages may use, and nothing more: the ``Runtime``.
+
+``Bastion`` (the facade, ``app.py``) builds one from its arguments and hands it down; no
+module below the facade imports ``Bastion``. A stage that needs the keys, the store or
+the client address reads them here, so what a line may touch is what this class lists.
+It is frozen: configuration does not change while the app serves. The one thing filled
+in later, the Jinja environment htmx fragments render with (``bastion.templates()``),
+sits in its own holder, ``Fragments``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.types import Scope
+
+from . import network
+from .auth import PasswordCheck, UserLoader
+from .config import Config
+from .errors import ConfigurationError
+from .events import AuditSink
+from .keys import KeyRing
+from .ratelimit import Counter
+from .registry import Registry
+from .sessions import SessionManager
+from .spec import ActionSpec
+from .stores import Store
+from .taint import TaintSet
+
+if TYPE_CHECKING:
+    import jinja2
+
+__all__ = ["Fragments", "Runtime"]
+
+
+@dataclass(slots=True)
+class Fragments:
+    """The templates htmx fragments are rendered with, once ``templates()`` gave them."""
+
+    env: jinja2.Environment | None = None
+
+    def render(self, spec: ActionSpec, scope: Scope, payload: bytes) -> str | None:
+        """The action's fragment for this result, or ``None`` if it declares none."""
+        if spec.fragment is None:
+            return None
+        if self.env is None:
+            raise ConfigurationError(
+                f"action {spec.name!r} names a fragment: call bastion.templates(...) first"
+            )
+        template = self.env.get_template(spec.fragment)
+        return template.render(request=Request(scope), data=json.loads(payload))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Runtime:
+    """Everything a call may use, built once by ``Bastion``."""
+
+    config: Config
+    keys: KeyRing
+    registry: Registry
+    store: Store
+    sessions: SessionManager
+    counter: Counter
+    password_check: PasswordCheck
+    load_user: UserLoader | None
+    trusted_proxies: network.Networks
+    audit_sinks: tuple[AuditSink, ...]
+    unavailable_errors: tuple[type[BaseException], ...]
+    taints: TaintSet
+    fragments: Fragments = field(default_factory=Fragments)
+    checked_servers: set[tuple[object, ...]] = field(default_factory=set)
+    """Listening addresses found on loopback, for debug mode (checked once each)."""
+
+    @property
+    def debug(self) -> bool:
+        return self.config.debug
+
+    def client_address(self, scope: Scope) -> str | None:
+        return network.client_address(scope, self.trusted_proxies)
+
+    def is_https(self, scope: Scope) -> bool:
+        return network.is_https(self.config, scope)
+
+    def origins_for(self, scope: Scope) -> Collection[str]:
+        return network.origins_for(self.config, scope)
+
+    def render_fragment(self, spec: ActionSpec, scope: Scope, payload: bytes) -> str | None:
+        return self.fragments.render(spec, scope, payload)
+
+    def __repr__(self) -> str:
+        return f"Runtime(prefix={self.config.prefix!r}, actions={len(self.registry)})"
