@@ -34,6 +34,7 @@ from bastion.probe import (
     probe,
     same_origin,
 )
+from bastion.probe.pages import discover_prefixes
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
 
@@ -106,9 +107,11 @@ def test_extract_reads_fields_as_a_browser_submits_them() -> None:
 
 
 def test_extract_follows_same_origin_pages_only() -> None:
-    """Links resolve against the page; other origins (scheme, host or port), the actions,
-    static files and sign-out links are never followed; fragments are dropped."""
+    """Links resolve against the page; other origins (scheme, host or port), the actions
+    (under the prefix the page's bastion.js shows), static files and sign-out links are
+    never followed; fragments are dropped."""
     html = """
+      <script src="/_actions/bastion.js" defer></script>
       <a href="/a">a</a> <a href="b?x=1#top">b</a> <a href="/a#again">a</a>
       <a href="http://127.0.0.1:8000/c">c</a>
       <a href="https://127.0.0.1:8000/d">other scheme</a>
@@ -127,6 +130,32 @@ def test_extract_follows_same_origin_pages_only() -> None:
         "http://127.0.0.1:8000/board/b?x=1",
         "http://127.0.0.1:8000/c",
     ]
+
+
+def test_the_action_prefix_is_read_off_the_page() -> None:
+    """An app that serves its actions under /rpc: the prefix comes from the page (its
+    bastion.js, or a form bastion rendered), never assumed to be /_actions."""
+    html = """
+      <script src="/rpc/bastion.js" defer></script>
+      <form method="post" action="/rpc/xyz"><input name="q"></form>
+      <form method="post" action="/_actions/xyz"><input name="q"></form>
+      <a href="/rpc/xyz">an action</a> <a href="/_actions/page">a page here</a>
+    """
+    assert discover_prefixes(html, PAGE) == {"/rpc/"}
+    links, forms = extract(html, PAGE)
+    assert [f.action for f in forms] == ["http://127.0.0.1:8000/rpc/xyz"]
+    assert links == ["http://127.0.0.1:8000/_actions/page"]
+    marked = (
+        '<form method="post" action="/api/v1/abc" data-bastion>'
+        '<input type="hidden" name="_csrf" value="t"></form>'
+    )
+    assert discover_prefixes(marked, PAGE) == {"/api/v1/"}
+
+
+def test_a_page_lxml_cannot_read_has_nothing_to_probe() -> None:
+    """An empty page (or one that is no HTML) gives no links and no forms, no error."""
+    assert extract("", PAGE) == ([], [])
+    assert extract("   ", PAGE) == ([], [])
 
 
 @pytest.mark.parametrize(
@@ -260,7 +289,8 @@ def test_crawl_is_bounded_and_stays_on_origin() -> None:
         links = "".join(f'<a href="{path.rstrip("/")}/p{i}">n</a>' for i in range(3))
         links += '<a href="https://evil.example/">x</a><a href="/_actions/a">a</a>'
         links += '<a href="/logout">out</a><a href="/away">away</a>'
-        return httpx.Response(200, html=f"<p>depth {depth}</p>{links}")
+        script = '<script src="/_actions/bastion.js"></script>'  # where its actions are
+        return httpx.Response(200, html=f"{script}<p>depth {depth}</p>{links}")
 
     with pytest.raises(ProbeError, match="does not answer"):
         probe("http://127.0.0.1:9/away", transport=httpx.MockTransport(app))

@@ -1,0 +1,60 @@
+"""``bastion probe URL``: attack a running app's actions from the outside, as CI would.
+
+The probe is black-box: it knows nothing of the app's code, only the protocol
+(docs/security-model.md). It
+
+1. crawls the app's pages from ``URL`` — ``GET`` only, same origin only, bounded in
+   pages, depth and time — and collects the bastion forms on them (``data-bastion``,
+   or an action under the prefix the pages show: ``{prefix}/bastion.js``);
+2. for each form's action runs a fixed set of cases, each with the refusal it expects:
+   the CSRF matrix (no token, a forged token, another session's token, a foreign
+   ``Origin``, ``Origin: null``, ``Sec-Fetch-Site: cross-site``, and one valid call
+   as the control), the hostile-input corpus (malformed JSON, deep nesting, NaN,
+   ``__proto__`` keys, NUL characters, invalid UTF-8, 100,000 characters in every
+   text field, a wrong content type, bodies over 1 MiB, ``GET``, CR/LF and another
+   host in ``_next``), and leak checks over every reply (tracebacks, file paths,
+   exception names, ``debug`` details, cookie flags, ``no-store`` and ``nosniff``);
+3. prints one line per case — PASS, FAIL or SKIP — and a summary.
+
+It sends requests one at a time, at most ``MAX_REQUESTS_PER_FORM`` per form and
+``MAX_REQUESTS`` in all, and refuses any host but loopback unless it is named in
+``allow_hosts``. It submits each form the way a visitor would (the control and the
+``_next`` cases may run the action), so point it at a test instance, not production.
+
+The package: ``crawl`` (the probe itself), ``pages`` (links and forms, read with lxml),
+``cases`` (what is tried on each form, and the leak checks), ``http`` (requests within
+the budget), ``target`` (where it may go) and ``model`` (what it finds and reports).
+"""
+
+from __future__ import annotations
+
+from .crawl import probe
+from .model import (
+    MAX_DEPTH,
+    MAX_REQUESTS,
+    MAX_REQUESTS_PER_FORM,
+    Form,
+    FormField,
+    ProbeError,
+    Report,
+    Result,
+)
+from .pages import extract
+from .target import check_target, is_loopback, origin_of, same_origin
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_REQUESTS",
+    "MAX_REQUESTS_PER_FORM",
+    "Form",
+    "FormField",
+    "ProbeError",
+    "Report",
+    "Result",
+    "check_target",
+    "extract",
+    "is_loopback",
+    "origin_of",
+    "probe",
+    "same_origin",
+]
