@@ -55,3 +55,20 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     whole run, else the test is skipped with that reason (see tests/services.py)."""
     with services.redis_for_tests(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Beside pytest's count of cases, how many distinct test functions ran: a
+    parametrised test is one function however many cases it has."""
+    reports = [
+        report
+        for outcome in ("passed", "failed", "skipped", "xfailed", "xpassed")
+        for report in terminalreporter.stats.get(outcome, [])
+        if getattr(report, "when", "call") == "call" or outcome == "skipped"
+    ]
+    cases = {report.nodeid for report in reports}
+    functions = {nodeid.split("[", 1)[0] for nodeid in cases}
+    if cases:
+        terminalreporter.write_line(
+            f"{len(functions)} distinct test functions ran, {len(cases)} cases in all"
+        )

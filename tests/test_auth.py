@@ -20,6 +20,7 @@ import anyio
 import httpx2 as httpx
 import pytest
 from conftest import SECRET, mounted
+from helpers import assert_reply
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -62,13 +63,6 @@ CSRF_FAILED = {
     },
 }
 ADA = {"ok": True, "data": {"name": "Ada", "roles": ["author"]}}
-
-
-def assert_reply(response: httpx.Response, status: int, envelope: dict[str, Any]) -> None:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers["cache-control"] == "no-store"
-    assert response.json() == envelope
 
 
 def internal(response: httpx.Response) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 from conftest import OTHER_SECRET, SECRET, mounted
+from helpers import assert_reply
 from pydantic import BaseModel, ConfigDict
 
 import bastion as bastion_pkg
@@ -38,14 +39,6 @@ DIGEST = re.compile(r"[0-9a-f]{16}")
 class Name(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
-
-
-def assert_reply(response: httpx.Response, status: int, envelope: dict[str, Any]) -> None:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.json() == envelope
 
 
 def assert_internal(response: httpx.Response) -> str:

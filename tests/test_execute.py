@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import httpx2 as httpx
 import pytest
+from helpers import assert_reply
 from pydantic import BaseModel, ConfigDict
 
 from bastion import (
@@ -40,14 +41,6 @@ class Echo(BaseModel):
 
 class Done(BaseModel):
     done: bool
-
-
-def assert_reply(response: httpx.Response, status: int, envelope: dict[str, Any]) -> None:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.json() == envelope
 
 
 def assert_internal(response: httpx.Response) -> str:

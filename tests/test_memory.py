@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+from services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "memory-test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
@@ -50,13 +51,6 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
     error: str = ""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def vm_hwm_kib(pid: int) -> int:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+from helpers import assert_reply
 from pydantic import BaseModel
 
 from bastion import Bastion, public
@@ -58,14 +59,6 @@ class AdminProfile(Profile):
 
 def ada_row() -> UserRow:
     return UserRow(name="Ada", role="author", email=EMAIL, password_hash=SECRET_HASH)
-
-
-def assert_reply(response: httpx.Response, status: int, envelope: dict[str, Any]) -> None:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.json() == envelope
 
 
 def assert_no_secrets(response: httpx.Response) -> None:

@@ -19,6 +19,7 @@ import anyio
 import httpx2 as httpx
 import pytest
 from conftest import SECRET, mounted
+from helpers import assert_reply
 from pydantic import BaseModel, ConfigDict, Field
 
 from bastion import (
@@ -51,13 +52,6 @@ AUTHOR = User(1, roles=frozenset({"author"}), permissions=frozenset({"post:creat
 READER = User(2)
 ADMIN = User(3, roles=frozenset({"admin"}), permissions=frozenset({"post:create", "stats:read"}))
 USERS: dict[str | int, User] = {u.id: u for u in (AUTHOR, READER, ADMIN)}
-
-
-def assert_reply(response: httpx.Response, status: int, envelope: dict[str, Any]) -> None:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers["cache-control"] == "no-store"
-    assert response.json() == envelope
 
 
 def internal(response: httpx.Response) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import httpx2 as httpx
 import pytest
 from conftest import SECRET, mounted
 from pydantic import BaseModel, ConfigDict
+from services import free_port
 
 from bastion import Bastion, public
 from bastion.cli import main
@@ -462,13 +462,6 @@ def test_a_nul_in_json_is_refused_as_in_forms(body: bytes) -> None:
 
 
 # --- whole runs against real servers -----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

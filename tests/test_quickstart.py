@@ -12,8 +12,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx2 as httpx
 import pytest
+from helpers import assert_reply
 
 from bastion.testing import ActionClient
 
@@ -52,14 +52,6 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]
 def client(quickstart: ModuleType) -> Iterator[ActionClient]:
     with ActionClient(quickstart.app, quickstart.bastion) as test_client:
         yield test_client
-
-
-def assert_reply(response: httpx.Response, status: int, envelope: dict[str, Any]) -> None:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.json() == envelope
 
 
 def invalid(fields: dict[str, str]) -> dict[str, Any]:

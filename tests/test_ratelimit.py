@@ -12,6 +12,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 from conftest import SECRET, mounted
+from helpers import assert_reply
 from pydantic import BaseModel, ConfigDict
 from starlette.types import Scope
 
@@ -33,14 +34,6 @@ CSRF_FAILED = {
     },
 }
 USERS = {1: User(1), 2: User(2)}
-
-
-def assert_reply(response: httpx.Response, status: int, envelope: dict[str, Any]) -> None:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.json() == envelope
 
 
 def assert_limited(response: httpx.Response, window: int) -> None:

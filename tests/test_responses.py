@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
+from helpers import assert_reply
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 
@@ -24,14 +25,6 @@ class Note(BaseModel):
 
 class Saved(BaseModel):
     text: str
-
-
-def assert_reply(response: httpx.Response, status: int, envelope: dict[str, Any]) -> None:
-    assert response.status_code == status
-    assert response.headers["content-type"] == "application/json"
-    assert response.headers["cache-control"] == "no-store"
-    assert response.headers["x-content-type-options"] == "nosniff"
-    assert response.json() == envelope
 
 
 def assert_see_other(response: httpx.Response, location: str) -> None:

@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import jinja2
 import pytest
 from conftest import OTHER_SECRET, SECRET
 from pydantic import BaseModel, ConfigDict
+from services import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -592,13 +592,6 @@ def test_session_survives_a_restart_with_sqlite(tmp_path: Path) -> None:
         )
     assert second.calls == ["recall"]
     anyio.run(second.bastion.store.close)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import IO
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
+from services import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "build" / "screenshots"
@@ -47,7 +47,6 @@ CHROMIUM_ARGS = [
 
 START_TIMEOUT = 20.0  # seconds for a server to answer its first request
 EXPECT_TIMEOUT = 5_000  # milliseconds for a page to show what a test expects
-
 
 # --- reading the quickstart page ----------------------------------------------------------
 
@@ -101,13 +100,6 @@ def fetch(url: str, timeout: float = 5.0) -> tuple[int, str]:
 
 
 # --- servers --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
