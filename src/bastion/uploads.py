@@ -1,21 +1,23 @@
 """File uploads: the ``Upload`` field type and multipart decoding with every part bounded.
 
-Parsing is python-multipart's, through Starlette's parser; bastion adds what that
-parser lacks (a cap on bytes per file, strict UTF-8 for names and text, a body that
-must reach its closing boundary) and feeds it the capped body stream, so a multipart
-bomb costs at most ``max_body_bytes``. Files spool to temporary files that are closed
-(and so deleted) when the call ends, whatever its outcome.
+Parsing is python-multipart's, through its public ``MultipartParser`` and callbacks;
+bastion counts what it must (parts, files, bytes per file), requires strict UTF-8 for
+names and text and a body that reaches its closing boundary, and feeds it the capped
+body stream, so a multipart bomb costs at most ``max_body_bytes``. Files spool to
+temporary files that are closed (and so deleted) when the call ends, whatever its
+outcome.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO, Final, cast
 
 from pydantic import PlainValidator, WithJsonSchema
-from python_multipart.multipart import parse_options_header
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 
 from .config import Limits
 from .errors import BadRequest, PayloadTooLarge
@@ -38,62 +40,129 @@ Upload = Annotated[
 Declaring one is what lets an action accept ``multipart/form-data``."""
 
 
-class _CappedParser(MultiPartParser):
-    """Starlette's multipart parser, plus a cap on the bytes of each file."""
+_SPOOL_BYTES: Final = 1024 * 1024
+"""Bytes of a file kept in memory before it spools to a temporary file (as Starlette)."""
 
-    def __init__(self, headers: Headers, chunks: AsyncIterator[bytes], limits: Limits) -> None:
-        super().__init__(
-            headers,
-            chunks,  # type: ignore[arg-type]  # an async iterator is all parse() needs
-            max_files=limits.max_files,
-            max_fields=limits.max_fields,
-            max_part_size=limits.max_body_bytes,
-        )
-        self._max_file_bytes = limits.max_file_bytes
-        self._max_name = limits.max_field_name_length
-        self._file_bytes = 0
-        self._files: list[UploadFile] = []
+
+class _Part:
+    """One part as it arrives: its headers, then its text or its file."""
+
+    __slots__ = ("file", "headers", "name", "text")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.name = ""
+        self.text = bytearray()
+        self.file: UploadFile | None = None
+
+
+class _Collector:
+    """python-multipart's callbacks, with every bound bastion adds: parts, files and
+    bytes per file counted, names and text strict UTF-8, no NUL in a file name, and the
+    closing boundary required (``complete``)."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.items: list[tuple[str, str | UploadFile]] = []
+        self.files: list[UploadFile] = []
+        self.pending: list[tuple[UploadFile, bytes]] = []
+        """File bytes parsed and not yet written (written between chunks, off the parser)."""
         self.complete = False
-        """Whether the closing boundary arrived; python-multipart does not check it."""
+        self._part = _Part()
+        self._field = bytearray()
+        self._value = bytearray()
+        self._fields = 0
+        self._file_bytes = 0
+
+    def callbacks(self) -> dict[str, Any]:
+        return {
+            "on_part_begin": self.on_part_begin,
+            "on_part_data": self.on_part_data,
+            "on_part_end": self.on_part_end,
+            "on_header_field": self.on_header_field,
+            "on_header_value": self.on_header_value,
+            "on_header_end": self.on_header_end,
+            "on_headers_finished": self.on_headers_finished,
+            "on_end": self.on_end,
+        }
 
     def on_part_begin(self) -> None:
-        super().on_part_begin()
+        self._part = _Part()
         self._file_bytes = 0
 
-    def on_part_data(self, data: bytes, start: int, end: int) -> None:
-        if self._current_part.file is not None:
-            self._file_bytes += end - start
-            if self._file_bytes > self._max_file_bytes:
-                raise PayloadTooLarge("An uploaded file is too large.")
-        super().on_part_data(data, start, end)
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._field += data[start:end]
 
-    def on_part_end(self) -> None:
-        if self._current_part.file is None:
-            # Starlette falls back to Latin-1 for bad bytes; a urlencoded form gets 400.
-            _utf8(self._current_part.data)
-        super().on_part_end()
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self._part.headers.append((bytes(self._field).lower(), bytes(self._value)))
+        self._field.clear()
+        self._value.clear()
 
     def on_headers_finished(self) -> None:
-        # Checked before Starlette opens a temporary file for the part.
-        _, options = parse_options_header(self._current_part.content_disposition)
+        part = self._part
+        disposition = next((v for k, v in part.headers if k == b"content-disposition"), None)
+        if disposition is None:
+            raise BadRequest("The multipart body is malformed.")
+        _, options = parse_options_header(disposition)
         name = options.get(b"name")
-        if name is not None and len(_utf8(name)) > self._max_name:
+        if name is None:
+            raise BadRequest("The multipart body is malformed.")
+        part.name = _utf8(name)
+        if len(part.name) > self.limits.max_field_name_length:
             raise BadRequest("A field name is too long.")
-        # A file name is text from the client like any field: strict UTF-8 (Starlette
-        # would fall back to Latin-1) and no NUL (it cuts C strings and paths short).
+        self._fields += 1
+        if self._fields > self.limits.max_fields:
+            raise PayloadTooLarge("Too many fields or files.")
         filename = options.get(b"filename")
-        if filename is not None and "\x00" in _utf8(filename):
+        if filename is None:
+            return
+        # A file name is text from the client like any field: strict UTF-8 and no NUL
+        # (it cuts C strings and paths short).
+        decoded = _utf8(filename)
+        if "\x00" in decoded:
             raise BadRequest("The form holds a NUL character.")
-        super().on_headers_finished()
-        if self._current_part.file is not None:
-            self._files.append(self._current_part.file)
+        if len(self.files) >= self.limits.max_files:
+            raise PayloadTooLarge("Too many fields or files.")
+        part.file = UploadFile(
+            # Closed when the call ends (Body.close), or here on a refusal.
+            file=cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)),  # noqa: SIM115
+            size=0,
+            filename=decoded,
+            headers=Headers(raw=part.headers),
+        )
+        self.files.append(part.file)
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        part = self._part
+        if part.file is None:
+            part.text += data[start:end]
+            return
+        self._file_bytes += end - start
+        if self._file_bytes > self.limits.max_file_bytes:
+            raise PayloadTooLarge("An uploaded file is too large.")
+        self.pending.append((part.file, data[start:end]))
+
+    def on_part_end(self) -> None:
+        part = self._part
+        if part.file is None:
+            self.items.append((part.name, _utf8(part.text)))
+        else:
+            self.items.append((part.name, part.file))
 
     def on_end(self) -> None:
-        super().on_end()
         self.complete = True
 
+    async def flush(self) -> None:
+        """Write the file bytes parsed so far (a spooled file may write to disk)."""
+        pending, self.pending = self.pending, []
+        for upload, data in pending:
+            await upload.write(data)
+
     def close(self) -> None:
-        for upload in self._files:
+        for upload in self.files:
             upload.file.close()
 
 
@@ -107,17 +176,30 @@ def _utf8(raw: bytes | bytearray) -> str:
 async def parse_multipart(
     headers: Headers, chunks: AsyncIterator[bytes], limits: Limits
 ) -> list[tuple[str, str | UploadFile]]:
-    """Flat (name, value) pairs; values are text or spooled files."""
-    parser = _CappedParser(headers, chunks, limits)
-    try:
-        form = await parser.parse()
-    except MultiPartException as exc:
-        text = exc.message
-        if text.startswith("Too many"):
-            raise PayloadTooLarge("Too many fields or files.") from None
-        raise BadRequest("The multipart body is malformed.") from None
-    if not parser.complete:
-        # Cut off before the closing boundary: the last part may be missing or partial.
-        parser.close()
+    """Flat (name, value) pairs; values are text or spooled files. The files are closed
+    here on any refusal, else by the caller when the call ends."""
+    _, params = parse_options_header(headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if not boundary:
         raise BadRequest("The multipart body is malformed.")
-    return list(form.multi_items())
+    collector = _Collector(limits)
+    try:
+        # Refuses a boundary over 256 bytes, as RFC 2046 caps it at 70.
+        parser = MultipartParser(boundary, collector.callbacks())  # type: ignore[arg-type]
+        async for chunk in chunks:
+            parser.write(chunk)
+            await collector.flush()
+        parser.finalize()
+        await collector.flush()
+        if not collector.complete:
+            # Cut off before the closing boundary: the last part may be missing or partial.
+            raise BadRequest("The multipart body is malformed.")
+    except FormParserError:  # python-multipart's own: a malformed body or boundary
+        collector.close()
+        raise BadRequest("The multipart body is malformed.") from None
+    except BaseException:
+        collector.close()
+        raise
+    for upload in collector.files:
+        await upload.seek(0)
+    return collector.items
