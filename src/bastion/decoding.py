@@ -28,7 +28,7 @@ from . import transport
 from .config import Limits
 from .csrf import FIELD as CSRF_FIELD
 from .errors import ActionError, BadRequest, PayloadTooLarge, ValidationFailed
-from .introspect import leaves
+from .introspect import leaves, mentions, unannotated
 from .spec import FormShape
 from .timeouts import DeadlinePassed, within
 from .transport import BodyKind
@@ -98,12 +98,12 @@ def form_shape(model: type[BaseModel]) -> FormShape:
     lists, booleans, optionals, uploads = set(), set(), set(), set()
     for name, info in model.model_fields.items():
         key = info.alias or name
-        annotation = _unannotated(info.annotation)
+        annotation = unannotated(info.annotation)
         args = typing.get_args(annotation)
         if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
             optionals.add(key)
             rest = [a for a in args if a is not type(None)]
-            annotation = _unannotated(rest[0]) if len(rest) == 1 else annotation
+            annotation = unannotated(rest[0]) if len(rest) == 1 else annotation
         origin = typing.get_origin(annotation) or annotation
         if origin in (list, set, frozenset, tuple) or (
             isinstance(origin, type)
@@ -113,24 +113,11 @@ def form_shape(model: type[BaseModel]) -> FormShape:
             lists.add(key)
         elif annotation is bool:
             booleans.add(key)
-        if _mentions_upload(annotation):
+        if mentions(annotation, UploadFile):
             uploads.add(key)
     return FormShape(
         frozenset(lists), frozenset(booleans), frozenset(optionals), frozenset(uploads)
     )
-
-
-def _unannotated(annotation: Any) -> Any:
-    """``Annotated[list[str], Field(...)]`` is a list all the same."""
-    while typing.get_origin(annotation) is typing.Annotated:
-        annotation = typing.get_args(annotation)[0]
-    return annotation
-
-
-def _mentions_upload(annotation: Any) -> bool:
-    if isinstance(annotation, type) and issubclass(annotation, UploadFile):
-        return True
-    return any(_mentions_upload(arg) for arg in typing.get_args(annotation))
 
 
 async def read(spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Receive) -> Body:

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 
 from .decoding import Body
 from .errors import ActionError, ValidationFailed
-from .introspect import leaves
+from .introspect import mentions
 from .spec import ActionSpec
 
 __all__ = ["Flash", "failure", "success"]
@@ -120,8 +120,5 @@ def _secret_fields(model: type[BaseModel]) -> frozenset[str]:
     return frozenset(
         info.alias or name
         for name, info in model.model_fields.items()
-        if any(
-            isinstance(t, type) and issubclass(t, SecretStr | SecretBytes)
-            for t in leaves(info.annotation)
-        )
+        if mentions(info.annotation, SecretStr, SecretBytes)
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["is_model", "leaves", "record_fields"]
+__all__ = ["is_model", "leaves", "mentions", "record_fields", "unannotated"]
 
 
 def is_model(annotation: Any) -> typing.TypeGuard[type[BaseModel]]:
@@ -70,3 +70,16 @@ def leaves(tp: Any) -> Iterator[Any]:
             yield from walk(arg)
 
     return walk(tp)
+
+
+def mentions(tp: Any, *classes: type) -> bool:
+    """Whether ``tp`` names one of ``classes`` (or a subclass) anywhere inside it: an
+    upload field, a secret field."""
+    return any(isinstance(t, type) and issubclass(t, classes) for t in leaves(tp))
+
+
+def unannotated(annotation: Any) -> Any:
+    """``Annotated[list[str], Field(...)]`` is a list all the same."""
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation

@@ -24,7 +24,7 @@ from .config import Limits
 from .context import Context
 from .decoding import form_shape
 from .errors import ConfigurationError, NotFound
-from .introspect import is_model, leaves, record_fields
+from .introspect import is_model, leaves, mentions, record_fields
 from .policy import Policy, predicate
 from .spec import ActionSpec, Check
 
@@ -143,7 +143,7 @@ def build_spec(
         output=output,
         limits=limits,
         timeout=timeout,
-        accepts_uploads=_mentions(input_model, UploadFile),
+        accepts_uploads=mentions(input_model, UploadFile),
         form=form_shape(input_model),
         ids=action_ids(name, keys),
         rate=rate,
@@ -229,10 +229,6 @@ def _bound_model(annotation: Any) -> type[BaseModel] | None:
 
 def _models_in(tp: Any) -> Iterator[type[BaseModel]]:
     return (t for t in leaves(tp) if is_model(t))
-
-
-def _mentions(tp: Any, cls: type) -> bool:
-    return any(isinstance(t, type) and issubclass(t, cls) for t in leaves(tp))
 
 
 def _extra(t: Any) -> object:
