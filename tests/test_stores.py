@@ -188,8 +188,8 @@ async def test_health_returns_while_the_store_answers(store: Store) -> None:
     assert await store.health() is None
 
 
-async def test_close_then_the_store_is_done_with_its_resources(store: Store) -> None:
-    """close() releases the store's connections or file; closing twice is no error."""
+async def test_close_twice_is_no_error(store: Store) -> None:
+    """close() may be called again (a lifespan that ends twice, a test's clean-up)."""
     await store.set("k", b"v", TTL)
     await store.close()
     await store.close()

@@ -364,8 +364,7 @@ class Bastion:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})  # actions are HTTP only
             return
-        if self.config.debug:
-            network.refuse_debug_off_loopback(scope, self.runtime.checked_servers)
+        # (Debug mode off loopback was refused by the session middleware around this.)
         path = _relative_path(scope, self.config.prefix)
         response: Response
         if path == _SCRIPT and scope["method"] in ("GET", "HEAD"):

@@ -586,3 +586,15 @@ def assert_no_leak_in(reply: Reply, sent: bytes = b"") -> None:
         raw = marker.encode()
         if raw not in sent:
             assert raw not in seen, f"the reply holds {marker!r}: {seen[:400]!r}"
+
+
+def script_headers(browser: Browser, sid: str, token: str) -> list[tuple[str, str]]:
+    """A script's call as bastion.js sends it: JSON, the token in its header, in the
+    session ``sid``."""
+    return [
+        ("content-type", JSON),
+        ("accept", JSON),
+        ("origin", ORIGIN),
+        ("x-csrf-token", token),
+        ("cookie", f"{browser.cookie}={sid}"),
+    ]

@@ -32,7 +32,6 @@ from . import corpus
 from ._support import (
     EXAMPLES,
     FORM,
-    JSON,
     ORIGIN,
     Attack,
     Browser,
@@ -40,6 +39,7 @@ from ._support import (
     assert_no_leak,
     handlers_run,
     run_attack,
+    script_headers,
     session_after,
     with_ids,
 )
@@ -311,20 +311,9 @@ SPELLINGS: Final = [
 admin's, so log-in (and its throttle) finds the admin's account."""
 
 
-def _script_headers(browser: Browser, sid: str, token: str) -> list[tuple[str, str]]:
-    """A script's call, as bastion.js sends it, in the session ``sid``."""
-    return [
-        ("content-type", JSON),
-        ("accept", JSON),
-        ("origin", ORIGIN),
-        ("x-csrf-token", token),
-        ("cookie", f"{browser.cookie}={sid}"),
-    ]
-
-
 def _log_in(board: Target, browser: Browser, email: str) -> tuple[str, httpx.Response]:
     sid, token = browser.new_session()
-    headers = _script_headers(browser, sid, token)
+    headers = script_headers(browser, sid, token)
     body = json.dumps({"email": email, "password": ADMIN_PASSWORD}).encode()
     reply = browser.send("POST", board.bastion.url_for("login"), headers, body)
     assert_no_leak(reply, body, board.secrets)
@@ -402,7 +391,7 @@ def test_a_signup_never_takes_the_admin_address(
     before = board.state()
     with Browser(board) as browser:
         sid, token = browser.new_session()
-        headers = _script_headers(browser, sid, token)
+        headers = script_headers(browser, sid, token)
         body = json.dumps({"name": "Mallory", "email": email, "password": "x" * 16}).encode()
         reply = browser.send("POST", board.bastion.url_for("signup"), headers, body)
     assert_no_leak(reply, body, board.secrets)

@@ -28,7 +28,6 @@ from . import corpus, probe
 from ._support import (
     FORM,
     FORM_PAGE,
-    JSON,
     ORIGIN,
     PASSWORD,
     Attack,
@@ -38,6 +37,7 @@ from ._support import (
     assert_no_leak,
     handlers_run,
     run_attack,
+    script_headers,
     session_after,
     with_ids,
 )
@@ -383,9 +383,9 @@ def test_the_handler_watch_sees_async_and_sync_handlers(qs: Target) -> None:
     with handlers_run(qs.bastion) as ran, Browser(qs) as browser:
         sid, token = browser.new_session()
         greeted = browser.send(
-            "POST", qs.bastion.url_for("greet"), _script(browser, sid, token), GREETING
+            "POST", qs.bastion.url_for("greet"), script_headers(browser, sid, token), GREETING
         )
-        headers = _script(browser, admin, browser.token(admin))
+        headers = script_headers(browser, admin, browser.token(admin))
         who = browser.send("POST", qs.bastion.url_for("whoami"), headers, b"{}")
     assert (greeted.status_code, who.status_code) == (200, 200)
     assert ran == ["greet", "whoami"]
@@ -444,7 +444,7 @@ def test_a_lookalike_of_the_admin_address_is_not_the_admin(qs: Target, email: st
         sid, token = browser.new_session()
         body = json.dumps({"email": email, "password": PASSWORD}).encode()
         reply = browser.send(
-            "POST", qs.bastion.url_for("login"), _script(browser, sid, token), body
+            "POST", qs.bastion.url_for("login"), script_headers(browser, sid, token), body
         )
         assert reply.status_code == 401, reply.text
         assert reply.json() == {
@@ -467,23 +467,13 @@ def test_the_lookalike_test_would_see_a_sign_in(qs: Target, email: str) -> None:
         sid, token = browser.new_session()
         body = json.dumps({"email": email, "password": PASSWORD}).encode()
         reply = browser.send(
-            "POST", qs.bastion.url_for("login"), _script(browser, sid, token), body
+            "POST", qs.bastion.url_for("login"), script_headers(browser, sid, token), body
         )
         assert reply.status_code == 200, reply.text
         after = session_after(reply, browser.cookie, sid)
         assert after is not None
         assert after != sid
         assert browser.user_id(after) == 3
-
-
-def _script(browser: Browser, sid: str, token: str) -> list[tuple[str, str]]:
-    return [
-        ("content-type", JSON),
-        ("accept", JSON),
-        ("origin", ORIGIN),
-        ("x-csrf-token", token),
-        ("cookie", f"{browser.cookie}={sid}"),
-    ]
 
 
 def _form(browser: Browser, sid: str) -> list[tuple[str, str]]:
@@ -514,7 +504,7 @@ def test_a_repeated_json_key_is_one_value_the_one_checked(qs: Target, body: byte
     with handlers_run(qs.bastion) as ran, Browser(qs) as browser:
         sid, token = browser.new_session()
         reply = browser.send(
-            "POST", qs.bastion.url_for("greet"), _script(browser, sid, token), body
+            "POST", qs.bastion.url_for("greet"), script_headers(browser, sid, token), body
         )
     assert reply.status_code == 200, reply.text
     assert reply.json() == {"ok": True, "data": {"message": "Hello, Ada!"}}
@@ -630,7 +620,7 @@ def test_an_upload_file_name_is_only_data(
     body = corpus.part(b"file", b"payload", name.encode()) + corpus.END
     with handlers_run(probe.bastion) as ran, Browser(probe_target) as browser:
         sid, token = browser.new_session()
-        headers = _script(browser, sid, token)
+        headers = script_headers(browser, sid, token)
         headers[0] = ("content-type", MULTIPART)
         reply = browser.send("POST", probe.bastion.url_for("upload"), headers, body)
     if "\x00" in name:
@@ -655,7 +645,7 @@ def test_a_pickle_upload_is_never_unpickled(probe_target: Target) -> None:
     )
     with Browser(probe_target) as browser:
         sid, token = browser.new_session()
-        headers = _script(browser, sid, token)
+        headers = script_headers(browser, sid, token)
         headers[0] = ("content-type", MULTIPART)
         reply = browser.send(
             "POST", probe.bastion.url_for("upload"), headers, pickle_part + corpus.END
@@ -703,7 +693,7 @@ def test_a_session_id_from_before_log_in_dies_at_log_in(qs: Target) -> None:
         before, token = browser.new_session()
         body = json.dumps({"email": ADMIN, "password": PASSWORD}).encode()
         reply = browser.send(
-            "POST", qs.bastion.url_for("login"), _script(browser, before, token), body
+            "POST", qs.bastion.url_for("login"), script_headers(browser, before, token), body
         )
         assert reply.status_code == 200
         after = session_after(reply, browser.cookie, before)
@@ -713,7 +703,7 @@ def test_a_session_id_from_before_log_in_dies_at_log_in(qs: Target) -> None:
         assert browser.user_id(after) == 3
     with handlers_run(qs.bastion) as ran, Browser(qs) as browser:
         stale = browser.send(
-            "POST", qs.bastion.url_for("whoami"), _script(browser, before, token), b""
+            "POST", qs.bastion.url_for("whoami"), script_headers(browser, before, token), b""
         )
         assert stale.status_code == 403
         assert stale.json()["error"]["code"] == "csrf_failed"
