@@ -1,11 +1,12 @@
 """Coverage-guided fuzzing of bastion's body decoders with atheris (libFuzzer).
 
-Arbitrary bytes go straight into ``bastion.decoding`` and ``bastion.uploads`` — JSON
-bodies, urlencoded forms and multipart bodies with arbitrary boundaries, in chunks of
-arbitrary size — exactly as the pipeline calls them, but without HTTP: the body kind
-from a Content-Type header, ``decoding.read`` (the capped stream, the flat fields, the
-reserved ``_csrf``/``_next``/``_bound``), then ``decoding.validate`` into two input
-models (one with text, numbers, lists, checkboxes and a nested model; one with uploads).
+Arbitrary bytes go straight into ``bastion.pipeline.stages.decoding`` and
+``bastion.http.multipart`` — JSON bodies, urlencoded forms and multipart bodies with
+arbitrary boundaries, in chunks of arbitrary size — exactly as the pipeline calls them,
+but without HTTP: the body kind from a Content-Type header, ``decoding.read`` (the
+capped stream, the flat fields, the reserved ``_csrf``/``_next``/``_bound``), then
+``decoding.validate`` into two input models (one with text, numbers, lists, checkboxes
+and a nested model; one with uploads).
 
 Only bastion's own refusals (``ActionError``: 400, 413, 415, 422) may come out; any other
 exception, a hang (``-timeout``) or running out of memory (``-rss_limit_mb``) is a crash,
@@ -40,7 +41,8 @@ with atheris.instrument_imports(include=["bastion", "python_multipart", "starlet
     from pydantic import BaseModel, ConfigDict, Field
     from starlette.datastructures import Headers
 
-    from bastion import ActionError, Bastion, Limits, Upload, decoding, public, transport
+    from bastion import ActionError, Bastion, Limits, Upload, public
+    from bastion.pipeline.stages import decoding, transport
     from bastion.stores import MemoryStore
 
 T = TypeVar("T")

@@ -43,9 +43,9 @@ from bastion import (
     public,
     require,
 )
+from bastion.actions.audit import ActionReport, FieldReport, inventory
+from bastion.actions.registry import action_ids
 from bastion.app import AUDITING
-from bastion.audit import ActionReport, FieldReport, inventory
-from bastion.registry import action_ids
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

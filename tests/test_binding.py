@@ -33,9 +33,9 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 from bastion import Bastion, Bound, ConfigurationError, Context, User, public
-from bastion import binding as binding_module
-from bastion.binding import BoundInvalid, open_bound
 from bastion.csrf import issue
+from bastion.pipeline.stages import binding as binding_module
+from bastion.pipeline.stages.binding import BoundInvalid, open_bound
 from bastion.sessions import Session, get_session
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
@@ -583,7 +583,7 @@ def test_bind_session_true_ties_an_anonymous_visitors_form(site: Site) -> None:
 def test_sealed_value_opens_until_its_expiry_and_not_after(
     site: Site, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Attack: replay a form after its lifetime. With a clock in bastion.binding only:
+    """Attack: replay a form after its lifetime. With a clock in the binding stage only:
     sealed at NOW with ttl=60, it opens at NOW + 60 and is refused at NOW + 60.001."""
     clock = SimpleNamespace(time=lambda: NOW)
     monkeypatch.setattr(binding_module, "time", clock)

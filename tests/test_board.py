@@ -372,7 +372,7 @@ def test_a_short_seed_password_stops_the_start(board: Board) -> None:
 
 def test_every_action_passes_bastion_audit(board: Board) -> None:
     """The inventory /security shows: every action with a rate limit, no violation."""
-    from bastion.audit import inventory
+    from bastion.actions.audit import inventory
 
     reports = inventory(board.bastion)
     assert [r.name for r in reports] == list(ACTIONS)

@@ -27,8 +27,8 @@ from pydantic import BaseModel
 from starlette.datastructures import Headers
 
 from bastion import Bastion, Context, public
+from bastion.crypto.keys import KeyRing, Secret
 from bastion.csrf import CsrfFailed, issue, verify
-from bastion.keys import KeyRing, Secret
 from bastion.sessions import Session
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient

@@ -44,11 +44,11 @@ from bastion import (
     public,
     require,
 )
-from bastion.binding import BoundInvalid
 from bastion.csrf import CsrfFailed
 from bastion.events import AuditEvent, emit, log_sink, outcome_of
-from bastion.origin import CrossOrigin
+from bastion.http.origin import CrossOrigin
 from bastion.pipeline import INTERNAL
+from bastion.pipeline.stages.binding import BoundInvalid
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
 

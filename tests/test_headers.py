@@ -27,7 +27,7 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
 from bastion import Bastion, public
-from bastion.headers import HSTS, NONCE_KEY, PERMISSIONS_POLICY, SecurityHeaders, default_csp
+from bastion.http.headers import HSTS, NONCE_KEY, PERMISSIONS_POLICY, SecurityHeaders, default_csp
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
 

@@ -10,7 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bastion import Bastion, ConfigurationError, Secret, generate_secret_key
-from bastion.keys import KeyRing, resolve_secret
+from bastion.crypto.keys import KeyRing, resolve_secret
 
 NO_KEY = (
     "No secret key: pass secret_key= or set BASTION_SECRET_KEY. Generate one with `bastion keygen`."

@@ -1,4 +1,4 @@
-"""bastion.network: the client address from the peer and the proxies the app names, a
+"""bastion.http.network: the client address from the peer and the proxies the app names, a
 server's own rewrite of it seen and refused, and the host guard's patterns."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-from bastion.network import (
+from bastion.http.network import (
     ForwardingRefused,
     check_forwarding,
     client_address,

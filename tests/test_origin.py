@@ -1,7 +1,7 @@
 """Stage 2, where a call comes from: ``parse_origin``, ``check`` and ``allowed_origins``.
 
 The whole stack's answers (statuses and envelopes, with tokens) are in test_csrf.py's
-matrix; here each rule of ``bastion.origin`` is checked on its own, then through the
+matrix; here each rule of ``bastion.http.origin`` is checked on its own, then through the
 app for what only the app decides (debug mode's loopback origins, Host ignored).
 """
 
@@ -15,7 +15,7 @@ from conftest import SECRET, mounted
 from starlette.datastructures import Headers
 
 from bastion import Bastion, ConfigurationError, public
-from bastion.origin import CrossOrigin, check, parse_origin
+from bastion.http.origin import CrossOrigin, check, parse_origin
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
 

@@ -36,7 +36,7 @@ from bastion import (
     public,
     require,
 )
-from bastion.policy import authorize
+from bastion.actions.policy import authorize
 from bastion.sessions import Session
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient

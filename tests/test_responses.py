@@ -10,8 +10,9 @@ from helpers import assert_reply
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 
-from bastion import ActionError, Bastion, RateLimited, ValidationFailed, public, responses
-from bastion.responses import referer_path, safe_next
+from bastion import ActionError, Bastion, RateLimited, ValidationFailed, public
+from bastion.http import responses
+from bastion.http.responses import referer_path, safe_next
 from bastion.testing import ActionClient
 
 DIGEST = re.compile(r"[0-9a-f]{16}")

@@ -22,7 +22,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from bastion import ServiceUnavailable
-from bastion.audit import inventory
+from bastion.actions.audit import inventory
 
 from .core import Member, bastion, db
 from .db import DATABASE_DOWN, MAX_ROW_ID, ROLES, Account, Post

@@ -3,12 +3,14 @@
 Everything public is named here; the modules behind it are the pipeline's stages.
 """
 
-from .app import Bastion
-from .auth import LoginThrottle, Principal, User
-from .binding import Bound
-from .config import Config, Limits, SessionConfig
-from .context import Context
-from .errors import (
+from bastion.actions.policy import Policy, authenticated, predicate, public, require
+from bastion.actions.spec import Bound
+from bastion.app import Bastion
+from bastion.auth import LoginThrottle, Principal, User
+from bastion.config import Config, Limits, SessionConfig
+from bastion.context import Context
+from bastion.crypto.keys import Secret, generate_secret_key
+from bastion.errors import (
     ActionError,
     BadRequest,
     BastionError,
@@ -24,14 +26,12 @@ from .errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from .flash import Flash
-from .identity import LoginName, NewLoginName, canonical_login, check_new_login
-from .keys import Secret, generate_secret_key
-from .passwords import hash_password, needs_rehash, verify_password
-from .policy import Policy, authenticated, predicate, public, require
-from .sessions import Session
-from .stores import MemoryStore, SQLiteStore, Store
-from .uploads import Upload
+from bastion.http.multipart import Upload
+from bastion.identity import LoginName, NewLoginName, canonical_login, check_new_login
+from bastion.passwords import hash_password, needs_rehash, verify_password
+from bastion.pipeline.flash import Flash
+from bastion.sessions import Session
+from bastion.stores import MemoryStore, SQLiteStore, Store
 
 __all__ = [
     "ActionError",

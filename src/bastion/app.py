@@ -19,23 +19,24 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from . import network, pipeline
-from .auth import LoginThrottle, PasswordCheck, Principal, UserLoader, load_user
-from .binding import DEFAULT_TTL, seal
-from .config import Config, Limits, SessionConfig, check_timeout
-from .errors import ConfigurationError, NotFound
-from .events import AuditSink, log_sink
-from .headers import SecurityHeaders, default_csp
-from .keys import KeyRing, Secret, resolve_secret
-from .middleware import SessionMiddleware
-from .origin import parse_origin
-from .ratelimit import Counter, parse_rate
-from .registry import ActionSpec, Check, PolicyLike, Registry, build_spec
-from .responses import error
-from .runtime import Runtime
-from .sessions import Session, SessionManager, get_session
-from .stores import Store, store_from_url
-from .taint import TaintSet, redactor, taint_env
+from bastion import pipeline
+from bastion.actions.registry import ActionSpec, Check, PolicyLike, Registry, build_spec
+from bastion.asgi import SessionMiddleware
+from bastion.auth import LoginThrottle, PasswordCheck, Principal, UserLoader, load_user
+from bastion.config import Config, Limits, SessionConfig, check_timeout
+from bastion.crypto.keys import KeyRing, Secret, resolve_secret
+from bastion.errors import ConfigurationError, NotFound
+from bastion.events import AuditSink, log_sink
+from bastion.http import network
+from bastion.http.headers import SecurityHeaders, default_csp
+from bastion.http.origin import parse_origin
+from bastion.http.responses import error
+from bastion.pipeline.runtime import Runtime
+from bastion.pipeline.stages.binding import DEFAULT_TTL, seal
+from bastion.ratelimit import Counter, parse_rate
+from bastion.sessions import Session, SessionManager, get_session
+from bastion.stores import Store, store_from_url
+from bastion.taint import TaintSet, redactor, taint_env
 
 if TYPE_CHECKING:
     pass
@@ -294,10 +295,12 @@ class Bastion:
         """Add bastion's helpers to Jinja templates (a Starlette ``Jinja2Templates`` or a
         ``jinja2.Environment``): ``action_form``, ``action_url``, ``bastion_fields``,
         ``csrf_input``, ``flash`` and ``bastion_script``."""
-        from . import templating  # Jinja2 is loaded by the first app that renders forms
+        from bastion.integrations import (
+            jinja,  # Jinja2 is loaded by the first app that renders forms
+        )
 
         self.runtime.fragments.env = getattr(target, "env", target)
-        templating.install(self.runtime, target)
+        jinja.install(self.runtime, target)
 
     # --- mounting ----------------------------------------------------------------------
 

@@ -12,15 +12,15 @@ from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import ConfigurationError
-from .identity import canonical_login
-from .passwords import verify_in_thread
-from .ratelimit import Counter, parse_rate
+from bastion.errors import ConfigurationError
+from bastion.identity import canonical_login
+from bastion.passwords import verify_in_thread
+from bastion.ratelimit import Counter, parse_rate
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
 
-    from .sessions import Session
+    from bastion.sessions import Session
 
 __all__ = ["LoginThrottle", "Principal", "User", "UserLoader", "load_user"]
 

@@ -9,10 +9,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .app import AUDITING, Bastion
-from .audit import ActionReport, inventory
-from .errors import ConfigurationError
-from .keys import generate_secret_key
+from bastion.actions.audit import ActionReport, inventory
+from bastion.app import AUDITING, Bastion
+from bastion.crypto.keys import generate_secret_key
+from bastion.errors import ConfigurationError
 
 __all__ = ["main"]
 
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _probe(
     url: str, allow_hosts: list[str], max_pages: int, timeout: float, *, as_json: bool
 ) -> int:
-    from .probe import ProbeError, probe  # httpx2 is loaded only for this command
+    from bastion.probe import ProbeError, probe  # httpx2 is loaded only for this command
 
     try:
         report = probe(url, allow_hosts=allow_hosts, max_pages=max_pages, timeout=timeout)

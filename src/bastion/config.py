@@ -11,8 +11,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from .errors import ConfigurationError
-from .keys import Secret
+from bastion.crypto.keys import Secret
+from bastion.errors import ConfigurationError
 
 __all__ = ["Config", "Limits", "SessionConfig"]
 

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any, Final
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-from .auth import load_user
-from .errors import ConfigurationError, Forbidden
-from .taint import TaintSet
+from bastion.auth import load_user
+from bastion.errors import ConfigurationError, Forbidden
+from bastion.taint import TaintSet
 
 if TYPE_CHECKING:
-    from .auth import PasswordCheck, Principal, UserLoader
-    from .sessions import Session
+    from bastion.auth import PasswordCheck, Principal, UserLoader
+    from bastion.sessions import Session
 
 __all__ = ["Context"]
 

@@ -25,9 +25,9 @@ from typing import Final, NoReturn
 
 from starlette.datastructures import Headers
 
-from .errors import Forbidden
-from .keys import KeyRing
-from .sessions import Session
+from bastion.crypto.keys import KeyRing
+from bastion.errors import Forbidden
+from bastion.sessions import Session
 
 __all__ = ["CsrfFailed", "issue", "verify"]
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from .errors import ActionError
+from bastion.errors import ActionError
 
 __all__ = ["AuditEvent", "AuditSink", "log_sink", "outcome_of"]
 

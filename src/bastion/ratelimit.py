@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import ConfigurationError, RateLimited, ServiceUnavailable
+from bastion.errors import ConfigurationError, RateLimited, ServiceUnavailable
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -67,7 +67,7 @@ class Counter:
         if uri.startswith(("async+redis://", "async+rediss://")):
             # redis-py (the redis extra), with bounded waits on every call, and a
             # connection that Redis dropped (a restart) replaced at once, not a 503.
-            from .stores.redis import reconnect_once
+            from bastion.stores.redis import reconnect_once
 
             options = {
                 "implementation": "redispy",

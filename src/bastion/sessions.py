@@ -35,9 +35,9 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 if TYPE_CHECKING:
-    from .config import SessionConfig
-    from .keys import KeyRing
-    from .stores import Store
+    from bastion.config import SessionConfig
+    from bastion.crypto.keys import KeyRing
+    from bastion.stores import Store
 
 __all__ = ["Session", "SessionManager", "cookie_name", "get_session", "session_cookie"]
 

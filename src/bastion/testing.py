@@ -37,9 +37,9 @@ except ImportError as missing:  # pragma: no cover - depends on what is installe
         "pip install 'bastion[testing]'"
     ) from missing
 
-from . import csrf
-from .app import Bastion
-from .sessions import cookie_name
+from bastion import csrf
+from bastion.app import Bastion
+from bastion.sessions import cookie_name
 
 __all__ = ["AUTO", "ActionClient"]
 

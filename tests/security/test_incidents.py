@@ -20,7 +20,7 @@ import anyio
 import pytest
 
 from bastion import Bastion
-from bastion.flash import MAX_KEPT
+from bastion.pipeline.flash import MAX_KEPT
 from bastion.testing import ActionClient
 
 from . import corpus, probe

@@ -23,10 +23,10 @@ import inspect
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .errors import Forbidden, Unauthorized
+from bastion.errors import Forbidden, Unauthorized
 
 if TYPE_CHECKING:
-    from .context import Context
+    from bastion.context import Context
 
 __all__ = [
     "Policy",

@@ -8,13 +8,9 @@ from them and nothing else: no classes, no references, no object graphs.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import math
-import types
 import typing
-from collections.abc import Iterable, Iterator, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -24,20 +20,19 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers, UploadFile
 from starlette.types import Receive
 
-from . import transport
-from .config import Limits
-from .csrf import FIELD as CSRF_FIELD
-from .errors import ActionError, BadRequest, PayloadTooLarge, ValidationFailed
-from .introspect import leaves, mentions, unannotated
-from .spec import FormShape
-from .timeouts import DeadlinePassed, within
-from .transport import BodyKind
-from .uploads import parse_multipart
+from bastion.actions.introspect import record_names
+from bastion.actions.spec import BodyKind, FormShape
+from bastion.config import Limits
+from bastion.csrf import FIELD as CSRF_FIELD
+from bastion.errors import ActionError, BadRequest, PayloadTooLarge, ValidationFailed
+from bastion.http.multipart import parse_multipart
+from bastion.pipeline.stages import transport
+from bastion.timeouts import DeadlinePassed, within
 
 if typing.TYPE_CHECKING:
-    from .spec import ActionSpec
+    from bastion.actions.spec import ActionSpec
 
-__all__ = ["Body", "form_shape", "read", "validate"]
+__all__ = ["Body", "read", "validate"]
 
 RESERVED: Final = frozenset({CSRF_FIELD, "_next", "_bound"})
 """Form fields bastion reads itself; every other ``_``-name is an ordinary (unknown) field."""
@@ -92,32 +87,6 @@ class Body:
         """Delete the spooled upload files; safe to call more than once."""
         for upload in self.uploads:
             upload.file.close()
-
-
-def form_shape(model: type[BaseModel]) -> FormShape:
-    lists, booleans, optionals, uploads = set(), set(), set(), set()
-    for name, info in model.model_fields.items():
-        key = info.alias or name
-        annotation = unannotated(info.annotation)
-        args = typing.get_args(annotation)
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
-            optionals.add(key)
-            rest = [a for a in args if a is not type(None)]
-            annotation = unannotated(rest[0]) if len(rest) == 1 else annotation
-        origin = typing.get_origin(annotation) or annotation
-        if origin in (list, set, frozenset, tuple) or (
-            isinstance(origin, type)
-            and issubclass(origin, Sequence | AbstractSet)
-            and not issubclass(origin, str | bytes | bytearray)
-        ):
-            lists.add(key)
-        elif annotation is bool:
-            booleans.add(key)
-        if mentions(annotation, UploadFile):
-            uploads.add(key)
-    return FormShape(
-        frozenset(lists), frozenset(booleans), frozenset(optionals), frozenset(uploads)
-    )
 
 
 async def read(spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Receive) -> Body:
@@ -291,7 +260,7 @@ def _map_form(pairs: list[tuple[str, str | UploadFile]], shape: FormShape) -> di
 
 def _field_messages(exc: ValidationError, model: type[BaseModel]) -> dict[str, str]:
     fields: dict[str, str] = {}
-    classes = _class_names(model)
+    classes = record_names(model)
     for error in exc.errors(include_url=False, include_context=False)[:MAX_REPORTED_ERRORS]:
         # pydantic names a union's member in the path ("address.InternalAddress.city",
         # "code.function-after[check(), str]"): the app's classes and functions, left out.
@@ -302,24 +271,6 @@ def _field_messages(exc: ValidationError, model: type[BaseModel]) -> dict[str, s
         )
         fields.setdefault(".".join(parts) or "_", _safe_message(error))
     return fields
-
-
-@functools.cache
-def _class_names(model: type[BaseModel]) -> frozenset[str]:
-    """The names of the records (models, dataclasses, TypedDicts, NamedTuples) an input
-    model is made of."""
-
-    return frozenset(
-        t.__name__
-        for t in leaves(model)
-        if isinstance(t, type)
-        and (
-            issubclass(t, BaseModel)
-            or dataclasses.is_dataclass(t)
-            or hasattr(t, "__required_keys__")  # TypedDict
-            or (issubclass(t, tuple) and hasattr(t, "_fields"))  # NamedTuple
-        )
-    )
 
 
 def _safe_message(error: Any) -> str:

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 
-from .errors import Forbidden
+from bastion.errors import Forbidden
 
 __all__ = ["CrossOrigin", "check", "parse_origin"]
 

@@ -19,14 +19,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, TypeAdapter
 from starlette.datastructures import UploadFile
 
-from .binding import Bound
-from .config import Limits
-from .context import Context
-from .decoding import form_shape
-from .errors import ConfigurationError, NotFound
-from .introspect import is_model, leaves, mentions, record_fields
-from .policy import Policy, predicate
-from .spec import ActionSpec, Check
+from bastion.actions.introspect import form_shape, is_model, leaves, mentions, record_fields
+from bastion.actions.policy import Policy, predicate
+from bastion.actions.spec import ActionSpec, Bound, Check
+from bastion.config import Limits
+from bastion.context import Context
+from bastion.errors import ConfigurationError, NotFound
 
 if TYPE_CHECKING:
     from limits import RateLimitItem

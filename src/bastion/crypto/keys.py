@@ -17,7 +17,7 @@ from typing import Final, Literal
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import ConfigurationError
+from bastion.errors import ConfigurationError
 
 __all__ = ["KeyRing", "Purpose", "Secret", "generate_secret_key", "resolve_secret"]
 

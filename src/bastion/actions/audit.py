@@ -28,12 +28,12 @@ from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
 from starlette.datastructures import UploadFile
 
-from .introspect import record_fields
-from .transport import BodyKind
+from bastion.actions.introspect import record_fields
+from bastion.actions.spec import BodyKind
 
 if TYPE_CHECKING:
-    from .registry import Registry
-    from .spec import ActionSpec
+    from bastion.actions.registry import Registry
+    from bastion.actions.spec import ActionSpec
 
 __all__ = ["ActionReport", "FieldReport", "inventory"]
 

@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
-from .errors import ActionError, ValidationFailed
+from bastion.errors import ActionError, ValidationFailed
 
 __all__ = [
     "error",

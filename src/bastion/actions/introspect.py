@@ -8,13 +8,26 @@ so a new kind of annotation (a type alias, a TypedDict) is learnt in one place.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence, Set
 from typing import Any
 
 from pydantic import BaseModel
+from starlette.datastructures import UploadFile
 
-__all__ = ["is_model", "leaves", "mentions", "record_fields", "unannotated"]
+from bastion.actions.spec import FormShape
+
+__all__ = [
+    "form_shape",
+    "is_model",
+    "leaves",
+    "mentions",
+    "record_fields",
+    "record_names",
+    "unannotated",
+]
 
 
 def is_model(annotation: Any) -> typing.TypeGuard[type[BaseModel]]:
@@ -83,3 +96,39 @@ def unannotated(annotation: Any) -> Any:
     while typing.get_origin(annotation) is typing.Annotated:
         annotation = typing.get_args(annotation)[0]
     return annotation
+
+
+@functools.cache
+def record_names(model: type[BaseModel]) -> frozenset[str]:
+    """The names of the records (models, dataclasses, TypedDicts, NamedTuples) a model is
+    made of: pydantic names them in error paths, which bastion leaves out of replies."""
+    return frozenset(
+        t.__name__ for t in leaves(model) if is_model(t) or record_fields(t) is not None
+    )
+
+
+def form_shape(model: type[BaseModel]) -> FormShape:
+    """How an input model's fields read from flat form fields (worked out at registration)."""
+    lists, booleans, optionals, uploads = set(), set(), set(), set()
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        annotation = unannotated(info.annotation)
+        args = typing.get_args(annotation)
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+            optionals.add(key)
+            rest = [a for a in args if a is not type(None)]
+            annotation = unannotated(rest[0]) if len(rest) == 1 else annotation
+        origin = typing.get_origin(annotation) or annotation
+        if origin in (list, set, frozenset, tuple) or (
+            isinstance(origin, type)
+            and issubclass(origin, Sequence | Set)
+            and not issubclass(origin, str | bytes | bytearray)
+        ):
+            lists.add(key)
+        elif annotation is bool:
+            booleans.add(key)
+        if mentions(annotation, UploadFile):
+            uploads.add(key)
+    return FormShape(
+        frozenset(lists), frozenset(booleans), frozenset(optionals), frozenset(uploads)
+    )

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from .spec import ActionSpec
+from bastion.actions.spec import ActionSpec
 
 __all__ = ["OutputMismatch", "serialize"]
 

@@ -27,9 +27,9 @@ from collections.abc import Collection, Sequence
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-from .config import Config
-from .errors import ActionError, ConfigurationError
-from .origin import parse_origin
+from bastion.config import Config
+from bastion.errors import ActionError, ConfigurationError
+from bastion.http.origin import parse_origin
 
 __all__ = [
     "ForwardingRefused",

@@ -25,16 +25,17 @@ from jinja2 import pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup, escape
 
-from . import binding, csrf
-from .flash import Flash
-from .headers import NONCE_KEY
-from .responses import safe_next
-from .sessions import FLASH_KEY, get_session
+from bastion import csrf
+from bastion.http.headers import NONCE_KEY
+from bastion.http.responses import safe_next
+from bastion.pipeline.flash import Flash
+from bastion.pipeline.stages import binding
+from bastion.sessions import FLASH_KEY, get_session
 
 if TYPE_CHECKING:
     import jinja2
 
-    from .runtime import Runtime
+    from bastion.pipeline.runtime import Runtime
 
 __all__ = ["install"]
 

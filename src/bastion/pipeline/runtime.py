@@ -18,18 +18,18 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.types import Scope
 
-from . import network
-from .auth import PasswordCheck, UserLoader
-from .config import Config
-from .errors import ConfigurationError
-from .events import AuditSink
-from .keys import KeyRing
-from .ratelimit import Counter
-from .registry import Registry
-from .sessions import SessionManager
-from .spec import ActionSpec
-from .stores import Store
-from .taint import TaintSet
+from bastion.actions.registry import Registry
+from bastion.actions.spec import ActionSpec
+from bastion.auth import PasswordCheck, UserLoader
+from bastion.config import Config
+from bastion.crypto.keys import KeyRing
+from bastion.errors import ConfigurationError
+from bastion.events import AuditSink
+from bastion.http import network
+from bastion.ratelimit import Counter
+from bastion.sessions import SessionManager
+from bastion.stores import Store
+from bastion.taint import TaintSet
 
 if TYPE_CHECKING:
     import jinja2

@@ -9,10 +9,10 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel
 
-from .context import Context
-from .errors import Timeout
-from .spec import ActionSpec
-from .timeouts import DeadlinePassed, within
+from bastion.actions.spec import ActionSpec
+from bastion.context import Context
+from bastion.errors import Timeout
+from bastion.timeouts import DeadlinePassed, within
 
 __all__ = ["run"]
 

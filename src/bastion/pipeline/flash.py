@@ -18,10 +18,10 @@ from typing import Any, Final
 from pydantic import BaseModel, SecretBytes, SecretStr
 from starlette.datastructures import UploadFile
 
-from .decoding import Body
-from .errors import ActionError, ValidationFailed
-from .introspect import mentions
-from .spec import ActionSpec
+from bastion.actions.introspect import mentions
+from bastion.actions.spec import ActionSpec
+from bastion.errors import ActionError, ValidationFailed
+from bastion.pipeline.stages.decoding import Body
 
 __all__ = ["Flash", "failure", "success"]
 

@@ -19,8 +19,8 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import Headers, UploadFile
 
-from .config import Limits
-from .errors import BadRequest, PayloadTooLarge
+from bastion.config import Limits
+from bastion.errors import BadRequest, PayloadTooLarge
 
 __all__ = ["Upload", "parse_multipart"]
 

@@ -31,14 +31,14 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ValidationError
 
-from .errors import BadRequest
+from bastion.errors import BadRequest
 
 if TYPE_CHECKING:
-    from .keys import KeyRing
-    from .sessions import Session
-    from .spec import ActionSpec
+    from bastion.actions.spec import ActionSpec
+    from bastion.crypto.keys import KeyRing
+    from bastion.sessions import Session
 
-__all__ = ["DEFAULT_TTL", "Bound", "BoundInvalid", "open_bound", "seal"]
+__all__ = ["DEFAULT_TTL", "BoundInvalid", "open_bound", "seal"]
 
 security_log = logging.getLogger("bastion.security")
 
@@ -48,17 +48,6 @@ _NONCE: Final = 12
 _MAX_SEALED: Final = 8192
 """Characters of a ``_bound`` field at most: what a server seals is small."""
 _SEALED_TEXT: Final = re.compile(r"[A-Za-z0-9_-]+")
-
-
-class _BoundMarker:
-    """Marks the handler parameter that receives the sealed values:
-    ``ref: Annotated[PostRef, Bound]``."""
-
-    def __repr__(self) -> str:
-        return "Bound"
-
-
-Bound: Final = _BoundMarker()
 
 
 class BoundInvalid(BadRequest):

@@ -8,16 +8,36 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
     from pydantic import BaseModel, TypeAdapter
 
-    from .config import Limits
-    from .policy import Policy
+    from bastion.actions.policy import Policy
+    from bastion.config import Limits
 
-__all__ = ["ActionSpec", "Check", "FormShape"]
+__all__ = ["ActionSpec", "BodyKind", "Bound", "Check", "FormShape"]
+
+
+class BodyKind(Enum):
+    """The bodies an action reads: a script's JSON, a plain form, a form with files."""
+
+    JSON = "application/json"
+    FORM = "application/x-www-form-urlencoded"
+    MULTIPART = "multipart/form-data"
+
+
+class _BoundMarker:
+    """Marks the handler parameter that receives the sealed values:
+    ``ref: Annotated[PostRef, Bound]``."""
+
+    def __repr__(self) -> str:
+        return "Bound"
+
+
+Bound: Final = _BoundMarker()
 
 
 @dataclass(frozen=True, slots=True)

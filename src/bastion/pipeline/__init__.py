@@ -43,32 +43,22 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from . import (
-    binding,
-    csrf,
-    decoding,
-    events,
-    execute,
-    flash,
-    network,
-    origin,
-    output,
-    policy,
-    responses,
-    transport,
-)
-from .context import Context
-from .errors import ActionError, ServiceUnavailable
-from .events import AuditEvent
-from .sessions import Session, get_session
-from .spec import ActionSpec
-from .taint import TaintedOutput
-from .transport import BodyKind
+from bastion import csrf, events
+from bastion.actions import policy
+from bastion.actions.spec import ActionSpec, BodyKind
+from bastion.context import Context
+from bastion.errors import ActionError, ServiceUnavailable
+from bastion.events import AuditEvent
+from bastion.http import network, origin, responses
+from bastion.pipeline import flash
+from bastion.pipeline.stages import binding, decoding, execute, output, transport
+from bastion.sessions import Session, get_session
+from bastion.taint import TaintedOutput
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
 
-    from .runtime import Runtime
+    from bastion.pipeline.runtime import Runtime
 
 __all__ = ["INTERNAL", "STAGES", "Call", "Stage", "handle", "run"]
 
@@ -246,19 +236,19 @@ async def _audit(call: Call, runtime: Runtime) -> None:
 
 STAGES: Final[tuple[Stage, ...]] = (
     Stage("session", "sessions", _session),
-    Stage("route", "transport", _route),
-    Stage("origin", "origin", _origin),
-    Stage("form fields", "decoding", _form_fields),
+    Stage("route", "pipeline.stages.transport", _route),
+    Stage("origin", "http.origin", _origin),
+    Stage("form fields", "pipeline.stages.decoding", _form_fields),
     Stage("CSRF token", "csrf", _csrf),
     Stage("rate limit", "ratelimit", _rate_limit),
-    Stage("policy", "policy", _policy),
-    Stage("body", "decoding", _body),
-    Stage("validation", "decoding", _validation),
-    Stage("bound values", "binding", _bound),
-    Stage("object check", "policy", _object_check),
-    Stage("execute", "execute", _execute),
-    Stage("output", "output", _output),
-    Stage("respond", "responses", _respond, "reply"),
+    Stage("policy", "actions.policy", _policy),
+    Stage("body", "pipeline.stages.decoding", _body),
+    Stage("validation", "pipeline.stages.decoding", _validation),
+    Stage("bound values", "pipeline.stages.binding", _bound),
+    Stage("object check", "actions.policy", _object_check),
+    Stage("execute", "pipeline.stages.execute", _execute),
+    Stage("output", "pipeline.stages.output", _output),
+    Stage("respond", "http.responses", _respond, "reply"),
     Stage("taint guard", "taint", _taint_guard, "always"),
     Stage("audit", "events", _audit, "always"),
 )

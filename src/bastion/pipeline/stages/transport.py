@@ -10,25 +10,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import AsyncIterator
-from enum import Enum
 from typing import TYPE_CHECKING
 
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
 from starlette.types import Receive, Scope
 
-from .errors import BadRequest, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
+from bastion.actions.spec import BodyKind
+from bastion.errors import BadRequest, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
 
 if TYPE_CHECKING:
-    from .spec import ActionSpec
+    from bastion.actions.spec import ActionSpec
 
-__all__ = ["BodyKind", "body_kind", "check_method", "read", "stream"]
-
-
-class BodyKind(Enum):
-    JSON = "application/json"
-    FORM = "application/x-www-form-urlencoded"
-    MULTIPART = "multipart/form-data"
+__all__ = ["body_kind", "check_method", "read", "stream"]
 
 
 _KINDS = {kind.value: kind for kind in BodyKind}

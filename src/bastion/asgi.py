@@ -16,14 +16,14 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import network
-from .errors import ActionError, ServiceUnavailable
-from .network import host_trusted
-from .responses import error
-from .sessions import FLASH_KEY, SCOPE_KEY, cookie_name, session_cookie
+from bastion.errors import ActionError, ServiceUnavailable
+from bastion.http import network
+from bastion.http.network import host_trusted
+from bastion.http.responses import error
+from bastion.sessions import FLASH_KEY, SCOPE_KEY, cookie_name, session_cookie
 
 if TYPE_CHECKING:
-    from .runtime import Runtime
+    from bastion.pipeline.runtime import Runtime
 
 __all__ = ["SessionMiddleware", "UntrustedHost"]
 

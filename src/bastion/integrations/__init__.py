@@ -1,0 +1,1 @@
+"""What bastion installs into other libraries: the Jinja helpers (``bastion.templates()``)."""
