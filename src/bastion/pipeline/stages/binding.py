@@ -17,20 +17,15 @@ answers 400 with one generic message: the client learns nothing of which check f
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import logging
-import re
-import secrets
 import time
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import BaseModel, ValidationError
 
+from bastion.crypto import seal as sealing
 from bastion.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -44,10 +39,8 @@ security_log = logging.getLogger("bastion.security")
 
 DEFAULT_TTL: Final = 24 * 3600.0
 _AAD: Final = b"bastion/bound/v1"
-_NONCE: Final = 12
 _MAX_SEALED: Final = 8192
 """Characters of a ``_bound`` field at most: what a server seals is small."""
-_SEALED_TEXT: Final = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class BoundInvalid(BadRequest):
@@ -87,15 +80,8 @@ def seal(
         "e": time.time() + ttl,
         "s": _session_tag(session) if tie and session is not None else None,
     }
-    nonce = secrets.token_bytes(_NONCE)
-    sealed = AESGCM(keys.current("bound")).encrypt(
-        nonce, json.dumps(payload, separators=(",", ":")).encode(), _AAD
-    )
-    return _encode(nonce + sealed)
-
-
-def _encode(blob: bytes) -> str:
-    return base64.urlsafe_b64encode(blob).rstrip(b"=").decode()
+    plaintext = json.dumps(payload, separators=(",", ":")).encode()
+    return sealing.seal(keys.current("bound"), plaintext, _AAD)
 
 
 def open_bound(
@@ -124,26 +110,11 @@ def open_bound(
 
 
 def _decrypt(keys: KeyRing, sealed: str, spec: ActionSpec) -> Any:
-    if len(sealed) > _MAX_SEALED or not _SEALED_TEXT.fullmatch(sealed):
-        _refuse(spec, "malformed")
     try:
-        blob = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
-    except (binascii.Error, ValueError):
-        _refuse(spec, "malformed")
-    # Python's decoder skips unknown characters and ignores a last character's spare
-    # bits: only the one spelling seal() writes is accepted, so a token has one text.
-    if _encode(blob) != sealed:
-        _refuse(spec, "malformed")
-    nonce, ciphertext = blob[:_NONCE], blob[_NONCE:]
-    if len(nonce) != _NONCE or not ciphertext:
-        _refuse(spec, "malformed")
-    for key in keys.all("bound"):
-        try:
-            plain = AESGCM(key).decrypt(nonce, ciphertext, _AAD)
-        except InvalidTag:
-            continue
-        return json.loads(plain)
-    _refuse(spec, "not sealed by this app (tampered, truncated or an unknown key)")
+        plaintext = sealing.unseal(keys.all("bound"), sealed, _AAD, max_chars=_MAX_SEALED)
+    except sealing.Unsealable as exc:
+        _refuse(spec, exc.reason)
+    return json.loads(plaintext)
 
 
 def _refuse(spec: ActionSpec, reason: str) -> NoReturn:
