@@ -4,9 +4,9 @@ Every action call runs these stages, in this order; each is one small function h
 that calls the module doing the work. Cheap, stateless refusals come first, and nothing
 decoded from the body reaches a model, a handler or a database before every earlier
 stage has passed. The first stage to refuse ends the call with its refusal; the taint
-guard and the audit event run whatever happened. (``tests/test_pipeline_order.py``
-holds this table, the tuple, each module's first line and the security model's table to
-one order.)
+guard and the audit event run whatever happened.
+(``tests/pipeline/test_pipeline_order.py`` holds this table, the tuple, each module's
+first line and the security model's table to one order.)
 
     1  session          sessions         loaded by the middleware before the app  503
     2  route            transport        action, method, forwarding, content     404 405 400

@@ -38,7 +38,7 @@ from bastion.probe.pages import discover_prefixes
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 FIXTURES = ROOT / "tests" / "fixtures"
 PAGE = "http://127.0.0.1:8000/board/"

@@ -3,7 +3,7 @@ rate-limit counters in that Redis.
 
 Each test writes under a key prefix of its own (``bastion-test-<random>:``) and deletes
 every key under it afterwards, so a shared Redis is left as it was and runs in parallel
-do not meet. The conformance tests are those of tests/test_stores.py; the rest checks
+do not meet. The conformance tests are those of tests/stores/test_stores.py; the rest checks
 what only a server brings: the TTL Redis holds, what a second client sees, and that a
 Redis that refuses or does not answer fails every call fast (< 1 s) with an exception.
 """
@@ -81,7 +81,7 @@ async def close_counter(counter: Counter) -> None:
     await client.aclose()
 
 
-# --- the protocol (the shared conformance tests run on Redis in tests/test_stores.py) ---
+# --- the protocol (the shared conformance tests run on Redis in tests/stores/test_stores.py) ---
 
 
 def test_redis_store_implements_the_store_protocol(redis_url: str) -> None:

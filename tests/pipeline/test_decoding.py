@@ -953,7 +953,7 @@ def test_form_reserved_fields_are_not_passed_to_the_model(
     bastion: Bastion, client: ActionClient
 ) -> None:
     """``_next`` and ``_csrf`` are bastion's: the model (which forbids unknown fields)
-    never sees them. (``_bound`` is opened by stage 8: see tests/test_binding.py.)"""
+    never sees them. (``_bound`` is opened by stage 8: see tests/pipeline/test_binding.py.)"""
     calls: list[Signup] = []
 
     @bastion.action(policy=public)

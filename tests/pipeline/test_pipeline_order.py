@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bastion import pipeline
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FIRST_LINE = re.compile(r"Pipeline stages? ([\d, and]+)[:,]")
 
 
