@@ -19,18 +19,25 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, NewType
 
 import pytest
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    GetCoreSchemaHandler,
+    HttpUrl,
+    PlainValidator,
     SecretStr,
     StringConstraints,
+    ValidationError,
     constr,
+    field_validator,
     with_config,
 )
+from pydantic_core import core_schema
 from typing_extensions import TypedDict
 
 from bastion import (
@@ -988,3 +995,167 @@ def test_inventory_flags_a_composed_policy_that_admits_anonymous_callers_without
 
     [report] = inventory(bastion)
     assert report.violations == ["public action without a rate limit"]
+
+
+# --- bounds as pydantic enforces them (read from its core schema) -------------------------
+
+
+def accepts(model: type[BaseModel], data: dict[str, Any]) -> bool:
+    """Whether pydantic takes ``data`` for ``model``: what the audit's bounds must match."""
+    try:
+        model.model_validate(data)
+    except ValidationError:
+        return False
+    return True
+
+
+def test_constraint_a_plain_validator_replaces_is_not_a_bound(bastion: Bastion) -> None:
+    """A field that looks capped but is not: a PlainValidator (or a mode="plain" field
+    validator) replaces the str schema that held max_length, so pydantic takes a string of
+    any length. The audit flags both fields instead of reporting max_length=10 and 5."""
+
+    class M(BaseModel):
+        model_config = FORBID
+        name: Annotated[str, Field(max_length=10), PlainValidator(str)]
+        code: str = Field(max_length=5)
+
+        @field_validator("code", mode="plain")
+        @classmethod
+        def _code(cls, value: Any) -> str:
+            return str(value)
+
+    assert accepts(M, {"name": "x" * 100_000, "code": "y" * 100_000})
+    report = report_of(bastion, M)
+    assert fields_of(report) == {"name": {"unbounded": True}, "code": {"unbounded": True}}
+    assert report.violations == [
+        "field 'name' (str) has no maximum length",
+        "field 'code' (str) has no maximum length",
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    """A database column's width, written next to the type: pydantic ignores metadata it
+    does not know, whatever attributes it has."""
+
+    max_length: int
+
+
+def test_foreign_metadata_with_a_max_length_is_not_a_bound(bastion: Bastion) -> None:
+    """A field that looks capped but is not: Annotated[str, Column(max_length=40)] has an
+    object with a max_length attribute in its metadata, which pydantic does not apply."""
+
+    class M(BaseModel):
+        model_config = FORBID
+        name: Annotated[str, Column(max_length=40)]
+
+    assert accepts(M, {"name": "x" * 100_000})
+    report = report_of(bastion, M)
+    assert report.fields == [FieldReport("name", "str", {"unbounded": True})]
+    assert report.violations == ["field 'name' (str) has no maximum length"]
+
+
+class Outside(BaseModel):
+    """A model of its own config: the cap of a model that holds it does not reach it."""
+
+    model_config = FORBID
+    note: str
+
+
+def test_model_str_max_length_caps_its_strings(bastion: Bastion) -> None:
+    """Fields that are capped but that the audit called unbounded: str_max_length in a
+    model's config caps every str it validates (a SecretStr's, a dict's keys and values)
+    that has no max_length of its own, but not those of a nested model."""
+
+    class M(BaseModel):
+        model_config = ConfigDict(extra="forbid", str_max_length=200)
+        name: str
+        password: SecretStr
+        headers: dict[str, str] = Field(max_length=5)
+        short: str = Field(max_length=10)
+        outside: Outside
+
+    good = {"name": "n", "password": "p", "headers": {}, "short": "s", "outside": {"note": ""}}
+    assert accepts(M, {**good, "name": "x" * 200, "password": "x" * 200})
+    assert not accepts(M, {**good, "name": "x" * 201})
+    assert not accepts(M, {**good, "password": "x" * 201})
+    assert not accepts(M, {**good, "headers": {"k" * 201: "v"}})
+    assert accepts(M, {**good, "outside": {"note": "x" * 100_000}})
+    report = report_of(bastion, M)
+    assert fields_of(report) == {
+        "name": {"max_length": 200},
+        "password": {"max_length": 200},
+        "headers": {"max_length": 5},
+        "headers{key}": {"max_length": 200},
+        "headers{}": {"max_length": 200},
+        "short": {"max_length": 10},
+        "outside.note": {"unbounded": True},
+    }
+    assert report.violations == ["field 'outside.note' (str) has no maximum length"]
+
+
+class Sku:
+    """A type that validates as a str of at most 20 characters, by its own schema."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.str_schema(max_length=20)
+
+
+class Blob:
+    """A type that validates as a str of any length, by its own schema."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.str_schema()
+
+
+UserNote = NewType("UserNote", str)
+
+
+def test_a_types_own_schema_gives_its_bounds(bastion: Bastion) -> None:
+    """Bounds no metadata names: a type's own core schema (Sku: max_length=20; HttpUrl:
+    2083) is reported; and fields that take strings of any length but whose annotation is
+    not str (a class with a bare str schema, a NewType of str), on which the audit was
+    silent, are flagged."""
+
+    class M(BaseModel):
+        model_config = FORBID
+        sku: Sku
+        home: HttpUrl
+        blob: Blob
+        note: UserNote
+
+    good = {"sku": "s", "home": "https://a.example/", "blob": "b", "note": "n"}
+    assert not accepts(M, {**good, "sku": "x" * 21})
+    assert accepts(M, {**good, "blob": "x" * 100_000, "note": "x" * 100_000})
+    report = report_of(bastion, M)
+    assert report.fields == [
+        FieldReport("sku", "Sku", {"max_length": 20}),
+        FieldReport("home", "HttpUrl", {"max_length": 2083}),
+        FieldReport("blob", "Blob", {"unbounded": True}),
+        FieldReport("note", "UserNote", {"unbounded": True}),
+    ]
+    assert report.violations == [
+        "field 'blob' (Blob) has no maximum length",
+        "field 'note' (UserNote) has no maximum length",
+    ]
+
+
+def test_the_tighter_of_two_checked_caps_is_reported(bastion: Bastion) -> None:
+    """A cap misreported: Field(max_length=10) checks the input and the Field(max_length=50)
+    after the validator checks its result. Pydantic refuses 11 characters, so the bound
+    is 10, not the 50 the metadata ends with."""
+
+    class M(BaseModel):
+        model_config = FORBID
+        name: Annotated[str, Field(max_length=10), AfterValidator(str.strip), Field(max_length=50)]
+
+    assert not accepts(M, {"name": "x" * 11})
+    report = report_of(bastion, M)
+    assert report.fields == [FieldReport("name", "str", {"max_length": 10})]
+    assert report.violations == []

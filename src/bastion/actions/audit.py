@@ -10,17 +10,25 @@ Violations:
 - an upload without a declared size cap (``max_file_bytes=``);
 - an input model that allows unknown fields, and a handler returning untyped data
   (both refused at registration: the audit reports the refusal instead of stopping).
+
+A field's bounds are the ones pydantic enforces, read from the input model's core schema
+(``__pydantic_core_schema__``), not from the annotation's metadata: a constraint pydantic
+drops (one before a ``PlainValidator``, an object that merely has a ``max_length``) is
+not a bound, and one it applies without metadata (a model's ``str_max_length``, a
+type's own schema) is. The annotation gives each field its path and type name.
 """
 
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import dataclasses
 import enum
+import functools
 import re
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,7 +36,7 @@ from pydantic import BaseModel, SecretBytes, SecretStr
 from pydantic.fields import FieldInfo
 from starlette.datastructures import UploadFile
 
-from bastion.actions.introspect import record_fields
+from bastion.actions.introspect import record_fields, unannotated
 from bastion.actions.spec import BodyKind
 
 if TYPE_CHECKING:
@@ -107,7 +115,14 @@ def _report(spec: ActionSpec) -> ActionReport:
         max_body_bytes=spec.limits.max_body_bytes,
         max_file_bytes=spec.limits.max_file_bytes if spec.accepts_uploads else None,
         bound_arguments=list(spec.bound.model_fields) if spec.bound is not None else [],
-        fields=list(_fields(spec.input_model, "", frozenset({spec.input_model}))),
+        fields=list(
+            _fields(
+                spec.input_model,
+                "",
+                frozenset({spec.input_model}),
+                _own_members(spec.input_model),
+            )
+        ),
     )
     if spec.rate is None and spec.policy.admits_anonymous:
         report.violations.append("public action without a rate limit")  # anyone may call
@@ -128,48 +143,58 @@ def _rate(spec: ActionSpec) -> str | None:
     return f"{amount}/{multiples} {unit}s"
 
 
-def _fields(model: type[BaseModel], prefix: str, seen: frozenset[Any]) -> Iterator[FieldReport]:
+def _fields(
+    model: type[BaseModel], prefix: str, seen: frozenset[Any], members: _Members
+) -> Iterator[FieldReport]:
     for name, info in model.model_fields.items():
         path = f"{prefix}{info.alias or name}"
-        yield from _field(path, info.annotation, list(info.metadata), seen)
+        place = members.get(name) if members is not None else None
+        yield from _field(path, info.annotation, list(info.metadata), place, seen)
 
 
-def _record(t: type) -> list[tuple[str, Any, list[Any]]]:
-    """``(name, annotation, metadata)`` of each field of a dataclass, TypedDict or
-    NamedTuple, with the constraints of a ``= Field(...)`` default."""
+def _record(t: type) -> list[tuple[str, str, Any, list[Any]]]:
+    """``(name shown, name in the schema, annotation, metadata)`` of each field of a
+    dataclass, TypedDict or NamedTuple, with the constraints of a ``= Field(...)`` default."""
     pydantic_fields = getattr(t, "__pydantic_fields__", None)
     if isinstance(pydantic_fields, dict):  # a pydantic dataclass: fields already collected
         return [
-            (info.alias or name, info.annotation, list(info.metadata))
+            (info.alias or name, name, info.annotation, list(info.metadata))
             for name, info in pydantic_fields.items()
         ]
     hints = record_fields(t) or {}
     if not dataclasses.is_dataclass(t):
-        return [(name, hint, []) for name, hint in hints.items()]
-    found: list[tuple[str, Any, list[Any]]] = []
+        return [(name, name, hint, []) for name, hint in hints.items()]
+    found: list[tuple[str, str, Any, list[Any]]] = []
     for f in dataclasses.fields(t):
         default = f.default
         metadata = list(default.metadata) if isinstance(default, FieldInfo) else []
-        found.append((f.name, hints.get(f.name, Any), metadata))
+        found.append((f.name, f.name, hints.get(f.name, Any), metadata))
     return found
 
 
 def _field(
-    path: str, annotation: Any, metadata: list[Any], seen: frozenset[Any] = frozenset()
+    path: str,
+    annotation: Any,
+    metadata: list[Any],
+    place: _Place | None,
+    seen: frozenset[Any] = frozenset(),
 ) -> Iterator[FieldReport]:
+    """The reports of one field: the annotation gives its path and type name, ``place``
+    (where pydantic's core schema validates it) its bounds."""
     annotation, extra = _strip(annotation)
     metadata = metadata + extra
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        for arg in args:
-            if arg is not type(None):
-                yield from _field(path, arg, metadata, seen)
+        arms = [arg for arg in args if arg is not type(None)]
+        for arm, arm_place in zip(arms, _arms(place, arms), strict=True):
+            yield from _field(path, arm, metadata, arm_place, seen)
         return
     if type(annotation).__name__ == "TypeAliasType":  # `type X = ...` (typing or typing_extensions)
         if annotation not in seen:
-            yield from _field(path, annotation.__value__, metadata, seen | {annotation})
+            yield from _field(path, annotation.__value__, metadata, place, seen | {annotation})
         return
+    leaf = _resolve(place) if place is not None else None
     if isinstance(annotation, type) and (
         issubclass(annotation, BaseModel) or record_fields(annotation) is not None
     ):
@@ -179,13 +204,20 @@ def _field(
             yield FieldReport(path, annotation.__name__, {"recursive": True})
             return
         inner = seen | {annotation}
+        members = _members(leaf) if leaf is not None else None
+        if members is None:
+            members = _own_members(annotation)
         if issubclass(annotation, BaseModel):
-            yield from _fields(annotation, f"{path}.", inner)
+            yield from _fields(annotation, f"{path}.", inner, members)
         else:
-            for name, hint, meta in _record(annotation):
-                yield from _field(f"{path}.{name}", hint, meta, inner)
+            for name, schema_key, hint, meta in _record(annotation):
+                member = members.get(schema_key) if members is not None else None
+                yield from _field(f"{path}.{name}", hint, meta, member, inner)
         return
-    bounds = _bounds(metadata)
+    # The bounds pydantic enforces, read from its schema. Only where the field's place in
+    # the schema was not found (an unmatched union arm, a schema shape not known here) are
+    # they read from the annotation's metadata instead.
+    bounds = _ordered(leaf.bounds) if leaf is not None else _bounds(metadata)
     base = origin or annotation
     if isinstance(base, type) and issubclass(base, UploadFile):
         yield FieldReport(path, "upload", bounds)
@@ -196,27 +228,35 @@ def _field(
             bounds = {**bounds, "unbounded": True}
         yield FieldReport(path, _type_name(annotation), bounds)
         return
+    # A type that is not str or a collection by its annotation (a NewType of str, a class
+    # with its own __get_pydantic_core_schema__) but that pydantic validates as one, value
+    # unchanged, takes as many characters or items as it is sent.
+    sized_schema = leaf is not None and not leaf.transformed and _sized(leaf.schema)
     if not isinstance(base, type) or issubclass(base, enum.Enum):
         # Literal values, enums (a str enum's values are fixed), and other special forms.
+        if sized_schema and "max_length" not in bounds:
+            bounds = {**bounds, "unbounded": True}
         yield FieldReport(path, _type_name(annotation), bounds)
         return
     scalar = issubclass(base, _SIZED_SCALARS)
     collection = not scalar and issubclass(base, collections.abc.Iterable)
     fixed_tuple = base is tuple and bool(args) and args[-1] is not Ellipsis
-    if (scalar or collection) and not fixed_tuple and "max_length" not in bounds:
+    sized = scalar or collection or sized_schema
+    if sized and not fixed_tuple and "max_length" not in bounds:
         bounds = {**bounds, "unbounded": True}
     yield FieldReport(path, _type_name(annotation), bounds)
     if not collection:
         return
     if issubclass(base, collections.abc.Mapping):
         key, value = args if len(args) == 2 else (Any, Any)
-        yield from _field(path + "{key}", key, [], seen)
-        yield from _field(path + "{}", value, [], seen)
+        yield from _field(path + "{key}", key, [], _child(leaf, "keys_schema"), seen)
+        yield from _field(path + "{}", value, [], _child(leaf, "values_schema"), seen)
     elif fixed_tuple:
         for i, arg in enumerate(args):
-            yield from _field(f"{path}[{i}]", arg, [], seen)
+            yield from _field(f"{path}[{i}]", arg, [], _child(leaf, "items_schema", i), seen)
     else:
-        yield from _field(path + "[]", args[0] if args else Any, [], seen)
+        item = args[0] if args else Any
+        yield from _field(path + "[]", item, [], _child(leaf, "items_schema"), seen)
 
 
 _FIELD_WRAPPERS = frozenset({"Required", "NotRequired", "ReadOnly"})
@@ -239,6 +279,7 @@ def _strip(annotation: Any) -> tuple[Any, list[Any]]:
 
 
 def _bounds(metadata: list[Any]) -> dict[str, Any]:
+    """The bounds the metadata names: the fallback where the schema is not found."""
     bounds: dict[str, Any] = {}
     for item in metadata:
         for key in ("max_length", "min_length", "gt", "ge", "lt", "le", "pattern"):
@@ -247,6 +288,245 @@ def _bounds(metadata: list[Any]) -> dict[str, Any]:
                 # A compiled pattern is shown (and sent as JSON) as its source.
                 bounds[key] = value.pattern if isinstance(value, re.Pattern) else value
     return bounds
+
+
+# --- bounds from pydantic's core schema ---------------------------------------------------
+#
+# A schema is read as the plain dicts pydantic-core takes (``CoreSchema`` is a union of
+# TypedDicts): each node by its "type". Input is validated in Python mode (the decoder
+# hands ``model_validate`` a dict), so of a "json-or-python" node the Python branch is read.
+
+_Schema = Mapping[str, Any]
+_Members = Mapping[str, "_Place"] | None
+
+_BOUND_KEYS = ("min_length", "max_length", "gt", "ge", "lt", "le", "pattern")
+"""The bounds reported, in the order they are shown."""
+
+_TIGHTEST: dict[str, Callable[[Any, Any], Any]] = {
+    "min_length": max,
+    "gt": max,
+    "ge": max,
+    "max_length": min,
+    "lt": min,
+    "le": min,
+}
+"""Two layers of the schema that both check a bound (a constraint pydantic wraps around
+a validator, over one inside it): the value must pass both, so the tighter holds."""
+
+_VALIDATORS = frozenset({"function-before", "function-after", "function-wrap"})
+"""Validator functions around an inner schema, which still runs."""
+
+_SIZED = frozenset({"str", "bytes", "list", "set", "frozenset", "dict", "generator", "any"})
+"""Schemas whose values are as long as the input makes them (and a variadic "tuple")."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """A node of pydantic's core schema, with the definitions its references name and the
+    config in force (a model's ``str_max_length``, down to the next model)."""
+
+    schema: _Schema
+    definitions: Mapping[str, _Schema]
+    config: _Schema
+    outer: _Schema = field(default_factory=dict)
+    """Bounds checked around a union, which hold for each of its arms."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    """What a field is validated as once wrappers are looked through: the node that
+    decides the value's shape, and the bounds checked on the way to it."""
+
+    schema: _Schema
+    definitions: Mapping[str, _Schema]
+    config: _Schema
+    bounds: dict[str, Any]
+    transformed: bool
+    """A validator function of the app's (or of a type's) runs on the way: the value
+    may not be what the leaf schema makes of the input."""
+
+
+def _resolve(place: _Place, *, unions: bool = True) -> _Leaf:
+    """Look through references, defaults, nullables, validator functions and the
+    json/python and lax/strict choices to the node that validates the value (and,
+    with ``unions``, through a union that only one choice can take input for)."""
+    node, definitions, config = place.schema, place.definitions, place.config
+    bounds: dict[str, Any] = {}
+    _tighten(bounds, place.outer)
+    transformed = False
+    followed: set[str] = set()
+    while True:
+        kind = node.get("type")
+        if kind == "definitions":
+            definitions = {
+                **definitions,
+                **{d["ref"]: d for d in node["definitions"] if "ref" in d},
+            }
+            node = node["schema"]
+        elif kind == "definition-ref":
+            ref = node.get("schema_ref")
+            if not isinstance(ref, str) or ref not in definitions or ref in followed:
+                break
+            followed.add(ref)
+            node = definitions[ref]  # validated under the config where it is referred to
+        elif kind in ("default", "nullable"):
+            node = node["schema"]
+        elif kind in _VALIDATORS:
+            constraint = _constraint(node.get("function"))
+            if constraint is None:
+                transformed = True
+            else:
+                _tighten(bounds, constraint)
+            node = node["schema"]
+        elif kind == "json-or-python":
+            node = node["python_schema"]
+        elif kind == "lax-or-strict":
+            strict = node.get("strict", config.get("strict", False))
+            node = node["strict_schema" if strict else "lax_schema"]
+        elif kind == "chain":
+            # Every step runs on the previous one's value: each one's bounds hold; the
+            # last step that is more than an isinstance check gives the shape.
+            steps = [
+                _resolve(_Place(step, definitions, config), unions=unions) for step in node["steps"]
+            ]
+            for step in steps:
+                _tighten(bounds, step.bounds)
+                transformed = transformed or step.transformed
+            shaped = [s for s in steps if s.schema.get("type") != "is-instance"] or steps
+            last = shaped[-1]
+            return _Leaf(last.schema, last.definitions, last.config, bounds, transformed)
+        elif kind == "union" and unions:
+            # SecretStr's Python schema: an instance as it is, or a str made one. Input
+            # from a request is never an instance, so the other choice is what checks it.
+            choices = [c for c in _choices(node) if c.get("type") != "is-instance"]
+            if len(choices) != 1:
+                break
+            node = choices[0]
+        else:
+            break
+    _tighten(bounds, _own_bounds(node, config))
+    return _Leaf(node, definitions, config, bounds, transformed)
+
+
+def _constraint(function: Any) -> dict[str, Any] | None:
+    """The bounds a validator function checks if it is one pydantic adds for a
+    constraint the inner schema cannot hold (``max_length`` on a ``SecretStr``):
+    ``partial(max_length_validator, max_length=…)``. ``None`` for any other function,
+    which may change the value."""
+    check = function.get("function") if isinstance(function, Mapping) else None
+    if not isinstance(check, functools.partial):
+        return None
+    if not getattr(check.func, "__module__", "").startswith("pydantic."):
+        return None
+    return {k: v for k, v in check.keywords.items() if k in _BOUND_KEYS and v is not None}
+
+
+def _own_bounds(node: _Schema, config: _Schema) -> dict[str, Any]:
+    """The bounds a node checks itself; a "str" node without its own lengths takes the
+    config's ``str_max_length`` and ``str_min_length`` (as pydantic-core does)."""
+    found = {key: node[key] for key in _BOUND_KEYS if node.get(key) is not None}
+    if node.get("type") == "str":
+        for key in ("max_length", "min_length"):
+            if key not in found and config.get(f"str_{key}") is not None:
+                found[key] = config[f"str_{key}"]
+    pattern = found.get("pattern")
+    if isinstance(pattern, re.Pattern):  # shown (and sent as JSON) as its source
+        found["pattern"] = pattern.pattern
+    return found
+
+
+def _tighten(bounds: dict[str, Any], more: Mapping[str, Any]) -> None:
+    for key, value in more.items():
+        if key in bounds and key in _TIGHTEST:
+            with contextlib.suppress(TypeError):  # bounds that do not compare: the inner one
+                value = _TIGHTEST[key](bounds[key], value)
+        bounds[key] = value
+
+
+def _ordered(bounds: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: bounds[key] for key in _BOUND_KEYS if key in bounds}
+
+
+def _choices(node: _Schema) -> list[_Schema]:
+    """A union's choices (a choice may be ``(schema, label)``); a tagged union's, once each."""
+    raw = node.get("choices", ())
+    if isinstance(raw, Mapping):
+        unique: dict[int, _Schema] = {id(c): c for c in raw.values()}
+        raw = list(unique.values())
+    return [c[0] if isinstance(c, tuple) else c for c in raw]
+
+
+def _arms(place: _Place | None, arms: list[Any]) -> list[_Place | None]:
+    """The place of each arm of a union annotation (``None`` taken out) in the schema."""
+    if place is None:
+        return [None] * len(arms)
+    if len(arms) == 1:  # `X | None`: a nullable, looked through as X is resolved
+        return [place]
+    leaf = _resolve(place, unions=False)
+    node = leaf.schema
+    if node.get("type") not in ("union", "tagged-union"):
+        return [None] * len(arms)
+    choices = [_Place(c, leaf.definitions, leaf.config, leaf.bounds) for c in _choices(node)]
+    if node.get("type") == "union" and len(choices) == len(arms):
+        return list(choices)
+    # Otherwise (a tagged union is keyed by tag, not by arm) a model arm is found by its class.
+    found: list[_Place | None] = []
+    for arm in arms:
+        match = [c for c in choices if _resolve(c).schema.get("cls") is unannotated(arm)]
+        found.append(match[0] if len(match) == 1 else None)
+    return found
+
+
+def _child(leaf: _Leaf | None, key: str, index: int | None = None) -> _Place | None:
+    """The place of a collection's keys, values or items (item ``index`` of a tuple)."""
+    if leaf is None:
+        return None
+    node = leaf.schema.get(key)
+    if isinstance(node, list):  # a tuple's items: one per position, or one repeated
+        position = index if index is not None else leaf.schema.get("variadic_item_index")
+        node = node[position] if isinstance(position, int) and position < len(node) else None
+    if not isinstance(node, Mapping):
+        return None
+    return _Place(node, leaf.definitions, leaf.config)
+
+
+def _sized(node: _Schema) -> bool:
+    kind = node.get("type")
+    return kind in _SIZED or (kind == "tuple" and node.get("variadic_item_index") is not None)
+
+
+def _members(leaf: _Leaf) -> _Members:
+    """The place of each field of a model, dataclass, TypedDict or NamedTuple node, by
+    field name; ``None`` if the node is none of these."""
+    node, definitions, config = leaf.schema, leaf.definitions, leaf.config
+    kind = node.get("type")
+    if kind in ("model", "dataclass"):  # fields inside, maybe under a model validator
+        inner = _resolve(_Place(node["schema"], definitions, node.get("config", config)))
+        node, definitions, config = inner.schema, inner.definitions, inner.config
+    elif kind == "typed-dict":
+        config = node.get("config", config)
+    elif kind == "call":  # a NamedTuple, in pydantic versions without "named-tuple"
+        arguments = node.get("arguments_schema")
+        node = arguments if isinstance(arguments, Mapping) else {}
+    fields: Any
+    kind = node.get("type")
+    if kind in ("model-fields", "typed-dict"):
+        fields = node.get("fields", {}).items()
+    elif kind in ("dataclass-args", "named-tuple"):
+        fields = [(f["name"], f) for f in node.get("fields", ())]
+    elif kind == "arguments":
+        fields = [(f["name"], f) for f in node.get("arguments_schema", ())]
+    else:
+        return None
+    return {name: _Place(f["schema"], definitions, config) for name, f in fields}
+
+
+def _own_members(t: type) -> _Members:
+    """A model's (or pydantic dataclass's) fields in its own schema, as it is validated."""
+    schema = getattr(t, "__pydantic_core_schema__", None)
+    if not isinstance(schema, dict):  # absent, or a mock of a model not yet complete
+        return None
+    return _members(_resolve(_Place(schema, {}, {})))
 
 
 def _type_name(annotation: Any) -> str:
@@ -268,6 +548,6 @@ def _type_name(annotation: Any) -> str:
             return name
         shown = ", ".join("..." if arg is Ellipsis else _type_name(arg) for arg in args)
         return f"{name}[{shown}]"
-    if isinstance(annotation, type):
+    if isinstance(annotation, type | typing.NewType):
         return annotation.__name__
     return str(annotation).replace("typing.", "")
