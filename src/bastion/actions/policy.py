@@ -202,10 +202,6 @@ def _as_policy(value: Any) -> Policy:
     return value
 
 
-def describe(policy: Policy) -> str:
-    return policy.describe()
-
-
 async def _verdict(policy: Policy, ctx: Context) -> bool:
     verdict = policy.allows(ctx)
     if inspect.isawaitable(verdict):
