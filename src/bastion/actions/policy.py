@@ -32,7 +32,6 @@ __all__ = [
     "Policy",
     "authenticated",
     "authorize",
-    "describe",
     "predicate",
     "public",
     "require",
