@@ -54,7 +54,7 @@ from bastion.actions.audit import ActionReport, FieldReport, inventory
 from bastion.actions.registry import action_ids
 from bastion.app import AUDITING
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 BAD_APP = ROOT / "tests" / "fixtures" / "bad_app.py"
 BAD = "tests.fixtures.bad_app:bastion"
