@@ -88,8 +88,9 @@ typecheck: $(VENV)/.installed
 pytest: $(VENV)/.installed browser $(HTMX)
 	$(BIN)/pytest
 
-# The browser tests (tests/e2e) drive Debian's Chromium through Playwright; Playwright's
-# own browser download is never used. Nothing to do when it is already installed.
+# The browser tests (tests/e2e, examples/board/tests/e2e) drive Debian's Chromium through
+# Playwright; Playwright's own browser download is never used. Nothing to do when it is
+# already installed.
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -175,8 +176,11 @@ wheel-smoke: dist
 # The lowest versions of every dependency the project claims (uv's lowest-direct
 # resolution), and the unit tests against them: proves the floors in pyproject.toml.
 LOWEST_VENV := build/lowest-venv
-LOWEST_TESTS := $(filter-out tests/test_board.py tests/test_board_postgres.py tests/test_app.py,\
-	$(wildcard tests/test_*.py))
+# The unit tests, which mirror src/ (the board's, the browser's and the attack corpus run
+# on the versions the project is developed with).
+UNIT_DIRS := tests tests/crypto tests/http tests/actions tests/pipeline tests/stores \
+	tests/integrations tests/probe
+LOWEST_TESTS := $(filter-out tests/test_app.py,$(wildcard $(addsuffix /test_*.py,$(UNIT_DIRS))))
 
 lowest: $(VENV)/.installed
 	rm -rf $(LOWEST_VENV)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import services
+import summary
 from starlette.applications import Starlette
 
 from bastion import Bastion
@@ -57,18 +58,6 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Beside pytest's count of cases, how many distinct test functions ran: a
-    parametrised test is one function however many cases it has."""
-    reports = [
-        report
-        for outcome in ("passed", "failed", "skipped", "xfailed", "xpassed")
-        for report in terminalreporter.stats.get(outcome, [])
-        if getattr(report, "when", "call") == "call" or outcome == "skipped"
-    ]
-    cases = {report.nodeid for report in reports}
-    functions = {nodeid.split("[", 1)[0] for nodeid in cases}
-    if cases:
-        terminalreporter.write_line(
-            f"{len(functions)} distinct test functions ran, {len(cases)} cases in all"
-        )
+def pytest_configure(config: pytest.Config) -> None:
+    """The count of distinct test functions (tests/summary.py), once per run."""
+    summary.register(config)

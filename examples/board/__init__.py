@@ -10,4 +10,6 @@ Its modules:
 - ``actions``   every server action, each with its policy and rate limit;
 - ``pages``     the HTML pages, which render the actions' forms;
 - ``app``       the Starlette app that puts them together.
+
+Its tests are in ``tests`` (``make test`` runs them, on SQLite and PostgreSQL).
 """

@@ -1,6 +1,6 @@
-"""Browser fixtures: the quickstart served by uvicorn as `make quickstart` serves it, the
-demo board as `make demo` serves it, a hostile site beside them, and Debian's Chromium
-driven by Playwright.
+"""Browser fixtures: the quickstart served by uvicorn as `make quickstart` serves it, a
+hostile site beside it, and Debian's Chromium driven by Playwright (tests/e2e/chromium.py;
+the demo board's browser tests, in examples/board/tests/e2e, use it too).
 
 The quickstart answers at http://127.0.0.1:P; the hostile site at http://localhost:P2, a
 different site (another host, another port) on the same machine, so every request from
@@ -25,28 +25,13 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, sync_playwright
+from playwright.sync_api import Browser, BrowserContext
 from services import free_port
 
+from .chromium import EXPECT_TIMEOUT, launch, screenshot_dir
+
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "build" / "screenshots"
-
-# Debian's Chromium (`make browser` installs it); Playwright never downloads a browser here.
-CHROMIUM = Path("/usr/bin/chromium")
-# Without the background-networking flags Chromium calls home at start-up, and this
-# machine refuses every address but loopback.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
 START_TIMEOUT = 20.0  # seconds for a server to answer its first request
-EXPECT_TIMEOUT = 5_000  # milliseconds for a page to show what a test expects
 
 # --- reading the quickstart page ----------------------------------------------------------
 
@@ -210,66 +195,6 @@ def quickstart(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Quickstart]
 
 
 @dataclass
-class Board:
-    """examples/board served by uvicorn at ``url`` (http://127.0.0.1:P), its data in a fresh
-    SQLite file, its seeded accounts' passwords chosen here."""
-
-    server: Server
-    admin_password: str
-    author_password: str
-
-    ADMIN = "admin@board.example"
-    AUTHOR = "author@board.example"
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    def statuses(self, method: str, path: str) -> list[int]:
-        """The statuses the server answered to ``method path``, from uvicorn's access log."""
-        line = re.compile(rf'"{re.escape(method)} {re.escape(path)} HTTP/[0-9.]+" ([0-9]{{3}})')
-        return [int(status) for status in line.findall(self.server.log_text())]
-
-
-@pytest.fixture(scope="module")
-def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Board]:
-    """The board exactly as `make demo` serves it: uvicorn, a random key, the origin it is
-    served at as its only allowed origin, data and sessions in a fresh directory."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    tmp = tmp_path_factory.mktemp("board")
-    passwords = {
-        "BOARD_ADMIN_PASSWORD": secrets.token_urlsafe(15),
-        "BOARD_AUTHOR_PASSWORD": secrets.token_urlsafe(15),
-    }
-    env = {
-        **{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BASTION_DATA_DIR")},
-        **passwords,
-        "BASTION_SECRET_KEY": secrets.token_hex(32),
-        "BASTION_ALLOWED_ORIGINS": url,
-        "BOARD_DATA_DIR": str(tmp / "data"),
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--app-dir",
-        str(REPO / "examples"),
-        "board.app:app",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-    server = start(command, url, tmp / "uvicorn.log", env)
-    try:
-        server.wait_until_up("/login")
-        yield Board(server, passwords["BOARD_ADMIN_PASSWORD"], passwords["BOARD_AUTHOR_PASSWORD"])
-    finally:
-        server.stop()
-
-
-@dataclass
 class HostileSite:
     """Static pages served from ``root`` at ``origin`` (http://localhost:P2)."""
 
@@ -315,16 +240,8 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostileSite]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for the module."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with launch() as chromium:
+        yield chromium
 
 
 @pytest.fixture
@@ -352,5 +269,4 @@ def no_js_context(browser: Browser) -> Iterator[BrowserContext]:
 @pytest.fixture(scope="session")
 def screenshots() -> Path:
     """build/screenshots/, where the tests leave what the browser showed."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
+    return screenshot_dir()

@@ -1,54 +1,45 @@
 """The demo board (examples/board), in process: who may call which action, seeding, the
 export, sign-up and log-in, sealed post IDs, plain forms, htmx, and the pages.
 
-The whole module runs twice: on SQLite (always) and on PostgreSQL, in a schema of its
-own that is dropped afterwards, when one answers at BOARD_TEST_DATABASE_URL (default
-postgresql://postgres@127.0.0.1:5432/test); otherwise that half is skipped.
-
-Every client is a fresh browser at an address of its own, so no test shares a
-rate-limit window with another. Accounts are made straight in the database (with one
-argon2 hash for all: hashing takes a third of a second) and signed in through the
-``login`` action; the policy matrix reuses one session per kind of caller.
+The board runs on SQLite here. The tests of what its database code does (seeding;
+writing an account, a post or a role and reading it back; a post gone from under its
+forms; the profile's query) run on PostgreSQL too (``on_both_databases``), in a schema of
+the module's own that is dropped afterwards. The policy matrix reuses one session per
+kind of caller.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
-import os
 import re
 import secrets
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.cookiejar import Cookie
-from itertools import count
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx2 as httpx
-import psycopg
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
-from starlette.applications import Starlette
 
-from bastion import Bastion, hash_password
-from bastion.testing import ActionClient
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-KEY = "board-test-key-0123456789-abcdefghijklmnopqrstuvwxyz"
-ADMIN_PASSWORD = "admin-password-for-the-board-tests"
-AUTHOR_PASSWORD = "author-password-for-the-board-tests"
-PASSWORD = "a password for every test account"
-POSTGRES = os.environ.get(
-    "BOARD_TEST_DATABASE_URL",
-    os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+from .inprocess import (
+    ADMIN_PASSWORD,
+    AUTHOR_PASSWORD,
+    PASSWORD,
+    Board,
+    Person,
+    delete_form,
+    edit_form,
+    element,
+    hidden,
+    html,
+    invalid,
+    new_email,
+    on_both_databases,
+    password_hash,
+    sign_in,
 )
+
 DIGEST = re.compile(r"[0-9a-f]{16}")
 ACTIONS = (
     "signup",
@@ -82,216 +73,12 @@ BOUND_INVALID = {
         "message": "This form is no longer valid. Reload the page and try again.",
     },
 }
-_addresses = count(1)
-_emails = count(1)
-
-
-def invalid(fields: dict[str, str]) -> dict[str, Any]:
-    return {
-        "ok": False,
-        "error": {"code": "invalid", "message": "Some fields are invalid.", "fields": fields},
-    }
-
-
-# --- the board, imported as uvicorn imports it ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Person:
-    id: int
-    name: str
-    email: str
-    password: str
-
-
-@functools.cache
-def password_hash() -> str:
-    """One argon2id hash for every test account: hashing takes a third of a second."""
-    return hash_password(PASSWORD)
-
-
-@dataclass
-class Board:
-    """The board's modules, and helpers to make accounts, posts and browsers."""
-
-    app_module: ModuleType
-    actions: ModuleType
-    core: ModuleType
-    db_module: ModuleType
-    pages: ModuleType
-    _people: dict[str, Person] = field(default_factory=dict)
-    _jars: dict[int, list[Cookie]] = field(default_factory=dict)
-
-    @property
-    def app(self) -> Starlette:
-        app: Starlette = self.app_module.app
-        return app
-
-    @property
-    def bastion(self) -> Bastion:
-        bastion: Bastion = self.core.bastion
-        return bastion
-
-    def client(self) -> ActionClient:
-        """A new browser: no cookie, an address of its own."""
-        return ActionClient(self.app, self.bastion, client=(f"10.9.0.{next(_addresses)}", 5000))
-
-    @contextmanager
-    def browser(
-        self, person: Person | None = None, *, reuse: bool = False
-    ) -> Iterator[ActionClient]:
-        """A new browser, signed in as ``person`` through the login action. With ``reuse``,
-        the session of an earlier sign-in is reused (its cookie copied over), which saves
-        the password check: for callers whose session the call leaves alive."""
-        with self.client() as client:
-            if person is not None:
-                jar = self._jars.get(person.id) if reuse else None
-                if jar is None:
-                    sign_in(client, person)
-                    if reuse:
-                        self._jars[person.id] = list(client.cookies.jar)
-                else:
-                    for cookie in jar:
-                        client.cookies.jar.set_cookie(cookie)
-            yield client
-
-    def account(self, role: str, name: str = "Test") -> Person:
-        email = f"{role}-{next(_emails)}-{secrets.token_hex(3)}@board.example"
-        Account = self.db_module.Account
-        with self.core.db.transaction() as session:
-            row = Account(email=email, name=name, role=role, password_hash=password_hash())
-            session.add(row)
-            session.flush()
-            return Person(row.id, name, email, PASSWORD)
-
-    def member(self, key: str, role: str) -> Person:
-        """The same account for ``key`` all through the module."""
-        if key not in self._people:
-            self._people[key] = self.account(role, key.title())
-        return self._people[key]
-
-    def post(self, author: Person, title: str = "A post") -> int:
-        Post = self.db_module.Post
-        with self.core.db.transaction() as session:
-            row = Post(author_id=author.id, title=title, body="Its body.")
-            session.add(row)
-            session.flush()
-            post_id: int = row.id
-            return post_id
-
-    def post_title(self, post_id: int) -> str | None:
-        with self.core.db.session() as session:
-            post = session.get(self.db_module.Post, post_id)
-            return None if post is None else str(post.title)
-
-    def ref(self, post_id: int) -> dict[str, Any]:
-        """What the post's forms seal now: its ID and its current version."""
-        with self.core.db.session() as session:
-            version = session.scalar(
-                select(self.db_module.Post.version).where(self.db_module.Post.id == post_id)
-            )
-        assert version is not None, f"no post {post_id}"
-        return {"post_id": post_id, "version": version}
-
-    def sealed(self, action: str, values: dict[str, Any]) -> str:
-        """A valid seal tied to no session, as if it had leaked: only the handler's own
-        owner-or-admin check stands between it and the post."""
-        sealed: str = self.bastion.seal(action, values, bind_session=False)
-        return sealed
-
-
-def sign_in(client: ActionClient, person: Person) -> None:
-    reply = client.call("login", {"email": person.email, "password": person.password})
-    assert reply.status_code == 200, reply.text
-
-
-@contextmanager
-def _database(kind: str) -> Iterator[str | None]:
-    """``None`` for the board's own SQLite file; for PostgreSQL, the URL of a schema of
-    its own, dropped afterwards (skipped when no server answers)."""
-    if kind == "sqlite":
-        yield None
-        return
-    try:
-        connection = psycopg.connect(POSTGRES, connect_timeout=3, autocommit=True)
-    except psycopg.OperationalError:
-        pytest.skip(f"no PostgreSQL answers at {POSTGRES}")
-    schema = f"board_test_{secrets.token_hex(4)}"
-    with connection:
-        connection.execute(f'CREATE SCHEMA "{schema}"')
-        try:
-            yield f"{POSTGRES}?options=-csearch_path%3D{schema}"
-        finally:
-            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def board(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Board]:
-    """examples/board imported fresh, as uvicorn imports it, with its configuration in
-    the environment: key, origin, data directory, the seeded accounts' passwords and the
-    database. Environment and sys.modules are restored afterwards."""
-    data = tmp_path_factory.mktemp("board-data")
-    with _database(request.param) as database_url, pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BASTION_SECRET_KEY", KEY)
-        mp.setenv("BASTION_ALLOWED_ORIGINS", "http://127.0.0.1")
-        mp.setenv("BOARD_DATA_DIR", str(data))
-        mp.delenv("BASTION_DATA_DIR", raising=False)
-        mp.setenv("BOARD_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        mp.setenv("BOARD_AUTHOR_PASSWORD", AUTHOR_PASSWORD)
-        if database_url is None:
-            mp.delenv("DATABASE_URL", raising=False)
-        else:
-            mp.setenv("DATABASE_URL", database_url)
-        mp.syspath_prepend(str(EXAMPLES))
-        _forget_board()
-        try:
-            loaded = Board(
-                app_module=importlib.import_module("board.app"),
-                actions=importlib.import_module("board.actions"),
-                core=importlib.import_module("board.core"),
-                db_module=importlib.import_module("board.db"),
-                pages=importlib.import_module("board.pages"),
-            )
-            with loaded.client():  # starts the app once: schema and seeded accounts
-                pass
-            yield loaded
-            loaded.core.db.dispose()
-        finally:
-            _forget_board()
-
-
-def _forget_board() -> None:
-    for name in [n for n in sys.modules if n == "board" or n.startswith("board.")]:
-        del sys.modules[name]
-
-
-def html(client: ActionClient, path: str, **headers: str) -> httpx.Response:
-    """A page as a browser asks for it (so a flash waiting for it is shown, once)."""
-    return client.get(path, headers={"Accept": "text/html", **headers})
-
-
-def element(page: str, element_id: str) -> str:
-    """The element with this id, from its start tag to the first end tag of its kind."""
-    found = re.search(rf'<(\w+)[^>]* id="{re.escape(element_id)}".*?</\1>', page, flags=re.S)
-    assert found is not None, f"no #{element_id} on the page"
-    return found.group(0)
-
-
-def hidden(page: str, name: str, within: str | None = None) -> str:
-    """The value of the one hidden input ``name`` on the page, or in its element ``within``
-    (an id)."""
-    if within is not None:
-        page = element(page, within)
-    values: list[str] = re.findall(rf'<input type="hidden" name="{name}" value="([^"]*)">', page)
-    assert len(values) == 1, f"{len(values)} {name} inputs"
-    return values[0]
 
 
 # --- seeding and settings ---------------------------------------------------------------------
 
 
+@on_both_databases
 def test_first_start_seeds_an_admin_and_an_author(board: Board) -> None:
     """The two accounts exist once (a second start adds nothing), with their roles, an
     argon2id hash and not the password, and a post each; the passwords from the
@@ -485,10 +272,7 @@ def test_policy_matrix(board: Board, action: str, caller: str, status: int) -> N
 # --- sign-up and log-in -----------------------------------------------------------------------
 
 
-def new_email() -> str:
-    return f"new-{secrets.token_hex(4)}@board.example"
-
-
+@on_both_databases
 def test_signup_creates_an_author_with_an_argon2_hash(board: Board) -> None:
     """The address is stored as one spelling (lower case); the password only as an
     argon2id hash; the new account can sign in at once, and post."""
@@ -568,6 +352,7 @@ def test_signup_validation(board: Board, fields: dict[str, str], errors: dict[st
         assert session.scalar(select(func.count()).where(Account.email == fields["email"])) == 0
 
 
+@on_both_databases
 def test_signup_with_a_taken_address_is_refused_whatever_its_case(board: Board) -> None:
     taken = board.account("author")
     with board.client() as client:
@@ -634,20 +419,7 @@ def test_login_rotates_the_session_and_logout_ends_it(board: Board) -> None:
 # --- posts: sealed IDs and owner-or-admin -----------------------------------------------------
 
 
-def edit_form(client: ActionClient, post_id: int) -> str:
-    """The ``_bound`` of the post's edit page, as this browser gets it."""
-    page = html(client, f"/posts/{post_id}/edit")
-    assert page.status_code == 200
-    return hidden(page.text, "_bound")
-
-
-def delete_form(client: ActionClient, post_id: int) -> str:
-    """The ``_bound`` of the post's delete form on the board, as this browser gets it."""
-    page = html(client, "/")
-    assert page.status_code == 200
-    return hidden(page.text, "_bound", within=f"post-{post_id}")
-
-
+@on_both_databases
 def test_an_author_edits_and_deletes_their_own_post_with_the_page_forms(board: Board) -> None:
     author = board.account("author")
     post_id = board.post(author, "Mine")
@@ -734,6 +506,7 @@ def test_an_admin_edits_and_deletes_anyones_post(board: Board) -> None:
     assert board.post_title(post_id) is None
 
 
+@on_both_databases
 def test_a_deleted_post_is_gone_for_its_sealed_forms_too(board: Board) -> None:
     author = board.account("author")
     post_id = board.post(author)
@@ -769,6 +542,7 @@ def test_post_fields_are_bounded_and_trimmed(board: Board) -> None:
 # --- the export -------------------------------------------------------------------------------
 
 
+@on_both_databases
 def test_export_sends_only_safe_fields_of_ones_own_data(board: Board) -> None:
     """Name, email, role, when the account was made, and one's own posts: never the
     password hash nor anything of anyone else's."""
@@ -790,6 +564,7 @@ def test_export_sends_only_safe_fields_of_ones_own_data(board: Board) -> None:
 # --- roles ------------------------------------------------------------------------------------
 
 
+@on_both_databases
 def test_an_admin_changes_a_role_and_it_applies_at_once(board: Board) -> None:
     admin, author = board.account("admin", "Boss"), board.account("author", "Demoted")
     with board.browser(author) as authors:
@@ -1037,6 +812,7 @@ def test_the_board_offers_changes_only_where_they_are_allowed(board: Board) -> N
         assert "argon2" not in admin_page
 
 
+@on_both_databases
 def test_profile_page_and_unknown_pages(board: Board) -> None:
     person = board.account("author", "Profiled")
     board.post(person, "On my profile")

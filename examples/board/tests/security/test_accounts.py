@@ -8,8 +8,8 @@
 4. Per-address limits stopped applying once signed in: a public action's limit is now
    counted per address whoever calls.
 
-The board is imported as uvicorn imports it (tests/test_board.py's fixture), on SQLite
-and on PostgreSQL.
+The board is imported as uvicorn imports it (the ``board`` fixture), on SQLite: what is
+tested here is bastion's one spelling and its limits, which no database changes.
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import test_board
 from sqlalchemy import select
-from test_board import ADMIN_PASSWORD, PASSWORD, Board, invalid, new_email
 
 from bastion.testing import ActionClient
 
-board = test_board.board
-"""tests/test_board.py's fixture, for this module too."""
+from ..inprocess import ADMIN_PASSWORD, PASSWORD, Board, invalid, new_email
 
 ADMIN = "admin@board.example"
 EMAIL_TAKEN = "An account with this email already exists."

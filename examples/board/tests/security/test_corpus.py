@@ -5,34 +5,25 @@ sessions, and look-alike addresses at sign-in and sign-up.
 
 As for the quickstart, each case is one request from a fresh browser, refused with its
 exact status and code, with no handler run, no account or post changed, and nothing
-leaked. The board is imported as uvicorn imports it, on SQLite in a directory of its own.
+leaked. The board is imported as uvicorn imports it (the ``board`` fixture), on SQLite:
+no refusal here reaches its database.
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Final
 from urllib.parse import quote
 
 import anyio
 import httpx2 as httpx
 import pytest
-from sqlalchemy import select
-
-from bastion import Bastion, Session
-from bastion.sessions import cookie_name
-
-from . import corpus
-from ._support import (
-    EXAMPLES,
+from security import corpus
+from security._support import (
     FORM,
-    ORIGIN,
     Attack,
     Browser,
     Target,
@@ -43,49 +34,22 @@ from ._support import (
     session_after,
     with_ids,
 )
-from .corpus import BOUND_INVALID, CSRF, INVALID, MALFORMED, form_attacks, json_attacks
+from security.corpus import BOUND_INVALID, CSRF, INVALID, MALFORMED, form_attacks, json_attacks
+from sqlalchemy import select
 
-KEY: Final = "board-security-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+from bastion import Bastion, Session
+from bastion.sessions import cookie_name
+
+from ..inprocess import ADMIN_PASSWORD, AUTHOR_PASSWORD, EXAMPLES, KEY, Board
+
 ADMIN: Final = "admin@board.example"
-AUTHOR: Final = "author@board.example"
-ADMIN_PASSWORD: Final = "board-admin-password-for-the-attacks"
-AUTHOR_PASSWORD: Final = "board-author-password-for-the-attacks"
-
-
-def _forget_board() -> None:
-    for name in [n for n in sys.modules if n == "board" or n.startswith("board.")]:
-        del sys.modules[name]
 
 
 @pytest.fixture(scope="module")
-def board(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    """examples/board imported fresh (SQLite, its own directory, its own key), started
-    once (schema and seeded accounts), as a target: its accounts and posts are the state
-    no refused call may change."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BASTION_SECRET_KEY", KEY)
-        mp.setenv("BASTION_ALLOWED_ORIGINS", ORIGIN)
-        mp.setenv("BOARD_DATA_DIR", str(tmp_path_factory.mktemp("security-board")))
-        mp.delenv("BASTION_DATA_DIR", raising=False)
-        mp.delenv("DATABASE_URL", raising=False)
-        mp.setenv("BOARD_ADMIN_PASSWORD", ADMIN_PASSWORD)
-        mp.setenv("BOARD_AUTHOR_PASSWORD", AUTHOR_PASSWORD)
-        mp.syspath_prepend(str(EXAMPLES))
-        _forget_board()
-        try:
-            app_module = importlib.import_module("board.app")
-            core = importlib.import_module("board.core")
-            db = importlib.import_module("board.db")
-            target = _target(app_module, core, db)
-            with Browser(target):  # starts the app once: schema and seeded accounts
-                pass
-            yield target
-            core.db.dispose()
-        finally:
-            _forget_board()
-
-
-def _target(app_module: ModuleType, core: ModuleType, db: ModuleType) -> Target:
+def target(board: Board) -> Target:
+    """The board (started once: schema and seeded accounts) as a target: its accounts and
+    posts are the state no refused call may change."""
+    core, db = board.core, board.db_module
     made = itertools.count(1)
 
     def signed_in(role: str) -> str:
@@ -121,14 +85,14 @@ def _target(app_module: ModuleType, core: ModuleType, db: ModuleType) -> Target:
 
     secrets = (KEY, ADMIN_PASSWORD, AUTHOR_PASSWORD, "not-a-real-password", "reports-db")
     return Target(
-        "board", app_module.app, core.bastion, state=state, signed_in=signed_in, secrets=secrets
+        "board", board.app, board.bastion, state=state, signed_in=signed_in, secrets=secrets
     )
 
 
 @pytest.fixture(scope="module")
 def board_other() -> Bastion:
     """The board's action names under another key (for tokens made with another key)."""
-    from . import probe
+    from security import probe
 
     return probe.mirror("board-other-key-0123456789-abcdefghijklmnopqrstuvwxyz")
 
@@ -274,18 +238,18 @@ BOARD: Final = [
 """Every attack on the board: (name, attack)."""
 
 
-def test_the_board_corpus_covers_every_action(board: Target) -> None:
+def test_the_board_corpus_covers_every_action(target: Target) -> None:
     """Every registered action of the board is attacked by at least one case."""
     attacked = {attack.action for _, attack in BOARD}
-    assert {spec.name for spec in board.bastion.registry} - attacked <= {"logout"}
+    assert {spec.name for spec in target.bastion.registry} - attacked <= {"logout"}
     assert len(BOARD) >= 300
 
 
 @pytest.mark.parametrize("attack", with_ids(BOARD))
-def test_board_refuses(board: Target, board_other: Bastion, attack: Attack) -> None:
+def test_board_refuses(target: Target, board_other: Bastion, attack: Attack) -> None:
     """The attack named by the case id is refused with its status and code, no handler
     runs, no account or post changes, and the reply leaks nothing."""
-    run_attack(board, attack, board_other)
+    run_attack(target, attack, board_other)
 
 
 # --- look-alike addresses --------------------------------------------------------------------
@@ -311,21 +275,21 @@ SPELLINGS: Final = [
 admin's, so log-in (and its throttle) finds the admin's account."""
 
 
-def _log_in(board: Target, browser: Browser, email: str) -> tuple[str, httpx.Response]:
+def _log_in(target: Target, browser: Browser, email: str) -> tuple[str, httpx.Response]:
     sid, token = browser.new_session()
     headers = script_headers(browser, sid, token)
     body = json.dumps({"email": email, "password": ADMIN_PASSWORD}).encode()
-    reply = browser.send("POST", board.bastion.url_for("login"), headers, body)
-    assert_no_leak(reply, body, board.secrets)
+    reply = browser.send("POST", target.bastion.url_for("login"), headers, body)
+    assert_no_leak(reply, body, target.secrets)
     return sid, reply
 
 
 @pytest.mark.parametrize("email", [pytest.param(e, id=n) for n, e in LOOKALIKES])
-def test_a_lookalike_of_the_admin_address_does_not_sign_in(board: Target, email: str) -> None:
+def test_a_lookalike_of_the_admin_address_does_not_sign_in(target: Target, email: str) -> None:
     """Attack: the admin's own password with an address that only looks like theirs. The
     board's login refuses it as an unknown account (401); nobody is signed in."""
-    with handlers_run(board.bastion) as ran, Browser(board) as browser:
-        sid, reply = _log_in(board, browser, email)
+    with handlers_run(target.bastion) as ran, Browser(target) as browser:
+        sid, reply = _log_in(target, browser, email)
         assert reply.status_code == 401, reply.text
         assert reply.json()["error"]["code"] == "login_failed"
         assert session_after(reply, browser.cookie, sid) == sid
@@ -334,17 +298,17 @@ def test_a_lookalike_of_the_admin_address_does_not_sign_in(board: Target, email:
 
 
 @pytest.mark.parametrize("email", [pytest.param(e, id=n) for n, e in SPELLINGS])
-def test_another_spelling_of_the_admin_address_is_the_admin(board: Target, email: str) -> None:
+def test_another_spelling_of_the_admin_address_is_the_admin(target: Target, email: str) -> None:
     """Control: the same address in another spelling (full-width, circled, case) is the
     admin's account in bastion's one spelling, so the right password signs the admin in
     — and a wrong one would count against the admin's own throttle, not a fresh one."""
-    with Browser(board) as browser:
-        sid, reply = _log_in(board, browser, email)
+    with Browser(target) as browser:
+        sid, reply = _log_in(target, browser, email)
         assert reply.status_code == 200, reply.text
         signed_in = session_after(reply, browser.cookie, sid)
         assert signed_in not in (None, sid)  # rotated at log-in
         assert signed_in is not None
-        admin = [a for a in board.state()[0] if a[1] == ADMIN]
+        admin = [a for a in target.state()[0] if a[1] == ADMIN]
         assert browser.user_id(signed_in) == admin[0][0]
 
 
@@ -381,22 +345,22 @@ SIGNUP_LOOKALIKES: Final = [
     ("email", "outcome"), [pytest.param(e, o, id=n) for n, e, o in SIGNUP_LOOKALIKES]
 )
 def test_a_signup_never_takes_the_admin_address(
-    board: Target, email: str, outcome: str | None
+    target: Target, email: str, outcome: str | None
 ) -> None:
     """Attack: sign up with a spelling of the admin's address (case, full-width forms,
     letters of other scripts, invisible marks) to take it over, shadow it or share its
     log-in throttle. Every other spelling of it is "taken", every mixed-script look-alike
     refused with its own sentence, every non-address refused; only a visibly different
     address opens a separate author account. The admin stays the only admin."""
-    before = board.state()
-    with Browser(board) as browser:
+    before = target.state()
+    with Browser(target) as browser:
         sid, token = browser.new_session()
         headers = script_headers(browser, sid, token)
         body = json.dumps({"name": "Mallory", "email": email, "password": "x" * 16}).encode()
-        reply = browser.send("POST", board.bastion.url_for("signup"), headers, body)
-    assert_no_leak(reply, body, board.secrets)
+        reply = browser.send("POST", target.bastion.url_for("signup"), headers, body)
+    assert_no_leak(reply, body, target.secrets)
     accounts_before, _ = before
-    accounts_after, _ = board.state()
+    accounts_after, _ = target.state()
     admins = [a for a in accounts_before if a[2] == "admin"]
     assert [a for a in accounts_after if a[2] == "admin"] == admins
     assert [a[1] for a in accounts_after].count(ADMIN) == 1
@@ -413,15 +377,15 @@ def test_a_signup_never_takes_the_admin_address(
     assert new == []
 
 
-def test_the_board_module_is_the_one_attacked(board: Target) -> None:
+def test_the_board_module_is_the_one_attacked(target: Target) -> None:
     """The corpus ran against examples/board itself, not a copy."""
     module = sys.modules["board.app"]
     assert Path(module.__file__ or "").resolve().is_relative_to(EXAMPLES.resolve())
-    assert board.app is module.app
+    assert target.app is module.app
 
 
 def test_a_seal_of_another_action_is_refused_even_for_the_admin(
-    board: Target, board_other: Bastion
+    target: Target, board_other: Bastion
 ) -> None:
     """The admin may change any post, yet a delete seal does not open edit_post: the seal
     names its action, whoever sends it."""
@@ -431,11 +395,11 @@ def test_a_seal_of_another_action_is_refused_even_for_the_admin(
         _with_bound({"title": "t", "body": "b"}, _seal("delete_post", {"post_id": 1})),
         caller="admin",
     )
-    run_attack(board, attack, board_other)
+    run_attack(target, attack, board_other)
 
 
 def test_malformed_is_the_answer_to_a_form_with_two_seals(
-    board: Target, board_other: Bastion
+    target: Target, board_other: Bastion
 ) -> None:
     """Two ``_bound`` fields in one form: refused as malformed (400) before either is
     opened, so neither can be chosen."""
@@ -445,4 +409,4 @@ def test_malformed_is_the_answer_to_a_form_with_two_seals(
         return f"_bound={seal()}&_bound={seal()}".encode()
 
     attack = Attack("delete_post", *MALFORMED, body, FORM, caller="author")
-    run_attack(board, attack, board_other)
+    run_attack(target, attack, board_other)

@@ -12,18 +12,16 @@ and post IDs in a path that the database or ``int()`` cannot take.
 - ``/posts/<id>/edit`` takes 1 to 18 digits without a leading zero: anything else is the
   board's own 404 page.
 
-The in-process tests run the board as tests/test_board.py does (its ``board`` fixture:
-SQLite, and PostgreSQL in a schema of its own); the others start it under uvicorn as
-tests/test_board_postgres.py does.
+What depends on the database (IDs handed out, conditional writes, a table made by an
+older board, racing writers, the largest ID) runs on SQLite and on PostgreSQL: in
+process (``on_both_databases``), on the board's ``Database`` alone (``database_url``) or
+under uvicorn (``served``). The rest runs on SQLite.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sqlite3
 import threading
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,8 +30,6 @@ from typing import Any, Final
 
 import httpx2 as httpx
 import pytest
-import test_board as tb
-import test_board_postgres as tbp
 from sqlalchemy import (
     Column,
     DateTime,
@@ -51,11 +47,20 @@ from sqlalchemy.engine import URL
 
 from bastion import hash_password
 
-# The fixtures of the modules this one builds on: the board in process (SQLite and
-# PostgreSQL), a PostgreSQL schema of the test's own, and examples/board/db.py alone.
-board = tb.board
-postgres = tbp.postgres
-board_db = tbp.board_db
+from ..databases import sqlite_rows, sqlite_url
+from ..inprocess import Board, Person, delete_form, edit_form, hidden, html, on_both_databases
+from ..served import (
+    ADMIN,
+    ADMIN_PASSWORD,
+    AUTHOR,
+    AUTHOR_PASSWORD,
+    BoardServer,
+    Browser,
+    Form,
+    Served,
+    notice,
+    serve,
+)
 
 POST_GONE: Final = {
     "ok": False,
@@ -77,11 +82,8 @@ RACERS: Final = 8
 
 # --- helpers ----------------------------------------------------------------------------------
 
-running = contextlib.contextmanager(tbp.serve)
-"""``with running(directory, url) as server``: the board under uvicorn, stopped after."""
 
-
-def snapshot(board: tb.Board, post_id: int) -> tuple[Any, ...] | None:
+def snapshot(board: Board, post_id: int) -> tuple[Any, ...] | None:
     """Everything a write could change in the post, or ``None`` when there is no post."""
     Post = board.db_module.Post
     with board.core.db.session() as session:
@@ -99,7 +101,7 @@ def publish(client: Any, title: str) -> int:
     return post_id
 
 
-def recreate(board: tb.Board, post_id: int, author: tb.Person, title: str) -> None:
+def recreate(board: Board, post_id: int, author: Person, title: str) -> None:
     """A new post under a deleted post's ID, as SQLite without AUTOINCREMENT (a table made
     by an older board) hands it out: written straight into the database."""
     Post = board.db_module.Post
@@ -111,7 +113,8 @@ def recreate(board: tb.Board, post_id: int, author: tb.Person, title: str) -> No
 # --- 5: sealed forms do not outlive their post ------------------------------------------------
 
 
-def test_a_deleted_posts_edit_form_does_not_edit_the_next_post(board: tb.Board) -> None:
+@on_both_databases
+def test_a_deleted_posts_edit_form_does_not_edit_the_next_post(board: Board) -> None:
     """Attack: create a post, keep its edit page's ``_bound``, delete the post, create
     another (SQLite handed it the same ID), replay the old ``_bound``: it answered 200
     "Saved" and rewrote the new post. Now the new post has a new ID, and the replay is
@@ -119,8 +122,8 @@ def test_a_deleted_posts_edit_form_does_not_edit_the_next_post(board: tb.Board) 
     author = board.account("author", "Replayer")
     with board.browser(author) as client:
         first = publish(client, "First")
-        stale_edit = tb.edit_form(client, first)
-        deleted = client.call("delete_post", {"_bound": tb.delete_form(client, first)})
+        stale_edit = edit_form(client, first)
+        deleted = client.call("delete_post", {"_bound": delete_form(client, first)})
         assert deleted.status_code == 200, deleted.text
         second = publish(client, "Second")
         assert second != first  # no ID is handed out twice
@@ -138,7 +141,8 @@ def test_a_deleted_posts_edit_form_does_not_edit_the_next_post(board: tb.Board) 
     assert before[1:3] == ("Second", "The body of Second.")
 
 
-def test_an_admins_stale_delete_form_does_not_delete_a_newer_post(board: tb.Board) -> None:
+@on_both_databases
+def test_an_admins_stale_delete_form_does_not_delete_a_newer_post(board: Board) -> None:
     """Attack: an admin loads the board; the author deletes her post and another member
     posts (on SQLite, under the deleted post's ID); the admin's delete button, still on
     the page, deleted the other member's newer post. Now it is 404 ``post_gone`` and
@@ -147,9 +151,9 @@ def test_an_admins_stale_delete_form_does_not_delete_a_newer_post(board: tb.Boar
     admin = board.account("admin", "Moderator")
     old = board.post(alice, "Alice's, soon deleted")
     with board.browser(admin) as moderator:
-        stale_delete = tb.delete_form(moderator, old)
+        stale_delete = delete_form(moderator, old)
         with board.browser(alice) as client:
-            reply = client.call("delete_post", {"_bound": tb.delete_form(client, old)})
+            reply = client.call("delete_post", {"_bound": delete_form(client, old)})
             assert reply.status_code == 200, reply.text
         with board.browser(bob) as client:
             newer = publish(client, "Bob's, newer")
@@ -163,7 +167,8 @@ def test_an_admins_stale_delete_form_does_not_delete_a_newer_post(board: tb.Boar
     assert before[:2] == (bob.id, "Bob's, newer")
 
 
-def test_a_reused_id_does_not_reopen_the_deleted_posts_forms(board: tb.Board) -> None:
+@on_both_databases
+def test_a_reused_id_does_not_reopen_the_deleted_posts_forms(board: Board) -> None:
     """Attack: on a table made by an older board (no AUTOINCREMENT) a new post gets a
     deleted post's ID, by the same author, so that the owner-or-admin check passes: the
     deleted post's forms (the author's edit page and delete button, an admin's) named
@@ -173,10 +178,10 @@ def test_a_reused_id_does_not_reopen_the_deleted_posts_forms(board: tb.Board) ->
     post_id = board.post(author, "Deleted")
     with board.browser(author) as owner, board.browser(admin) as moderator:
         stale = {
-            "author's edit": (owner, "edit_post", tb.edit_form(owner, post_id)),
-            "author's delete": (owner, "delete_post", tb.delete_form(owner, post_id)),
-            "admin's edit": (moderator, "edit_post", tb.edit_form(moderator, post_id)),
-            "admin's delete": (moderator, "delete_post", tb.delete_form(moderator, post_id)),
+            "author's edit": (owner, "edit_post", edit_form(owner, post_id)),
+            "author's delete": (owner, "delete_post", delete_form(owner, post_id)),
+            "admin's edit": (moderator, "edit_post", edit_form(moderator, post_id)),
+            "admin's delete": (moderator, "delete_post", delete_form(moderator, post_id)),
         }
         reply = owner.call("delete_post", {"_bound": stale["author's delete"][2]})
         assert reply.status_code == 200, reply.text
@@ -192,7 +197,7 @@ def test_a_reused_id_does_not_reopen_the_deleted_posts_forms(board: tb.Board) ->
             assert (reply.status_code, reply.json()) == (409, POST_CHANGED), name
             assert snapshot(board, post_id) == before, name
 
-        fresh = tb.edit_form(owner, post_id)
+        fresh = edit_form(owner, post_id)
         reply = owner.call(
             "edit_post", {"title": "Reborn, edited", "body": "Mine.", "_bound": fresh}
         )
@@ -203,7 +208,8 @@ def test_a_reused_id_does_not_reopen_the_deleted_posts_forms(board: tb.Board) ->
     assert after[3] != before[3]
 
 
-def test_a_form_loaded_before_an_edit_changes_nothing(board: tb.Board) -> None:
+@on_both_databases
+def test_a_form_loaded_before_an_edit_changes_nothing(board: Board) -> None:
     """Attack (a lost update): two tabs load one post; the first saves an edit; the
     second tab's edit form and the board's delete button, loaded before that edit,
     overwrote or deleted the edited post. Now both are 409 ``post_changed``, the post
@@ -211,8 +217,8 @@ def test_a_form_loaded_before_an_edit_changes_nothing(board: tb.Board) -> None:
     author = board.account("author", "Two tabs")
     post_id = board.post(author, "Open twice")
     with board.browser(author) as client:
-        first_tab, second_tab = tb.edit_form(client, post_id), tb.edit_form(client, post_id)
-        stale_delete = tb.delete_form(client, post_id)
+        first_tab, second_tab = edit_form(client, post_id), edit_form(client, post_id)
+        stale_delete = delete_form(client, post_id)
         saved = client.call(
             "edit_post", {"title": "First tab", "body": "Kept.", "_bound": first_tab}
         )
@@ -230,27 +236,27 @@ def test_a_form_loaded_before_an_edit_changes_nothing(board: tb.Board) -> None:
         assert (late.status_code, late.json()) == (409, POST_CHANGED)
         assert snapshot(board, post_id) == edited
 
-        reply = client.call("delete_post", {"_bound": tb.delete_form(client, post_id)})
+        reply = client.call("delete_post", {"_bound": delete_form(client, post_id)})
         assert reply.status_code == 200, reply.text
     assert snapshot(board, post_id) is None
 
 
-def test_the_htmx_delete_of_an_edited_post_is_refused_in_its_form(board: tb.Board) -> None:
+def test_the_htmx_delete_of_an_edited_post_is_refused_in_its_form(board: Board) -> None:
     """Attack: the htmx delete button of a post edited since the board loaded deleted
     the edited post. Now htmx gets the 409 alert for the form's error slot, and the
     post stays."""
     author = board.account("author")
     post_id = board.post(author, "Edited behind the board")
     with board.browser(author) as client:
-        page = tb.html(client, "/").text
+        page = html(client, "/").text
         fields = {
-            "_csrf": tb.hidden(page, "_csrf", within=f"post-{post_id}"),
+            "_csrf": hidden(page, "_csrf", within=f"post-{post_id}"),
             "_next": "/",
-            "_bound": tb.hidden(page, "_bound", within=f"post-{post_id}"),
+            "_bound": hidden(page, "_bound", within=f"post-{post_id}"),
         }
         saved = client.call(
             "edit_post",
-            {"title": "Edited", "body": "Since.", "_bound": tb.edit_form(client, post_id)},
+            {"title": "Edited", "body": "Since.", "_bound": edit_form(client, post_id)},
         )
         assert saved.status_code == 200, saved.text
         before = snapshot(board, post_id)
@@ -264,7 +270,7 @@ def test_the_htmx_delete_of_an_edited_post_is_refused_in_its_form(board: tb.Boar
     assert snapshot(board, post_id) == before
 
 
-def test_a_seal_without_a_version_matches_no_post(board: tb.Board) -> None:
+def test_a_seal_without_a_version_matches_no_post(board: Board) -> None:
     """Attack: a form sealed by a board from before versions (seals last a day) names
     only an ID, which may by now be another post's. It matches no version: 409, even
     for the post's own author, and nothing changes."""
@@ -327,7 +333,7 @@ def make_old_database(url: URL, password_hash: str, titles: list[str]) -> None:
             account = connection.scalar(
                 insert(old.tables["accounts"])
                 .values(
-                    email=tbp.AUTHOR,
+                    email=AUTHOR,
                     name="Ada",
                     password_hash=password_hash,
                     role="author",
@@ -348,20 +354,15 @@ def make_old_database(url: URL, password_hash: str, titles: list[str]) -> None:
         engine.dispose()
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_an_old_database_gets_a_version_of_its_own_for_each_post(
-    kind: str, board_db: ModuleType, tmp_path: Path, request: pytest.FixtureRequest
+    database_url: URL, board_db: ModuleType
 ) -> None:
     """Attack surface: a database made by an older board has posts without versions.
     The board must still start, and give each post a version of its own, never a shared
     or an empty one that would let one post's forms match another (or a reused ID's):
     ``create_schema`` adds the column, NOT NULL, and fills it; a second start changes
     nothing; a new post gets a version of its own too."""
-    if kind == "sqlite":
-        url = URL.create("sqlite", database=str(tmp_path / "board.sqlite3"))
-    else:
-        pg: tbp.Postgres = request.getfixturevalue("postgres")
-        url = pg.url().set(drivername="postgresql+psycopg")
+    url = database_url
     titles = ["One", "Two", "Three"]
     make_old_database(url, "-", titles)
 
@@ -378,7 +379,7 @@ def test_an_old_database_gets_a_version_of_its_own_for_each_post(
         assert len(set(versions)) == len(versions)
 
         with db.engine.connect() as connection:
-            if kind == "sqlite":
+            if url.get_backend_name() == "sqlite":
                 info = connection.exec_driver_sql("PRAGMA table_info(posts)").all()
                 assert [row[3] for row in info if row[1] == "version"] == [1]  # NOT NULL
             else:
@@ -409,10 +410,10 @@ def test_the_board_starts_and_edits_on_an_old_data_directory(tmp_path: Path) -> 
     post, and the edit form saves."""
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
-    url = URL.create("sqlite", database=str(data / "board.sqlite3"))
-    make_old_database(url, hash_password(tbp.AUTHOR_PASSWORD), ["From before"])
-    with running(tmp_path, url) as server, tbp.Browser(server) as ada:
-        ada.sign_in(tbp.AUTHOR, tbp.AUTHOR_PASSWORD)
+    url = sqlite_url(data / "board.sqlite3")
+    make_old_database(url, hash_password(AUTHOR_PASSWORD), ["From before"])
+    with serve(tmp_path, url) as server, Browser(server) as ada:
+        ada.sign_in(AUTHOR, AUTHOR_PASSWORD)
         [(post_id, version)] = sqlite_rows(data / "board.sqlite3")(
             "SELECT id, version FROM posts WHERE title = %s", "From before"
         )
@@ -420,46 +421,15 @@ def test_the_board_starts_and_edits_on_an_old_data_directory(tmp_path: Path) -> 
         ada.open(f"/posts/{post_id}/edit")
         edit = ada.form(button="Save changes")
         page = ada.submit(edit, f"/#post-{post_id}", title="From before, edited", body="Yes.")
-        assert tbp.notice("Saved “From before, edited”.") in page
+        assert notice("Saved “From before, edited”.") in page
         assert "Traceback" not in server.log()
 
 
 # --- 6: edits and deletes of one post, at once ------------------------------------------------
 
 
-Rows = Callable[..., list[tuple[Any, ...]]]
-
-
-def sqlite_rows(path: Path) -> Rows:
-    """What is committed in the SQLite file now, read with a connection of the test's own
-    (``%s`` placeholders, as for PostgreSQL)."""
-
-    def rows(query: str, *params: Any) -> list[tuple[Any, ...]]:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as c:
-            return c.execute(query.replace("%s", "?"), params).fetchall()
-
-    return rows
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def served(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> Iterator[tuple[tbp.BoardServer, Rows]]:
-    """The board under uvicorn, on SQLite (its own file) or in a PostgreSQL schema, and a
-    way to read its rows."""
-    if request.param == "sqlite":
-        path = tmp_path / "data" / "board.sqlite3"
-        url = URL.create("sqlite", database=str(path))
-        rows = sqlite_rows(path)
-    else:
-        pg: tbp.Postgres = request.getfixturevalue("postgres")
-        url, rows = pg.url(), pg.rows
-    with running(tmp_path, url) as server:
-        yield server, rows
-
-
 def release_together(
-    server: tbp.BoardServer, calls: list[tuple[tbp.Browser, tbp.Form, dict[str, Any]]]
+    server: BoardServer, calls: list[tuple[Browser, Form, dict[str, Any]]]
 ) -> list[httpx.Response]:
     """Every call at once: a connection of its own each (opened beforehand, with the
     browser's cookies), all sent the moment the last thread is ready."""
@@ -494,9 +464,7 @@ def release_together(
             client.close()
 
 
-def test_racing_edits_and_deletes_of_one_post_have_exactly_one_winner(
-    served: tuple[tbp.BoardServer, Rows],
-) -> None:
+def test_racing_edits_and_deletes_of_one_post_have_exactly_one_winner(served: Served) -> None:
     """Attack: four deletes and four edits of one post, with the same sealed version,
     released together against uvicorn: some answered ``500 internal`` (StaleDataError
     in the log) and two answered "Deleted" for one deletion. Now, round after round, on
@@ -504,10 +472,10 @@ def test_racing_edits_and_deletes_of_one_post_have_exactly_one_winner(
     200; if a delete won, every other call is 404 ``post_gone`` and the row is gone; if
     an edit won, every other is 409 ``post_changed`` and the row holds that edit, with
     a new version."""
-    server, rows = served
-    with tbp.Browser(server) as ada, tbp.Browser(server) as grace:
-        ada.sign_in(tbp.AUTHOR, tbp.AUTHOR_PASSWORD)
-        grace.sign_in("admin@board.example", tbp.ADMIN_PASSWORD)
+    server, rows = served.server, served.rows
+    with Browser(server) as ada, Browser(server) as grace:
+        ada.sign_in(AUTHOR, AUTHOR_PASSWORD)
+        grace.sign_in(ADMIN, ADMIN_PASSWORD)
         for round_ in range(ROUNDS):
             ada.open("/")
             compose = ada.form(button="Publish", within="compose")
@@ -516,7 +484,7 @@ def test_racing_edits_and_deletes_of_one_post_have_exactly_one_winner(
             post_id = made.json()["data"]["id"]
             [(sealed_version,)] = rows("SELECT version FROM posts WHERE id = %s", post_id)
 
-            calls: list[tuple[tbp.Browser, tbp.Form, dict[str, Any]]] = []
+            calls: list[tuple[Browser, Form, dict[str, Any]]] = []
             for browser in (ada, grace):
                 browser.open(f"/posts/{post_id}/edit")
                 edit = browser.form(button="Save changes")
@@ -584,7 +552,7 @@ def test_racing_edits_and_deletes_of_one_post_have_exactly_one_winner(
     ],
 )
 def test_a_post_id_out_of_range_or_odd_in_a_path_is_the_boards_404(
-    board: tb.Board, post_id: str
+    board: Board, post_id: str
 ) -> None:
     """Attack: ``GET /posts/99999999999999999999/edit`` (past SQLite's integers; on
     PostgreSQL anything past 2**31 - 1) and a 5,000-digit ID (past Python's int-digits
@@ -593,7 +561,7 @@ def test_a_post_id_out_of_range_or_odd_in_a_path_is_the_boards_404(
     database."""
     member = board.member("path-prober", "author")
     with board.browser(member, reuse=True) as client:
-        reply = tb.html(client, f"/posts/{post_id}/edit")
+        reply = html(client, f"/posts/{post_id}/edit")
     assert reply.status_code == 404
     assert reply.headers["content-type"] == "text/html; charset=utf-8"
     assert reply.headers["cache-control"] == "no-store"
@@ -604,13 +572,14 @@ def test_a_post_id_out_of_range_or_odd_in_a_path_is_the_boards_404(
         assert leaked not in reply.text
 
 
-def test_the_largest_post_id_a_path_takes_reaches_the_page(board: tb.Board) -> None:
+@on_both_databases
+def test_the_largest_post_id_a_path_takes_reaches_the_page(board: Board) -> None:
     """The other side of the range: 2**31 - 1, the largest ID either database's column
     holds, is a path the board serves; no post there is the edit page's own 404, not an
     overflow. The convertor writes no ID outside the range either."""
     member = board.member("path-prober", "author")
     with board.browser(member, reuse=True) as client:
-        reply = tb.html(client, f"/posts/{2**31 - 1}/edit")
+        reply = html(client, f"/posts/{2**31 - 1}/edit")
     assert reply.status_code == 404
     assert "<p>This post does not exist (any more).</p>" in reply.text
     row_id = board.pages.RowId()
@@ -621,7 +590,7 @@ def test_the_largest_post_id_a_path_takes_reaches_the_page(board: tb.Board) -> N
 
 
 def test_the_path_pattern_is_every_id_from_1_to_the_largest_and_nothing_else(
-    board: tb.Board,
+    board: Board,
 ) -> None:
     """The convertor's pattern, at each of its edges: every number from 1 to 2**31 - 1
     in its one spelling, no other text."""

@@ -25,11 +25,14 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
+from e2e.chromium import EXPECT_TIMEOUT
 from playwright.sync_api import Browser, BrowserContext, Dialog, Locator, Page, Request, expect
 
-from .conftest import EXPECT_TIMEOUT, REPO, Board
+from ..inprocess import EXAMPLES
+from .conftest import Board
 
-HTMX = REPO / "examples" / "board" / "static" / "vendor" / "htmx.min.js"
+REPO = EXAMPLES.parent
+HTMX = EXAMPLES / "board" / "static" / "vendor" / "htmx.min.js"
 PASSWORD = "correct horse battery staple"
 COOKIE = "board_session"
 DIGEST = re.compile(r"[0-9a-f]{16}")
@@ -481,7 +484,7 @@ def test_the_report_page_shows_the_digest_that_is_in_the_server_log(
         for leaked in ("reports-db", "postgresql", "not-a-real-password", "OperationalError"):
             assert leaked not in page.content()
         shot(page, screenshots, "report", javascript)
-    log = board.server.log_text()
+    log = board.server.log()
     assert f"bastion: action report_problem failed [digest {digest}]" in log
     after = log.split(f"[digest {digest}]", 1)[1]
     assert "postgresql://board:not-a-real-password@reports-db.internal:5432/reports" in after
