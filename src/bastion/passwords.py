@@ -9,7 +9,6 @@ thread, behind the log-in throttle.
 from __future__ import annotations
 
 import functools
-from typing import Final
 
 import anyio.to_thread
 from argon2 import PasswordHasher
@@ -17,15 +16,27 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 __all__ = ["hash_password", "needs_rehash", "verify_in_thread", "verify_password"]
 
-_hasher: Final = PasswordHasher()  # argon2id with the library's current recommended costs
+_hasher: PasswordHasher = PasswordHasher()
+"""argon2id with the library's current recommended costs. Only ``swap_hasher`` replaces
+it (``bastion.testing.fast_passwords()``, for the length of a test)."""
+
+
+def swap_hasher(hasher: PasswordHasher) -> PasswordHasher:
+    """Hash with ``hasher`` from now on, process-wide; returns the one used until now, to
+    put back. For ``bastion.testing.fast_passwords()``, not for apps: a hash made under any
+    hasher still verifies under every other, since argon2 reads its costs from the hash."""
+    global _hasher
+    previous, _hasher = _hasher, hasher
+    return previous
 
 
 @functools.cache
-def _dummy_hash() -> str:
+def _dummy_hash(hasher: PasswordHasher) -> str:
     """Verified against when the account is unknown, so that a login for a missing account
     takes as long as one with a wrong password and its timing reveals nothing. Made on
-    first use: hashing costs ~130 ms and 64 MiB, which ``import bastion`` must not pay."""
-    return _hasher.hash("bastion: an account that does not exist")
+    first use: hashing costs ~130 ms and 64 MiB, which ``import bastion`` must not pay.
+    One per hasher, so that under cheap test costs an unknown account is cheap too."""
+    return hasher.hash("bastion: an account that does not exist")
 
 
 def hash_password(password: str) -> str:
@@ -36,7 +47,8 @@ def hash_password(password: str) -> str:
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Whether ``password`` matches ``stored_hash``. With ``None`` (no such account),
     a dummy hash is verified all the same and the answer is ``False``."""
-    dummy = _dummy_hash()  # made by the first check, whichever the account: same timing
+    # Made by the first check, whichever the account: same timing.
+    dummy = _dummy_hash(_hasher)
     if stored_hash is None:
         _verify(dummy, password)
         return False
