@@ -62,6 +62,13 @@ CSRF_FAILED = {
         "message": "This form has expired. Reload the page and try again.",
     },
 }
+NO_SESSION = {
+    "ok": False,
+    "error": {
+        "code": "no_session",
+        "message": "Your session has ended or cookies are off. Reload the page and try again.",
+    },
+}
 ADA = {"ok": True, "data": {"name": "Ada", "roles": ["author"]}}
 
 
@@ -228,7 +235,9 @@ def test_wrong_password_and_unknown_account_get_the_very_same_answer() -> None:
 def test_login_rotates_the_session_id_and_the_old_one_is_refused() -> None:
     """Session fixation: the ID (and CSRF secret) before log-in die at log-in. Whoever
     knew the old cookie and a token made for it (an attacker who planted them) is
-    refused 403 csrf_failed; with the old cookie alone they are not signed in (401)."""
+    refused 403 no_session (the old ID is no session any more); the victim's own old
+    token in the new session is 403 csrf_failed; with the old cookie alone nobody is
+    signed in (401)."""
     site = build()
     with site.client() as victim:
         old_token = victim.token()
@@ -255,7 +264,7 @@ def test_login_rotates_the_session_id_and_the_old_one_is_refused() -> None:
         replay = attacker.call(
             "whoami", token=old_token, headers={"Cookie": f"bastion_session={old_sid}"}
         )
-        assert_reply(replay, 403, CSRF_FAILED)
+        assert_reply(replay, 403, NO_SESSION)
     with site.client("203.0.113.66") as attacker:
         attacker.cookies.set("bastion_session", old_sid, domain="127.0.0.1")
         assert_reply(attacker.call("whoami"), 401, UNAUTHORIZED)
@@ -285,7 +294,7 @@ def test_logout_ends_the_session_and_its_cookie() -> None:
 
     with site.client("203.0.113.66") as thief:
         replay = thief.call("whoami", token=token, headers={"Cookie": f"bastion_session={sid}"})
-        assert_reply(replay, 403, CSRF_FAILED)
+        assert_reply(replay, 403, NO_SESSION)
     with site.client("203.0.113.66") as thief:
         thief.cookies.set("bastion_session", sid, domain="127.0.0.1")
         assert_reply(thief.call("whoami"), 401, UNAUTHORIZED)

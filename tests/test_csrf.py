@@ -54,6 +54,13 @@ CSRF_FAILED = {
         "message": "This form has expired. Reload the page and try again.",
     },
 }
+NO_SESSION = {
+    "ok": False,
+    "error": {
+        "code": "no_session",
+        "message": "Your session has ended or cookies are off. Reload the page and try again.",
+    },
+}
 
 
 class Moved(BaseModel):
@@ -311,6 +318,20 @@ CASES = [
         cookie=False,
     ),
     Case(
+        "token missing and no session cookie: the missing token decides",
+        NO,
+        "refused transfer: CSRF token missing",
+        token=None,
+        cookie=False,
+    ),
+    Case(
+        "token forged and no session cookie",
+        NO,
+        "refused transfer: CSRF token no session",
+        token="forged",
+        cookie=False,
+    ),
+    Case(
         "token valid but sent twice",
         NO,
         "refused transfer: CSRF token repeated",
@@ -401,7 +422,13 @@ def test_origin_and_token_matrix(
         assert_json(reply, 200, {"ok": True, "data": {"transfers": 1}})
         assert app.calls == ["transfer"]
     else:
-        envelope = CROSS_ORIGIN if case.log and "CSRF" not in case.log else CSRF_FAILED
+        envelope = (
+            CROSS_ORIGIN
+            if case.log and "CSRF" not in case.log
+            else NO_SESSION
+            if case.log and case.log.endswith("no session")
+            else CSRF_FAILED
+        )
         assert_json(reply, 403, envelope)
         assert app.calls == []
     records = security_records(caplog)
@@ -438,10 +465,11 @@ def test_public_action_for_an_anonymous_visitor_still_needs_a_token(app: App) ->
 
 
 def test_anonymous_visitor_with_a_made_up_token_is_refused(app: App) -> None:
-    """A well-formed token without any session behind it: 403, nothing stored."""
+    """A well-formed token without any session behind it: 403 no_session, nothing
+    stored."""
     with ActionClient(mounted(app.bastion), app.bastion, base_url=APP, origin=APP) as fresh:
         reply = fresh.call("transfer", token=secrets.token_urlsafe(64))
-        assert_json(reply, 403, CSRF_FAILED)
+        assert_json(reply, 403, NO_SESSION)
         assert "set-cookie" not in reply.headers
     assert app.calls == []
     assert isinstance(app.bastion.store, MemoryStore)

@@ -54,6 +54,13 @@ CSRF_FAILED = {
         "message": "This form has expired. Reload the page and try again.",
     },
 }
+NO_SESSION = {
+    "ok": False,
+    "error": {
+        "code": "no_session",
+        "message": "Your session has ended or cookies are off. Reload the page and try again.",
+    },
+}
 UNAVAILABLE = "The service is unavailable. Try again later."
 PAGES = {"plain": "no token here", "form": "{{ csrf_input() }}"}
 
@@ -336,7 +343,7 @@ def test_cookie_sent_twice_counts_as_none() -> None:
     with app.client() as client:
         reply = client.call("recall", token=token, headers=twice)
         assert reply.status_code == 403
-        assert reply.json() == CSRF_FAILED
+        assert reply.json() == NO_SESSION
         assert app.calls == []
         page = client.get("/form", headers=twice)
     assert new_sid(page) != sid
@@ -360,7 +367,7 @@ def test_cookie_in_two_headers_counts_as_none() -> None:
                 ("Cookie", f"bastion_session={sid}"),
             ],
         )
-    assert (reply.status_code, reply.json()) == (403, CSRF_FAILED)
+    assert (reply.status_code, reply.json()) == (403, NO_SESSION)
     assert app.calls == []
 
 
@@ -401,7 +408,7 @@ def test_rotate_issues_a_new_id_keeps_data_and_kills_the_old_id() -> None:
     with app.client() as thief:
         thief.cookies.set("bastion_session", old_sid, domain="127.0.0.1")
         stolen = thief.call("recall", token=old_token)
-        assert (stolen.status_code, stolen.json()) == (403, CSRF_FAILED)
+        assert (stolen.status_code, stolen.json()) == (403, NO_SESSION)
         page = thief.get("/form")
     assert new_sid(page) not in (old_sid, sid)
     assert app.calls == ["remember", "login"]
@@ -424,7 +431,7 @@ def test_clear_ends_the_session_and_expires_the_cookie() -> None:
     with app.client() as replay:
         replay.cookies.set("bastion_session", sid, domain="127.0.0.1")
         again = replay.call("recall", token=token)
-        assert (again.status_code, again.json()) == (403, CSRF_FAILED)
+        assert (again.status_code, again.json()) == (403, NO_SESSION)
     assert app.calls == ["remember", "logout"]
 
 
@@ -472,7 +479,7 @@ def test_idle_timeout_expires_the_session() -> None:
         sid, token = start(client)
         age(app, sid, created=61, seen=61)
         reply = client.call("recall", token=token)
-        assert (reply.status_code, reply.json()) == (403, CSRF_FAILED)
+        assert (reply.status_code, reply.json()) == (403, NO_SESSION)
         assert app.calls == ["remember"]
         assert new_sid(client.get("/form")) != sid
         assert client.session() == {}
@@ -514,7 +521,7 @@ def test_absolute_timeout_expires_an_active_session() -> None:
         sid, token = start(client)
         age(app, sid, created=3601)
         reply = client.call("recall", token=token)
-        assert (reply.status_code, reply.json()) == (403, CSRF_FAILED)
+        assert (reply.status_code, reply.json()) == (403, NO_SESSION)
         assert app.calls == ["remember"]
 
 
@@ -726,7 +733,7 @@ def test_session_under_a_dropped_key_is_gone() -> None:
     with new.client() as client:
         client.cookies.set("bastion_session", sid or "", domain="127.0.0.1")
         reply = client.call("recall", token=token)
-    assert (reply.status_code, reply.json()) == (403, CSRF_FAILED)
+    assert (reply.status_code, reply.json()) == (403, NO_SESSION)
     assert new.calls == []
 
 

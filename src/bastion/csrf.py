@@ -10,6 +10,12 @@ masked afresh at every render (``bastion.crypto.tokens``). The token is read fro
 ``X-CSRF-Token`` header (scripts) or the ``_csrf`` form field (plain forms), and
 compared in constant time. It dies with the session's CSRF secret, which
 ``session.rotate()`` replaces.
+
+A call that brings a token but no session (its cookie was not sent, or names a session
+that has ended) is refused as ``no_session``, with words of its own: "this form has
+expired" would send a visitor whose browser blocks cookies round and round a reload.
+Every other reason (no token, a malformed one, one of another session) is
+``csrf_failed``, and each is a line on the ``bastion.security`` log.
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from starlette.datastructures import Headers
 from bastion.crypto import tokens
 from bastion.crypto.keys import KeyRing
 from bastion.errors import Forbidden
+from bastion.messages import CATALOG
 from bastion.sessions import Session
 
-__all__ = ["CsrfFailed", "issue", "verify"]
+__all__ = ["CsrfFailed", "NoSession", "issue", "verify"]
 
 security_log = logging.getLogger("bastion.security")
 
@@ -34,7 +41,16 @@ FIELD: Final = "_csrf"
 
 class CsrfFailed(Forbidden):
     code = "csrf_failed"
-    message = "This form has expired. Reload the page and try again."
+    message = CATALOG["csrf_failed"]
+
+
+class NoSession(CsrfFailed):
+    """No session came with the call: its cookie was not sent (cookies off, a script's
+    ``fetch`` without credentials) or its session ended. A ``CsrfFailed`` still, so that
+    whatever treats CSRF refusals alike goes on doing so."""
+
+    code = "no_session"
+    message = CATALOG["no_session"]
 
 
 def issue(session: Session, keys: KeyRing) -> str:
@@ -56,12 +72,14 @@ def verify(
     if unmasked is None:
         _refuse(action, "malformed")
     if not session.exists:
-        _refuse(action, "no session")
+        # A real token's shape but no session: the page had one, the call did not bring
+        # its cookie. The visitor must hear that, not that a form expired.
+        _refuse(action, "no session", NoSession)
     if not tokens.matches(unmasked, keys.all("csrf"), session.csrf_secret):
         _refuse(action, "mismatch")
 
 
-def _refuse(action: str, reason: str) -> NoReturn:
+def _refuse(action: str, reason: str, refusal: type[CsrfFailed] = CsrfFailed) -> NoReturn:
     # A security event, never with the token's value.
     security_log.warning(
         "refused %s: CSRF token %s",
@@ -69,4 +87,4 @@ def _refuse(action: str, reason: str) -> NoReturn:
         reason,
         extra={"event": "csrf_refused", "action": action, "reason": reason},
     )
-    raise CsrfFailed()
+    raise refusal()

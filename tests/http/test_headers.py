@@ -26,7 +26,7 @@ from starlette.templating import Jinja2Templates
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket
 
-from bastion import Bastion, public
+from bastion import Bastion, ConfigurationError, public
 from bastion.http.headers import HSTS, NONCE_KEY, PERMISSIONS_POLICY, SecurityHeaders, default_csp
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
@@ -402,3 +402,129 @@ def test_middleware_can_be_used_on_its_own() -> None:
     assert nonce is not None
     assert NONCE.fullmatch(nonce.group(1))
     assert reply.headers["strict-transport-security"] == HSTS
+
+
+# --- a policy per path (csp_for) ----------------------------------------------------------
+
+DOCS_CSP = "default-src 'self'; script-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+OAUTH_CSP = "default-src 'none'; script-src 'unsafe-inline'; frame-ancestors 'none'"
+
+
+def relaxed_app(**options: Any) -> SecurityHeaders:
+    """Every path answers its own path, under the headers with ``options``."""
+
+    async def echo(request: Request) -> Response:
+        return PlainTextResponse(request.url.path)
+
+    app = Starlette(routes=[Route("/{path:path}", echo)])
+    return SecurityHeaders(app, https=lambda scope: False, **options)
+
+
+def policy_at(app: Any, path: str, **request: Any) -> str:
+    with TestClient(app, **request) as client:
+        reply = client.get(path)
+    assert reply.status_code == 200
+    policy: str = reply.headers["content-security-policy"]
+    return policy
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/docs", DOCS_CSP),
+        ("/docs/", DOCS_CSP),
+        ("/docs/swagger.css", DOCS_CSP),
+        ("/docs/oauth2-redirect", OAUTH_CSP),
+        ("/docs/oauth2-redirect/x", OAUTH_CSP),
+        ("/docsearch", None),
+        ("/doc", None),
+        ("/DOCS", None),
+        ("/", None),
+        ("/api/docs", None),
+        ("/openapi.json", None),
+    ],
+)
+def test_csp_for_relaxes_the_named_paths_and_only_those(path: str, expected: str | None) -> None:
+    """A named path covers itself and what is below it, whole segments only; the longest
+    match decides; everything else keeps the strict default (case matters: /DOCS is not
+    /docs, so the mistake is strict, never relaxed)."""
+    app = relaxed_app(csp_for={"/docs": DOCS_CSP, "/docs/oauth2-redirect": OAUTH_CSP})
+    policy = policy_at(app, path)
+    if expected is None:
+        assert policy == csp(policy.split("'nonce-", 1)[1].split("'", 1)[0])
+    else:
+        assert policy == expected
+
+
+def test_csp_for_policy_may_be_a_function_of_the_nonce() -> None:
+    """A callable gets this response's nonce, as ``csp=`` does."""
+    app = relaxed_app(csp_for={"/docs": lambda nonce: f"script-src 'nonce-{nonce}'"})
+    assert re.fullmatch(r"script-src 'nonce-[A-Za-z0-9_-]{22}'", policy_at(app, "/docs/x"))
+
+
+def test_csp_for_keeps_every_other_header() -> None:
+    """Only the CSP is relaxed: framing, nosniff, Referrer- and Permissions-Policy stay."""
+    with TestClient(relaxed_app(csp_for={"/docs": DOCS_CSP})) as client:
+        reply = client.get("/docs")
+    assert {k: reply.headers[k] for k in security_headers("x")} == {
+        **security_headers("x"),
+        "content-security-policy": DOCS_CSP,
+    }
+
+
+def test_csp_for_matches_the_path_below_root_path() -> None:
+    """Behind a proxy that serves the app under /app, the names are the app's own paths."""
+    app = relaxed_app(csp_for={"/docs": DOCS_CSP})
+    assert policy_at(app, "/app/docs", root_path="/app") == DOCS_CSP
+    assert policy_at(app, "/app/other", root_path="/app") != DOCS_CSP
+
+
+def test_a_fixed_string_is_accepted_as_the_default_policy() -> None:
+    """``csp=`` takes a fixed string as well as a function of the nonce."""
+    assert policy_at(relaxed_app(csp="default-src 'self'"), "/x") == "default-src 'self'"
+
+
+def test_add_security_headers_takes_csp_for(client: ActionClient) -> None:
+    """Through the facade: ``bastion.add_security_headers(app, csp_for=...)``."""
+    bastion, app = build()
+    bastion.add_security_headers(app, csp_for={"/own": DOCS_CSP})
+    with ActionClient(app, bastion) as fresh:
+        # The page's own CSP header still wins over any bastion adds.
+        assert fresh.get("/own").headers["content-security-policy"] == "frame-ancestors 'self'"
+        assert fresh.get("/stream").headers["content-security-policy"].startswith("default-src")
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"csp_for": {"docs": DOCS_CSP}}, "csp_for: 'docs' is not a path like /docs"),
+        ({"csp_for": {"//evil": DOCS_CSP}}, "csp_for: '//evil' is not a path like /docs"),
+        ({"csp_for": {"/docs?x": DOCS_CSP}}, r"csp_for: '/docs\?x' is not a path like /docs"),
+        ({"csp_for": {"/do cs": DOCS_CSP}}, "csp_for: '/do cs' is not a path like /docs"),
+        ({"csp_for": {"/": DOCS_CSP}}, "csp_for: '/' is every path: give the policy as csp="),
+        ({"csp_for": {"/docs": DOCS_CSP, "/docs/": DOCS_CSP}}, "csp_for: '/docs/' is given twice"),
+        (
+            {"csp_for": {"/docs": "default-src *\r\nSet-Cookie: a=b"}},
+            r"csp_for\['/docs'\]: a CSP is one non-empty line of text",
+        ),
+        ({"csp_for": {"/docs": ""}}, r"csp_for\['/docs'\]: a CSP is one non-empty line of text"),
+        (
+            {"csp_for": {"/docs": "script-src \u2019self\u2019"}},
+            r"csp_for\['/docs'\]: a CSP header is Latin-1 text",
+        ),
+        (
+            {"csp_for": {"/docs": 42}},
+            r"csp_for\['/docs'\]: a CSP is a string or a function of the nonce",
+        ),
+        ({"csp_for": "/docs"}, r'csp_for maps paths to policies: \{"/docs": policy\}'),
+        ({"csp": "a\nb"}, "csp: a CSP is one non-empty line of text"),
+    ],
+)
+def test_a_bad_path_or_policy_is_refused_at_start_up(options: dict[str, Any], message: str) -> None:
+    """Header injection (a CR/LF in a policy) and paths that could never match (or match
+    everything) are ConfigurationErrors when the app is built, not a broken header later."""
+    bastion, app = build(headers=False)
+    with pytest.raises(ConfigurationError, match=f"^{message}$"):
+        bastion.add_security_headers(app, **options)
+    with pytest.raises(ConfigurationError, match=f"^{message}$"):
+        SecurityHeaders(app, https=lambda scope: False, **options)

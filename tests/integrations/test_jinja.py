@@ -64,7 +64,7 @@ def helper(env: jinja2.Environment, name: str) -> Any:
 
 def test_templates_installs_its_globals_on_an_environment(bastion: Bastion) -> None:
     """bastion.templates(env) adds exactly action_url, action_form, bastion_fields,
-    bastion_script, bound_input, csp_nonce, csrf_input and flash."""
+    bastion_script, bound_input, csp_nonce, csrf_input, csrf_meta and flash."""
     env = jinja2.Environment(autoescape=True)
     before = set(env.globals)
     assert bastion.templates(env) is None
@@ -76,6 +76,7 @@ def test_templates_installs_its_globals_on_an_environment(bastion: Bastion) -> N
         "bound_input",
         "csp_nonce",
         "csrf_input",
+        "csrf_meta",
         "flash",
     }
 
@@ -100,7 +101,7 @@ def test_context_helpers_need_the_request(bastion: Bastion) -> None:
     """Without ``request`` in the context there is no session for a token: the render
     fails with a RuntimeError saying so, instead of a form that can never be posted."""
     env = environment(bastion)
-    for source in ("{{ csrf_input() }}", "{{ bastion_fields() }}"):
+    for source in ("{{ csrf_input() }}", "{{ csrf_meta() }}", "{{ bastion_fields() }}"):
         with pytest.raises(RuntimeError, match=r"need `request` in the template context$"):
             env.from_string(source).render()
 
@@ -147,6 +148,23 @@ def test_jinja2templates_built_from_an_env_uses_that_env(bastion: Bastion) -> No
     bastion.templates(templates)
     assert templates.env is env
     assert helper(env, "bastion_script")() == '<script src="/_actions/bastion.js" defer></script>'
+
+
+# --- csrf_meta --------------------------------------------------------------------------
+
+
+def test_csrf_meta_renders_the_token_tag_masked_afresh(bastion: Bastion) -> None:
+    """{{ csrf_meta() }} is exactly <meta name="csrf-token" content="…"> with an
+    86-character token, a new mask at every render, each valid for the page's session."""
+    env = environment(bastion)
+    session = Session()
+    request = page_request(session)
+    template = env.from_string("{{ csrf_meta() }}")
+    tags = [template.render(request=request) for _ in range(3)]
+    for tag in tags:
+        assert re.fullmatch(r'<meta name="csrf-token" content="[A-Za-z0-9_-]{86}">', tag)
+    assert len(set(tags)) == 3
+    assert session.exists  # the token is bound to it: rendering one makes the session
 
 
 # --- action_url -------------------------------------------------------------------------

@@ -26,6 +26,8 @@ INVALID: Final = (422, "invalid")
 TOO_LARGE: Final = (413, "payload_too_large")
 UNSUPPORTED: Final = (415, "unsupported_media_type")
 CSRF: Final = (403, "csrf_failed")
+NO_SESSION: Final = (403, "no_session")
+"""A page's token sent without its session: no cookie, or one for no live session."""
 CROSS_ORIGIN: Final = (403, "cross_origin")
 NOT_FOUND: Final = (404, "not_found")
 NOT_ALLOWED: Final = (405, "method_not_allowed")

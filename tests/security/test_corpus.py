@@ -48,6 +48,7 @@ from .corpus import (
     INVALID,
     MALFORMED,
     MULTIPART,
+    NO_SESSION,
     NOT_ALLOWED,
     NOT_FOUND,
     TOO_LARGE,
@@ -228,16 +229,17 @@ def _tokens_and_cookies() -> list[tuple[str, Attack]]:
     )
     in_body = b'{"name":"a","_csrf":"{csrf}"}'
     cases.append(("token-in-the-json-body", Attack("greet", *CSRF, in_body, token="none")))
+    # A valid token whose session cookie is missing, forged or mangled: no session.
     for kind in corpus.COOKIES:
-        cases.append((f"cookie-{kind}", Attack("greet", *CSRF, GREETING, cookie=kind)))
+        cases.append((f"cookie-{kind}", Attack("greet", *NO_SESSION, GREETING, cookie=kind)))
     for kind in ("none", "forged", "twice"):
-        form = Attack("greet", *CSRF, b"name=a", FORM, cookie=kind, plain=True)
+        form = Attack("greet", *NO_SESSION, b"name=a", FORM, cookie=kind, plain=True)
         cases.append((f"plain-form-cookie-{kind}", form))
     publish = b'{"title":"a"}'
     cases.append(
         (
             "signed-in-action-with-a-forged-cookie",
-            Attack("publish", *CSRF, publish, cookie="forged", caller="admin"),
+            Attack("publish", *NO_SESSION, publish, cookie="forged", caller="admin"),
         )
     )
     return cases
@@ -706,5 +708,5 @@ def test_a_session_id_from_before_log_in_dies_at_log_in(qs: Target) -> None:
             "POST", qs.bastion.url_for("whoami"), script_headers(browser, before, token), b""
         )
         assert stale.status_code == 403
-        assert stale.json()["error"]["code"] == "csrf_failed"
+        assert stale.json()["error"]["code"] == "no_session"
     assert ran == []

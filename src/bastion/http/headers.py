@@ -8,17 +8,42 @@ refused (``frame-ancestors 'none'`` and ``X-Frame-Options: DENY``), ``nosniff``,
 ``Referrer-Policy`` that keeps paths on the site, a ``Permissions-Policy`` that turns off
 powerful features, and, over https, ``Strict-Transport-Security``. Headers the app set
 itself are left alone.
+
+One policy is strict everywhere unless the app relaxes a path by name. Pages that are not
+the app's own, such as FastAPI's ``/docs`` (Swagger UI: scripts and styles from a CDN,
+an inline script without a nonce), get a policy of their own for that path and the paths
+below it, while every other page keeps the default::
+
+    bastion.add_security_headers(app, csp_for={"/docs": SWAGGER_CSP})
+
+A path names a whole segment: ``/docs`` covers ``/docs`` and ``/docs/oauth2-redirect``,
+not ``/docsearch``; the longest path that matches decides. The path compared is the one
+the app routes on (below ``root_path``), so a relaxed policy reaches no page the app does
+not serve under that path. Only the CSP changes: framing, ``nosniff`` and the rest stay.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Mapping
+from typing import Final, TypeAlias
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["NONCE_KEY", "SecurityHeaders", "default_csp"]
+from bastion.errors import ConfigurationError
+
+__all__ = [
+    "NONCE_KEY",
+    "Policy",
+    "SecurityHeaders",
+    "check_paths",
+    "check_policy",
+    "default_csp",
+    "policy_for",
+]
+
+Policy: TypeAlias = str | Callable[[str], str]
+"""A Content-Security-Policy: a fixed string, or a function of the response's nonce."""
 
 NONCE_KEY: Final = "bastion.csp_nonce"
 
@@ -40,6 +65,48 @@ def default_csp(nonce: str) -> str:
     )
 
 
+def check_policy(policy: Policy, where: str) -> Policy:
+    """A fixed policy must be one header value: a CR or LF would end the header early."""
+    if isinstance(policy, str):
+        if not policy.strip() or any(ord(c) < 0x20 or ord(c) == 0x7F for c in policy):
+            raise ConfigurationError(f"{where}: a CSP is one non-empty line of text")
+        try:
+            policy.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ConfigurationError(f"{where}: a CSP header is Latin-1 text") from None
+    elif not callable(policy):
+        raise ConfigurationError(f"{where}: a CSP is a string or a function of the nonce")
+    return policy
+
+
+def check_paths(csp_for: Mapping[str, Policy]) -> tuple[tuple[str, Policy], ...]:
+    """The relaxed paths, longest first (the most specific one decides)."""
+    if isinstance(csp_for, str) or not isinstance(csp_for, Mapping):
+        raise ConfigurationError('csp_for maps paths to policies: {"/docs": policy}')
+    paths: dict[str, Policy] = {}
+    for path, policy in csp_for.items():
+        if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
+            raise ConfigurationError(f"csp_for: {path!r} is not a path like /docs")
+        if any(c in path for c in "?#\\") or any(ord(c) <= 0x20 for c in path):
+            raise ConfigurationError(f"csp_for: {path!r} is not a path like /docs")
+        name = path.rstrip("/")
+        if not name:
+            raise ConfigurationError("csp_for: '/' is every path: give the policy as csp=")
+        if name in paths:
+            raise ConfigurationError(f"csp_for: {path!r} is given twice")
+        paths[name] = check_policy(policy, f"csp_for[{path!r}]")
+    return tuple(sorted(paths.items(), key=lambda item: len(item[0]), reverse=True))
+
+
+def policy_for(path: str, paths: tuple[tuple[str, Policy], ...], default: Policy) -> Policy:
+    """The policy of the longest relaxed path that ``path`` is, or is below; else the
+    default."""
+    for prefix, policy in paths:
+        if path == prefix or path.startswith(prefix + "/"):
+            return policy
+    return default
+
+
 class SecurityHeaders:
     """ASGI middleware adding the headers above to every HTTP response."""
 
@@ -48,11 +115,13 @@ class SecurityHeaders:
         app: ASGIApp,
         *,
         https: Callable[[Scope], bool],
-        csp: Callable[[str], str] = default_csp,
+        csp: Policy = default_csp,
+        csp_for: Mapping[str, Policy] | None = None,
     ) -> None:
         self.app = app
         self.https = https
-        self.csp = csp
+        self.csp = check_policy(csp, "csp")
+        self.csp_for = check_paths(csp_for if csp_for is not None else {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,8 +129,10 @@ class SecurityHeaders:
             return
         nonce = secrets.token_urlsafe(16)
         scope[NONCE_KEY] = nonce
+        policy = policy_for(_app_path(scope), self.csp_for, self.csp)
+        value = policy if isinstance(policy, str) else policy(nonce)
         extra = [
-            (b"content-security-policy", self.csp(nonce).encode("latin-1")),
+            (b"content-security-policy", value.encode("latin-1")),
             (b"x-frame-options", b"DENY"),
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"strict-origin-when-cross-origin"),
@@ -78,3 +149,12 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _app_path(scope: Scope) -> str:
+    """The path the app routes on: below ``root_path`` when the server put it in front."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and (path == root or path.startswith(root + "/")):
+        return path[len(root) :] or "/"
+    return path

@@ -12,8 +12,57 @@
 //     field is marked aria-invalid;
 //   - errors are announced in an aria-live region.
 // Everything is written with textContent: a reply can never inject markup.
+//
+// A page's own scripts call actions with bastion.call(action, data): a Promise of the
+// reply's JSON envelope ({ok: true, data} or {ok: false, error: {code, message}}), never
+// rejected for a refusal or a network failure. `action` is what action_url() renders
+// (or the action's ID); `data` is sent as JSON. The token comes from
+// <meta name="csrf-token"> (csrf_meta()) or else the page's first _csrf field, and goes in
+// X-CSRF-Token, with the page's own cookies and nothing for another origin.
 (function () {
   "use strict";
+
+  // Where this script is served, {prefix}/bastion.js: action IDs are below the same prefix.
+  var script = document.currentScript;
+  var prefix = script && script.src
+    ? new URL(script.src).pathname.replace(/\/bastion\.js$/, "")
+    : "";
+
+  function unreachable() {
+    return { ok: false, error: { code: "network", message: "The server could not be reached." } };
+  }
+
+  function send(url, body, token, type) {
+    var headers = { Accept: "application/json" };
+    if (token) headers["X-CSRF-Token"] = token;
+    if (type) headers["Content-Type"] = type;
+    return fetch(url, { method: "POST", body: body, credentials: "same-origin", headers: headers })
+      .then(function (response) { return response.json(); })
+      .catch(unreachable);
+  }
+
+  function pageToken() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    if (meta && meta.content) return meta.content;
+    var field = document.querySelector('input[name="_csrf"]');
+    return field ? field.value : "";
+  }
+
+  function call(action, data) {
+    var path = String(action);
+    if (path.indexOf("/") === -1) path = prefix + "/" + encodeURIComponent(path);
+    var url = new URL(path, window.location.href);
+    // The token is a secret of this page's session: it never goes to another origin.
+    if (url.origin !== window.location.origin) {
+      var message = "bastion.call: " + url.origin + " is not this page's origin";
+      return Promise.reject(new TypeError(message));
+    }
+    var body = JSON.stringify(data === undefined ? {} : data);
+    return send(url.href, body, pageToken(), "application/json");
+  }
+
+  window.bastion = window.bastion || {};
+  window.bastion.call = call;
 
   var live;
   function announce(text) {
@@ -90,16 +139,9 @@
     var buttons = form.querySelectorAll("button, input[type=submit]");
     form.setAttribute("aria-busy", "true");
     buttons.forEach(function (b) { b.disabled = true; });
-    fetch(form.action, {
-      method: "POST",
-      body: form.enctype === "multipart/form-data" ? body : new URLSearchParams(body),
-      credentials: "same-origin",
-      headers: { Accept: "application/json", "X-CSRF-Token": token ? token.value : "" },
-    })
-      .then(function (response) { return response.json(); })
-      .catch(function () {
-        return { ok: false, error: { message: "The server could not be reached." } };
-      })
+    // The browser sets the form's content type (and a multipart boundary) from the body.
+    if (form.enctype !== "multipart/form-data") body = new URLSearchParams(body);
+    send(form.action, body, token ? token.value : "")
       .then(function (reply) {
         form.removeAttribute("aria-busy");
         buttons.forEach(function (b) { b.disabled = false; });

@@ -1,0 +1,102 @@
+"""The guides in docs/guides run as written. Each guide is a small project: its code
+blocks are its files, each named on its first line (``# app.py``), as in the README
+(``readme.py`` reads them). One test per guide writes them into a directory of their own
+and runs pytest there, in a process of its own, as a user would."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import readme
+
+GUIDES = Path(__file__).resolve().parent.parent / "docs" / "guides"
+
+
+def write_guide(name: str, directory: Path) -> list[str]:
+    """Every block of ``docs/guides/<name>`` written under ``directory`` by its name;
+    the names, in order. A block that names no file fails the test: no line of a guide
+    escapes being run."""
+    written = []
+    for block in readme.blocks((GUIDES / name).read_text()):
+        assert block.file is not None, f"{name}: a block names no file:\n{block.text}"
+        assert block.file not in written, f"{name}: {block.file} is written twice"
+        path = directory / block.file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(block.text)
+        written.append(block.file)
+    return written
+
+
+def run_pytest(directory: Path) -> subprocess.CompletedProcess[str]:
+    """pytest over ``directory``, warnings as errors, with none of this environment's
+    ``BASTION_*`` settings: a guide's project sets its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASTION_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-W", "error", "-p", "no:cacheprovider"],
+        cwd=directory,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def assert_passed(done: subprocess.CompletedProcess[str], count: int) -> None:
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(rf"^{count} passed in ", done.stdout, flags=re.M), done.stdout
+
+
+def test_every_guide_has_its_test() -> None:
+    """Each docs/guides/*.md is run by a test_<name>_guide here."""
+    guides = sorted(path.stem for path in GUIDES.glob("*.md"))
+    tested = sorted(
+        name.removeprefix("test_").removesuffix("_guide")
+        for name in globals()
+        if name.startswith("test_") and name.endswith("_guide")
+    )
+    assert guides == tested
+
+
+def test_testing_guide(tmp_path: Path) -> None:
+    """testing.md: its app, its conftest.py and five test files, whose eleven tests all
+    pass."""
+    files = write_guide("testing.md", tmp_path)
+    assert files == [
+        "app.py",
+        "conftest.py",
+        "test_calls.py",
+        "test_forms.py",
+        "test_limits.py",
+        "test_bound.py",
+        "test_passwords.py",
+    ]
+    assert_passed(run_pytest(tmp_path), 11)
+
+
+def test_fastapi_guide(tmp_path: Path) -> None:
+    """fastapi.md: a FastAPI app with an action, protected JSON routes and /docs under the
+    security headers, and a Starlette app with a protected endpoint; nine tests pass."""
+    files = write_guide("fastapi.md", tmp_path)
+    assert files == [
+        "app.py",
+        "docs_csp.py",
+        "conftest.py",
+        "test_api.py",
+        "test_docs.py",
+        "starlette_app.py",
+        "test_starlette.py",
+    ]
+    assert_passed(run_pytest(tmp_path), 9)
+
+
+def test_scripts_guide(tmp_path: Path) -> None:
+    """scripts.md: a page whose own script calls an action with bastion.call, the token
+    from csrf_meta() and a value sealed for the visitor; five tests pass."""
+    files = write_guide("scripts.md", tmp_path)
+    assert files == ["app.py", "templates/post.html", "conftest.py", "test_page.py"]
+    assert_passed(run_pytest(tmp_path), 5)
