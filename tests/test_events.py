@@ -659,3 +659,12 @@ def test_outcome_of_every_refusal(error: ActionError | None, outcome: str) -> No
     """Each refusal maps to one outcome word; the CSRF family is told apart from other
     403s, and every 5xx but the deadline is an error."""
     assert outcome_of(error) == outcome
+
+
+def test_a_call_without_a_session_is_a_csrf_event() -> None:
+    """A well-formed token with no live session (cookies off, or the session ended) is
+    refused as no_session, and audited as the CSRF refusal it is."""
+    from bastion.csrf import NoSession
+    from bastion.events import outcome_of
+
+    assert outcome_of(NoSession()) == "csrf"

@@ -18,12 +18,14 @@ PUBLIC = [
     "Config",
     "ConfigurationError",
     "Context",
+    "Depends",
     "Flash",
     "Forbidden",
     "Limits",
     "LoginName",
     "LoginThrottle",
     "MemoryStore",
+    "Messages",
     "MethodNotAllowed",
     "NewLoginName",
     "NotFound",
@@ -31,6 +33,7 @@ PUBLIC = [
     "Policy",
     "Principal",
     "RateLimited",
+    "Redirect",
     "SQLiteStore",
     "Secret",
     "ServiceUnavailable",
@@ -47,6 +50,7 @@ PUBLIC = [
     "canonical_login",
     "check_new_login",
     "generate_secret_key",
+    "get_session",
     "hash_password",
     "needs_rehash",
     "predicate",
@@ -117,8 +121,8 @@ def test_public_classes_are_defined_in_bastion() -> None:
 
 
 def test_testing_module_surface() -> None:
-    """bastion.testing exports ActionClient and its AUTO default only."""
-    assert bastion.testing.__all__ == ["AUTO", "ActionClient"]
+    """bastion.testing exports ActionClient, its AUTO default and fast_passwords."""
+    assert bastion.testing.__all__ == ["AUTO", "ActionClient", "fast_passwords"]
     assert bastion.testing.ActionClient.__module__ == "bastion.testing"
     assert repr(bastion.testing.AUTO) == "AUTO"
 

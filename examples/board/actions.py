@@ -109,7 +109,7 @@ def _store_hash(account_id: int, password: str) -> None:
 
 
 @bastion.action(policy=public, rate="20/minute")
-async def login(ctx: Context, data: Credentials) -> SignedIn:
+async def login(ctx: Context[Member], data: Credentials) -> SignedIn:
     """Throttled per account and address (``ctx.check_password``: 429 past five failures),
     the same answer and the same time for an unknown address, and a new session ID."""
     email = data.email  # canonical (``LoginName``): sign-up stored this same spelling
@@ -127,13 +127,13 @@ async def login(ctx: Context, data: Credentials) -> SignedIn:
 
 
 @bastion.action(policy=authenticated, rate="30/minute")
-def logout(ctx: Context) -> Notice:
+def logout(ctx: Context[Member]) -> Notice:
     ctx.logout()
     return Notice(message="You are signed out.")
 
 
 @bastion.action(policy=authenticated, rate="6/minute")
-def export_my_data(ctx: Context) -> Export:
+def export_my_data(ctx: Context[Member]) -> Export:
     """Your account and posts. The handler returns the ORM row, hash and all; only the
     fields ``Export`` declares are read from it, and the hash is tainted besides: were
     it ever to reach the reply, the reply would be refused."""
@@ -142,11 +142,13 @@ def export_my_data(ctx: Context) -> Export:
         if account is None:
             raise ActionError("Your account no longer exists.", code="account_gone", status=404)
         ctx.taint(account.password_hash, "password hash")
-        return account  # type: ignore[return-value]  # read through Export's fields
+        return Export.model_validate(account, from_attributes=True)
 
 
 @bastion.action(policy=admins, rate="30/minute")
-def change_role(ctx: Context, data: RoleChoice, ref: Annotated[AccountRef, Bound]) -> RoleChanged:
+def change_role(
+    ctx: Context[Member], data: RoleChoice, ref: Annotated[AccountRef, Bound]
+) -> RoleChanged:
     """Admins only. Which account is sealed into its row of the admin page."""
     if ref.account_id == member(ctx).id:
         # The board would be left without an admin, by a slip of the mouse.
@@ -172,7 +174,7 @@ def change_role(ctx: Context, data: RoleChoice, ref: Annotated[AccountRef, Bound
 
 
 @bastion.action(policy=authors, rate="10/minute")
-def create_post(ctx: Context, data: Draft) -> PostSaved:
+def create_post(ctx: Context[Member], data: Draft) -> PostSaved:
     """Authors and admins: 401 for visitors, 403 for readers."""
     with db.transaction() as session:
         post = Post(author_id=member(ctx).id, title=data.title, body=data.body)
@@ -194,7 +196,7 @@ def _post_changed() -> ActionError:
     )
 
 
-def _changeable_post(ctx: Context, session: Session, ref: PostRef) -> Post:
+def _changeable_post(ctx: Context[Member], session: Session, ref: PostRef) -> Post:
     """The post the seal names, as the page showed it, if this member may change it.
 
     The seal holds the post's ID and its version: gone is 404, another version (edited
@@ -223,7 +225,7 @@ def _lost(session: Session, ref: PostRef) -> ActionError:
 
 
 @bastion.action(policy=authors, rate="30/minute")
-def edit_post(ctx: Context, data: Draft, ref: Annotated[PostRef, Bound]) -> PostSaved:
+def edit_post(ctx: Context[Member], data: Draft, ref: Annotated[PostRef, Bound]) -> PostSaved:
     """Owner or admin. The post ID and version come sealed from the edit page: a changed
     or replayed one is refused (400) before this runs; a valid one for a post that is not
     yours, here (403); for a post deleted or changed since, 404 or 409.
@@ -243,7 +245,7 @@ def edit_post(ctx: Context, data: Draft, ref: Annotated[PostRef, Bound]) -> Post
 
 
 @bastion.action(policy=authors, rate="30/minute", fragment="fragments/post_deleted.html")
-def delete_post(ctx: Context, ref: Annotated[PostRef, Bound]) -> PostDeleted:
+def delete_post(ctx: Context[Member], ref: Annotated[PostRef, Bound]) -> PostDeleted:
     """Owner or admin, like editing, and like it one conditional statement: a delete form
     loaded before an edit deletes nothing (409). htmx gets the fragment that replaces the
     post."""

@@ -79,9 +79,9 @@ bastion = Bastion(
 )
 
 
-def member(ctx: Context) -> Member:
+def member(ctx: Context[Member]) -> Member:
     """The signed-in member of a call whose policy required one."""
     user = ctx.user
-    if not isinstance(user, Member):
+    if user is None:
         raise Unauthorized()
     return user

@@ -3,8 +3,9 @@
 Everything public is named here; the modules behind it are the pipeline's stages.
 """
 
+from bastion.actions.depends import Depends
 from bastion.actions.policy import Policy, authenticated, predicate, public, require
-from bastion.actions.spec import Bound
+from bastion.actions.spec import Bound, Redirect
 from bastion.app import Bastion
 from bastion.auth import LoginThrottle, Principal, User
 from bastion.config import Config, Limits, SessionConfig
@@ -28,9 +29,10 @@ from bastion.errors import (
 )
 from bastion.http.multipart import Upload
 from bastion.identity import LoginName, NewLoginName, canonical_login, check_new_login
+from bastion.messages import Messages
 from bastion.passwords import hash_password, needs_rehash, verify_password
 from bastion.pipeline.flash import Flash
-from bastion.sessions import Session
+from bastion.sessions import Session, get_session
 from bastion.stores import MemoryStore, SQLiteStore, Store
 
 __all__ = [
@@ -42,12 +44,14 @@ __all__ = [
     "Config",
     "ConfigurationError",
     "Context",
+    "Depends",
     "Flash",
     "Forbidden",
     "Limits",
     "LoginName",
     "LoginThrottle",
     "MemoryStore",
+    "Messages",
     "MethodNotAllowed",
     "NewLoginName",
     "NotFound",
@@ -55,6 +59,7 @@ __all__ = [
     "Policy",
     "Principal",
     "RateLimited",
+    "Redirect",
     "SQLiteStore",
     "Secret",
     "ServiceUnavailable",
@@ -71,6 +76,7 @@ __all__ = [
     "canonical_login",
     "check_new_login",
     "generate_secret_key",
+    "get_session",
     "hash_password",
     "needs_rehash",
     "predicate",

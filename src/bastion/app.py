@@ -7,30 +7,34 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextvars import ContextVar
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 from starlette.applications import Starlette
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bastion import pipeline
-from bastion.actions.registry import ActionSpec, Check, PolicyLike, Registry, build_spec
+from bastion import csrf, pipeline
+from bastion.actions.registry import Check, PolicyLike, Registry, build_spec
 from bastion.asgi import SessionMiddleware
-from bastion.auth import LoginThrottle, PasswordCheck, Principal, UserLoader, load_user
+from bastion.auth import LoginThrottle, PasswordCheck, U, UserLoader, load_user
 from bastion.config import Config, Limits, SessionConfig, check_timeout
 from bastion.crypto.keys import KeyRing, Secret, resolve_secret
 from bastion.errors import ConfigurationError, NotFound
 from bastion.events import AuditSink, log_sink
 from bastion.http import network
-from bastion.http.headers import SecurityHeaders, default_csp
+from bastion.http.headers import Policy, SecurityHeaders, check_paths, check_policy, default_csp
 from bastion.http.origin import parse_origin
 from bastion.http.responses import error
+from bastion.integrations import protect as protecting
+from bastion.messages import DEFAULT as DEFAULT_MESSAGES
+from bastion.messages import Messages
 from bastion.pipeline.runtime import Runtime
 from bastion.pipeline.stages.binding import DEFAULT_TTL, seal
 from bastion.ratelimit import Counter, parse_rate
@@ -64,8 +68,12 @@ AUDITING: ContextVar[list[tuple[str, str]] | None] = ContextVar("bastion_auditin
 """Set by ``bastion audit``: registration refusals are collected here instead of raised."""
 
 
-class Bastion:
+class Bastion(Generic[U]):
     """Server actions with every check on by default.
+
+    Generic in the app's user class, which a type checker infers from ``load_user``:
+    with ``load_user=find_user`` returning ``Member | None``, ``bastion.user(request)``
+    is ``Member | None``, and handlers take ``ctx: Context[Member]``.
 
     ::
 
@@ -94,13 +102,14 @@ class Bastion:
         https: bool | None = None,
         sessions: SessionConfig | None = None,
         store: Store | None = None,
-        load_user: UserLoader | None = None,
+        load_user: UserLoader[U] | None = None,
         login_throttle: LoginThrottle | None = None,
         default_rate: str = "60/minute",
         rate_limit_storage: str | None = None,
         trusted_proxies: Sequence[str] = (),
         audit_sinks: Sequence[AuditSink] = (log_sink,),
         unavailable_errors: tuple[type[BaseException], ...] = (ConnectionError,),
+        messages: Messages | None = None,
     ) -> None:
         """Every argument is described on ``Config``. Besides: ``secret_key`` defaults to
         ``BASTION_SECRET_KEY``, ``allowed_origins`` to ``BASTION_ALLOWED_ORIGINS`` (comma
@@ -115,7 +124,8 @@ class Bastion:
         ``AuditEvent`` per call (by default, a JSON line on the ``bastion.audit`` logger).
         A handler raising one of ``unavailable_errors`` (a database driver's connection
         error, say) gets a generic 503 instead of a 500; it is logged under a digest the same
-        way.
+        way. ``messages`` replaces or translates the words of bastion's refusals
+        (``bastion.messages``).
         """
         secret, fallbacks = resolve_secret(secret_key, secret_key_fallbacks, debug=debug)
         origins = _resolve_origins(allowed_origins, debug=debug)
@@ -167,6 +177,7 @@ class Bastion:
             audit_sinks=self.audit_sinks,
             unavailable_errors=self.unavailable_errors,
             taints=self.taints,
+            messages=messages or DEFAULT_MESSAGES,
         )
         self._entry = SessionMiddleware(self._dispatch, self.runtime)
 
@@ -231,6 +242,7 @@ class Bastion:
                 check=check,
                 fragment=fragment,
                 file_cap_declared=max_file_bytes is not None,
+                body_cap_declared=max_body_bytes is not None,
                 limits=limits,
                 timeout=check_timeout(
                     self.config.timeout if timeout is None else timeout,
@@ -259,15 +271,32 @@ class Bastion:
         action: Callable[..., Any] | str,
         values: dict[str, Any],
         *,
+        request: HTTPConnection | None = None,
         session: Session | None = None,
         ttl: float = DEFAULT_TTL,
         bind_session: bool | None = None,
     ) -> str:
         """Values sealed for ``action``'s bound parameter, to send as ``_bound`` (templates
-        use ``action_form(..., bind=...)``). Tied to ``session`` when a user is signed in
-        (or when ``bind_session=True``); valid for ``ttl`` seconds."""
+        use ``action_form(..., bind=...)``; a script sends it in its JSON). Valid for
+        ``ttl`` seconds.
+
+        Give the page's ``request`` (or its ``session``) so that a signed-in visitor's
+        values are tied to their session: without one, the sealed value opens for anyone
+        who holds it, until it expires. ``bind_session=True`` ties an anonymous visitor's
+        values to their session too (creating it); ``False`` never ties them."""
+        if request is not None:
+            if session is not None:
+                raise TypeError("give seal() the request or the session, not both")
+            session = get_session(request.scope)
         spec = self.registry.get(action)
         return seal(self.keys, spec, values, session, ttl=ttl, bind_session=bind_session)
+
+    def csrf_token(self, request: HTTPConnection) -> str:
+        """The CSRF token for the visitor of ``request`` (a page's Starlette or FastAPI
+        ``Request``), masked afresh, for a script to send as ``X-CSRF-Token``. Creates the
+        visitor's session if they have none: the token is bound to it, and the response
+        sets its cookie. Templates use ``csrf_meta()`` or ``csrf_input()`` instead."""
+        return csrf.issue(get_session(request.scope), self.keys)
 
     def taint(self, value: str | bytes, reason: str) -> None:
         """Never let ``value`` leave the server: a reply, flash or redirect holding it is
@@ -286,10 +315,6 @@ class Bastion:
     def script_url(self) -> str:
         """Where ``bastion.js`` (progressive enhancement for forms) is served."""
         return self.config.prefix + _SCRIPT
-
-    def render_fragment(self, spec: ActionSpec, scope: Scope, payload: bytes) -> str | None:
-        """The action's htmx fragment for this result, or ``None`` if it declares none."""
-        return self.runtime.render_fragment(spec, scope, payload)
 
     def templates(self, target: Any) -> None:
         """Add bastion's helpers to Jinja templates (a Starlette ``Jinja2Templates`` or a
@@ -325,18 +350,61 @@ class Bastion:
         # "prefix/" with an absolute URL built from the Host header.
         app.router.routes.append(Route(self.config.prefix, self, include_in_schema=False))
         app.add_middleware(SessionMiddleware, runtime=self.runtime)
+        # Routes under `protect` refuse with the action's envelope, not FastAPI's.
+        self.handle_refusals(app)
 
     def add_security_headers(
-        self, app: Starlette, *, csp: Callable[[str], str] = default_csp
+        self,
+        app: Starlette,
+        *,
+        csp: Policy = default_csp,
+        csp_for: Mapping[str, Policy] | None = None,
     ) -> None:
         """CSP with a per-request nonce, no framing, nosniff, Referrer-Policy,
         Permissions-Policy, and HSTS over https, on every response of ``app``.
-        ``csp(nonce)`` builds another policy."""
-        app.add_middleware(SecurityHeaders, https=self.is_https, csp=csp)
+        ``csp`` is another policy: a string, or ``csp(nonce)`` building one.
+
+        ``csp_for`` relaxes the policy for named paths and the paths below them, and no
+        others: ``{"/docs": SWAGGER_CSP}`` lets FastAPI's Swagger UI load its CDN and run
+        its inline script while every action page keeps the strict default. The longest
+        matching path decides; a bad path or policy is a ``ConfigurationError`` here."""
+        # Checked now: Starlette builds its middleware at the first request, too late.
+        check_policy(csp, "csp")
+        check_paths(csp_for if csp_for is not None else {})
+        app.add_middleware(SecurityHeaders, https=self.is_https, csp=csp, csp_for=csp_for)
+
+    async def protect(self, request: Request) -> None:
+        """A FastAPI dependency that gives a plain route an action's origin and CSRF
+        checks, on the same session: ``dependencies=[Depends(bastion.protect)]`` on a
+        route or a router. The token comes in ``X-CSRF-Token`` (``bastion.call`` sends
+        it); GET, HEAD and OPTIONS pass unchecked.
+
+        A refusal is the action's: 403 ``cross_origin``, ``no_session`` or
+        ``csrf_failed``, in the action's JSON envelope once ``handle_refusals(app)`` is
+        called (else still a 403, in FastAPI's ``{"detail": ...}``); the route never
+        runs. Needs ``mount(app)``: the session is the one actions use."""
+        refused = protecting.refusal(self.runtime, request)
+        if refused is not None:
+            raise refused
+
+    def protected(
+        self, endpoint: Callable[[Request], Awaitable[Response] | Response]
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """A Starlette endpoint behind an action's origin and CSRF checks, as
+        ``protect`` gives a FastAPI route: ``Route("/api/notes", bastion.protected(add),
+        methods=["POST"])`` or ``@bastion.protected`` above ``async def add(request)``.
+        A refusal is answered with the action's envelope, without the endpoint."""
+        return protecting.guarded(self.runtime, endpoint)
+
+    def handle_refusals(self, app: Starlette) -> None:
+        """Answer the refusals ``protect`` raises in ``app``'s routes with the action's
+        JSON envelope (status, code and message exactly as an action's), instead of the
+        framework's own error shape."""
+        app.add_exception_handler(protecting.Refused, protecting.respond)
 
     # --- per request -------------------------------------------------------------------
 
-    async def user(self, request: Any) -> Principal | None:
+    async def user(self, request: Any) -> U | None:
         """The signed-in user of a page request (a Starlette ``Request``), or ``None``."""
         return await load_user(self.load_user, get_session(request.scope))
 
@@ -377,7 +445,7 @@ class Bastion:
         elif path.startswith("/") and path.count("/") == 1 and len(path) > 1:
             response = await pipeline.handle(self.runtime, scope, receive, path[1:])
         else:
-            response = error(NotFound())
+            response = error(NotFound(), message=self.runtime.messages.text("not_found"))
         await response(scope, receive, send)
 
     # --- start and stop -----------------------------------------------------------------

@@ -20,6 +20,7 @@ from bastion.errors import ActionError, ServiceUnavailable
 from bastion.http import network
 from bastion.http.network import host_trusted
 from bastion.http.responses import error
+from bastion.messages import CATALOG, Messages
 from bastion.sessions import FLASH_KEY, SCOPE_KEY, cookie_name, session_cookie
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ logger = logging.getLogger("bastion")
 class UntrustedHost(ActionError):
     status = 400
     code = "untrusted_host"
-    message = "Invalid host header"
+    message = CATALOG["untrusted_host"]
 
 
 class SessionMiddleware:
@@ -61,7 +62,9 @@ class SessionMiddleware:
         if config.trusted_hosts is not None and not host_trusted(headers, config.trusted_hosts):
             # Before the app runs: nothing it builds from Host (a redirect) may name a
             # host it does not serve.
-            await _refuse_host(scope, headers, config.prefix)(scope, receive, send)
+            await _refuse_host(scope, headers, config.prefix, runtime.messages)(
+                scope, receive, send
+            )
             return
         secure = runtime.is_https(scope)
         name = cookie_name(config.sessions.cookie_name, secure)
@@ -70,7 +73,9 @@ class SessionMiddleware:
         except Exception:
             # Fail closed: without its session, no request of this visitor goes on.
             logger.exception("bastion: the session store failed to load a session")
-            await _unavailable(scope, headers, config.prefix)(scope, receive, send)
+            await _unavailable(scope, headers, config.prefix, runtime.messages)(
+                scope, receive, send
+            )
             return
         scope[SCOPE_KEY] = session
         if scope["method"] == "GET" and "text/html" in headers.get("accept", ""):
@@ -90,7 +95,9 @@ class SessionMiddleware:
                     # The reply would claim a change the store never recorded.
                     logger.exception("bastion: the session store failed to save a session")
                     failed = True
-                    await _unavailable(scope, headers, config.prefix)(scope, receive, send)
+                    await _unavailable(scope, headers, config.prefix, runtime.messages)(
+                        scope, receive, send
+                    )
                     return
                 if extra:
                     message = {**message, "headers": [*message.get("headers", []), *extra]}
@@ -99,18 +106,20 @@ class SessionMiddleware:
         await self.app(scope, receive, send_with_session)
 
 
-def _unavailable(scope: Scope, headers: Headers, prefix: str) -> Response:
+def _unavailable(scope: Scope, headers: Headers, prefix: str, messages: Messages) -> Response:
     """503: the JSON envelope for action calls and scripts, plain text for pages."""
+    words = messages.text(ServiceUnavailable.code)
     if _wants_envelope(scope, headers, prefix):
-        return error(ServiceUnavailable())
-    return _plain(503, ServiceUnavailable.message.encode())
+        return error(ServiceUnavailable(), message=words)
+    return _plain(503, words.encode())
 
 
-def _refuse_host(scope: Scope, headers: Headers, prefix: str) -> Response:
+def _refuse_host(scope: Scope, headers: Headers, prefix: str, messages: Messages) -> Response:
     """400 for a ``Host`` that is not trusted: the envelope for calls, text for pages."""
+    words = messages.text(UntrustedHost.code)
     if _wants_envelope(scope, headers, prefix):
-        return error(UntrustedHost())
-    return _plain(400, UntrustedHost.message.encode())
+        return error(UntrustedHost(), message=words)
+    return _plain(400, words.encode())
 
 
 def _wants_envelope(scope: Scope, headers: Headers, prefix: str) -> bool:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, runtime_checkable
+
+from typing_extensions import TypeVar
 
 from bastion.errors import ConfigurationError
 from bastion.identity import canonical_login
@@ -22,7 +24,7 @@ if TYPE_CHECKING:
 
     from bastion.sessions import Session
 
-__all__ = ["LoginThrottle", "Principal", "User", "UserLoader", "load_user"]
+__all__ = ["LoginThrottle", "Principal", "U", "User", "UserLoader", "load_user"]
 
 
 @runtime_checkable
@@ -48,11 +50,16 @@ class User:
     permissions: frozenset[str] = field(default_factory=frozenset)
 
 
-UserLoader = Callable[[Any], Principal | Awaitable[Principal | None] | None]
+U = TypeVar("U", bound=Principal, default=Principal)
+"""The app's own user class: ``Bastion(load_user=...)`` infers it from what the loader
+returns, so ``ctx.user`` (in a handler taking ``Context[U]``) and ``bastion.user()`` are
+that class under a type checker, with no cast."""
+
+UserLoader: TypeAlias = Callable[[Any], U | Awaitable[U | None] | None]
 """``load_user(user_id)``: the user with this ID, or ``None`` if there is none (any more)."""
 
 
-async def load_user(loader: UserLoader | None, session: Session) -> Principal | None:
+async def load_user(loader: UserLoader[U] | None, session: Session) -> U | None:
     """The signed-in user of this session, or ``None``. A user who no longer exists
     ends the session's sign-in rather than lingering as a ghost."""
     user_id = session.user_id

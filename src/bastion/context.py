@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Generic
 
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-from bastion.auth import load_user
+from bastion.auth import U, load_user
 from bastion.errors import ConfigurationError, Forbidden
 from bastion.taint import TaintSet
 
 if TYPE_CHECKING:
-    from bastion.auth import PasswordCheck, Principal, UserLoader
+    from bastion.auth import PasswordCheck, UserLoader
     from bastion.sessions import Session
 
 __all__ = ["Context"]
@@ -20,12 +20,13 @@ __all__ = ["Context"]
 _UNLOADED: Final[Any] = object()
 
 
-class Context:
+class Context(Generic[U]):
     """Handed to every handler (and policy) as its ``Context``-annotated parameter.
 
     It carries request metadata, the session and the signed-in user: the body has
     already been read, capped and validated into the action's input model, which the
-    handler receives separately.
+    handler receives separately. ``Context[AppUser]`` types ``ctx.user`` as the app's
+    own user class (what ``load_user`` returns); a bare ``Context`` is ``Context[Principal]``.
     """
 
     __slots__ = (
@@ -49,7 +50,7 @@ class Context:
         scope: Scope,
         session: Session,
         client: str | None,
-        load_user: UserLoader | None,
+        load_user: UserLoader[U] | None,
         password_check: PasswordCheck,
     ) -> None:
         self._scope = scope
@@ -66,7 +67,9 @@ class Context:
         self.session = session
         """The caller's server-side session (a mapping)."""
         self.bound: Any = None
-        """The values sealed into the form (the action's bound model), once opened."""
+        """The values sealed into the form (the action's bound model), once opened. A
+        handler or ``check=`` gets them typed by naming the parameter
+        (``ref: Annotated[PostRef, Bound]``; in a check, ``ref: PostRef``)."""
         self.state: dict[str, Any] = {}
         self.taints: TaintSet | None = None
         """Values tainted for this call only (``ctx.taint``)."""
@@ -80,7 +83,7 @@ class Context:
     # --- the user ----------------------------------------------------------------------
 
     @property
-    def user(self) -> Principal | None:
+    def user(self) -> U | None:
         """The signed-in user, or ``None``. Loaded before the policy runs when the policy
         needs it; in an action whose policy does not (``public``), use
         ``await ctx.current_user()``."""
@@ -90,17 +93,17 @@ class Context:
             raise RuntimeError(
                 "ctx.user is not loaded for this action's policy: use await ctx.current_user()"
             )
-        user: Principal | None = self._user
+        user: U | None = self._user
         return user
 
-    async def current_user(self) -> Principal | None:
+    async def current_user(self) -> U | None:
         """The signed-in user, loaded once per call (``load_user``), or ``None``."""
         if self._user is _UNLOADED:
             self._user = await load_user(self._load_user, self.session)
-        user: Principal | None = self._user
+        user: U | None = self._user
         return user
 
-    async def login(self, user: Principal) -> None:
+    async def login(self, user: U) -> None:
         """Sign ``user`` in: a new session ID and CSRF secret (the old ID dies)."""
         if self._load_user is None:
             # Without it, every later call of this user could not be answered.

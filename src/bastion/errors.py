@@ -17,16 +17,19 @@ Two families, kept apart on purpose::
         ├── ServiceUnavailable    503 unavailable
         └── Timeout               504 timeout
 
-An ``ActionError``'s message is public: it is sent to the client as it is, so it
-must never carry a submitted value, a secret or an internal detail. Handlers raise
-``ActionError("That title is taken.", code="title_taken", status=409)`` to refuse
-with their own words. Any exception outside this tree becomes a generic 500 whose
-only link to the traceback in the server log is its digest.
+An ``ActionError``'s message is public: it is sent to the client as it is, so it must
+never carry a submitted value, a secret or an internal detail. bastion's own messages
+come from ``bastion.messages.CATALOG``, which an app can replace or translate. Handlers
+raise ``ActionError("That title is taken.", code="title_taken", status=409)`` to refuse
+with their own words. Any exception outside this tree becomes a generic 500 whose only
+link to the traceback in the server log is its digest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+
+from bastion.messages import CATALOG
 
 __all__ = [
     "ActionError",
@@ -63,7 +66,7 @@ class ActionError(BastionError):
 
     status: int = 400
     code: str = "bad_request"
-    message: str = "The request could not be processed."
+    message: str = CATALOG["bad_request"]
 
     def __init__(
         self,
@@ -91,31 +94,31 @@ class ActionError(BastionError):
 class BadRequest(ActionError):
     status = 400
     code = "malformed"
-    message = "The request body is malformed."
+    message = CATALOG["malformed"]
 
 
 class Unauthorized(ActionError):
     status = 401
     code = "unauthorized"
-    message = "Please sign in first."
+    message = CATALOG["unauthorized"]
 
 
 class Forbidden(ActionError):
     status = 403
     code = "forbidden"
-    message = "You are not allowed to do that."
+    message = CATALOG["forbidden"]
 
 
 class NotFound(ActionError):
     status = 404
     code = "not_found"
-    message = "Not found."
+    message = CATALOG["not_found"]
 
 
 class MethodNotAllowed(ActionError):
     status = 405
     code = "method_not_allowed"
-    message = "Actions are called with POST."
+    message = CATALOG["method_not_allowed"]
 
     def __init__(self) -> None:
         super().__init__(headers={"Allow": "POST"})
@@ -124,13 +127,13 @@ class MethodNotAllowed(ActionError):
 class PayloadTooLarge(ActionError):
     status = 413
     code = "payload_too_large"
-    message = "The request is too large."
+    message = CATALOG["payload_too_large"]
 
 
 class UnsupportedMediaType(ActionError):
     status = 415
     code = "unsupported_media_type"
-    message = "This content type is not accepted here."
+    message = CATALOG["unsupported_media_type"]
 
 
 class ValidationFailed(ActionError):
@@ -138,7 +141,7 @@ class ValidationFailed(ActionError):
 
     status = 422
     code = "invalid"
-    message = "Some fields are invalid."
+    message = CATALOG["invalid"]
 
     def __init__(self, fields: Mapping[str, str], message: str | None = None) -> None:
         super().__init__(message)
@@ -148,7 +151,7 @@ class ValidationFailed(ActionError):
 class RateLimited(ActionError):
     status = 429
     code = "rate_limited"
-    message = "Too many requests. Try again later."
+    message = CATALOG["rate_limited"]
 
     def __init__(self, retry_after: int, message: str | None = None) -> None:
         super().__init__(message, headers={"Retry-After": str(max(1, int(retry_after)))})
@@ -158,10 +161,19 @@ class RateLimited(ActionError):
 class ServiceUnavailable(ActionError):
     status = 503
     code = "unavailable"
-    message = "The service is unavailable. Try again later."
+    message = CATALOG["unavailable"]
 
 
 class Timeout(ActionError):
     status = 504
     code = "timeout"
-    message = "The action took too long."
+    message = CATALOG["timeout"]
+
+
+class Internal(ActionError):
+    """What a caller is told of any failure outside this tree: a generic 500, whose digest
+    is the link to the traceback in the server log. Not raised by apps."""
+
+    status = 500
+    code = "internal"
+    message = CATALOG["internal"]

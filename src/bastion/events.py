@@ -1,4 +1,4 @@
-"""Pipeline stage 16: the audit trail, one structured event per action call.
+"""Pipeline stage 18: the audit trail, one structured event per action call.
 
 Every call, whatever its outcome, produces one ``AuditEvent``: when, which action, who
 (principal ID and client address), how it ended, the status, how long it took, and the
@@ -67,7 +67,7 @@ def outcome_of(error: ActionError | None) -> str:
     """The outcome word for a refusal (``None``: the call succeeded)."""
     if error is None:
         return "ok"
-    if error.code in ("csrf_failed", "cross_origin"):
+    if error.code in ("csrf_failed", "no_session", "cross_origin"):
         return "csrf"
     if error.status == 403:
         return "forbidden"

@@ -410,14 +410,15 @@ def test_bad_app_correct_action_is_listed_clean(
 def test_bad_app_upload_action_lists_multipart_and_the_default_file_cap(
     bad_text: subprocess.CompletedProcess[str],
 ) -> None:
-    """An action with an Upload accepts multipart and shows the file cap it runs with."""
+    """An action with an Upload accepts multipart and shows the file cap it runs with:
+    the body cap (1 MiB), not the 10 MiB file cap no body under it could carry."""
     blocks, _ = parse(bad_text.stdout)
     assert blocks["avatar"].lines[:6] == [
         "policy     authenticated",
         "rate       none",
         "accepts    application/json, application/x-www-form-urlencoded, multipart/form-data",
         LIMITS,
-        "           files 10485760 B each",
+        "           files 1048576 B each",
         "bound      none",
     ]
     assert "field      image: upload (no bounds)" in blocks["avatar"].lines
@@ -481,7 +482,7 @@ def test_bad_app_json_details(bad_json: subprocess.CompletedProcess[str]) -> Non
     ]
     avatar = by_name["avatar"]
     assert avatar["content_types"] == [*FORM_TYPES, "multipart/form-data"]
-    assert avatar["max_file_bytes"] == 10 * 1024 * 1024
+    assert avatar["max_file_bytes"] == 1024 * 1024  # what the 1 MiB body cap lets through
     assert avatar["fields"] == [{"path": "image", "type": "upload", "bounds": {}}]
     assert all(by_name[n]["content_types"] == FORM_TYPES for n in REGISTERED if n != "avatar")
 

@@ -23,7 +23,7 @@ from conftest import SECRET, mounted
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.datastructures import UploadFile
 
-from bastion import ActionError, Bastion, Context, Limits, Upload, public
+from bastion import ActionError, Bastion, ConfigurationError, Context, Limits, Upload, public
 from bastion.testing import ActionClient
 
 MiB = 1024 * 1024
@@ -575,23 +575,63 @@ def test_app_wide_max_file_bytes_and_an_action_override() -> None:
     assert calls == ["roomy"]
 
 
-def test_file_within_its_cap_but_over_the_body_cap_is_413(
+def test_files_within_their_cap_but_together_over_the_body_cap_are_413(
     bastion: Bastion, client: ActionClient
 ) -> None:
-    """The body cap applies to multipart too: a file allowed by ``max_file_bytes`` is still
-    refused when the whole body is over ``max_body_bytes``."""
-    calls: list[Attachment] = []
+    """The body cap applies to multipart too: files each allowed by ``max_file_bytes``
+    are still refused when the whole body is over ``max_body_bytes``."""
+    calls: list[Gallery] = []
 
-    @bastion.action(policy=public, max_body_bytes=1000, max_file_bytes=10_000)
-    def attach(data: Attachment) -> Done:
+    @bastion.action(policy=public, max_body_bytes=1000, max_file_bytes=600)
+    def attach_all(data: Gallery) -> Done:
         calls.append(data)
         return Done()
 
-    response = client.post(
-        client.url(attach), files={"file": ("a.txt", b"x" * 2000)}, headers=ACCEPT_JSON
-    )
+    files = [("files", ("a.txt", b"x" * 500)), ("files", ("b.txt", b"y" * 500))]
+    response = client.post(client.url(attach_all), files=files, headers=ACCEPT_JSON)
     assert_json_reply(response, 413, BODY_TOO_LARGE)
     assert calls == []
+
+
+def test_a_declared_file_cap_brings_the_body_cap_with_it(
+    bastion: Bastion, client: ActionClient
+) -> None:
+    """``max_file_bytes=2 MiB`` alone: a 1.5 MiB file arrives (the body cap follows the
+    file cap: one file at its cap plus the app's 1 MiB for the rest), a 2.5 MiB one is
+    413."""
+    calls: list[int] = []
+
+    @bastion.action(policy=public, max_file_bytes=2 * MiB)
+    def receipt(data: Attachment) -> Done:
+        calls.append(len(data.file.file.read()))
+        return Done()
+
+    spec = bastion.registry.get(receipt)
+    assert (spec.limits.max_file_bytes, spec.limits.max_body_bytes) == (2 * MiB, 3 * MiB)
+    ok = client.post(
+        client.url(receipt), files={"file": ("r.pdf", b"x" * (3 * MiB // 2))}, headers=ACCEPT_JSON
+    )
+    assert_json_reply(ok, 200, {"ok": True, "data": {"done": True}})
+    big = client.post(
+        client.url(receipt), files={"file": ("r.pdf", b"x" * (5 * MiB // 2))}, headers=ACCEPT_JSON
+    )
+    assert big.status_code == 413
+    assert calls == [3 * MiB // 2]
+
+
+def test_a_file_cap_over_the_declared_body_cap_does_not_register(bastion: Bastion) -> None:
+    """Both caps declared and the file cap cannot fit: refused at import time, not a
+    surprise 413 on the first large file."""
+
+    def attach(data: Attachment) -> Done:
+        return Done()
+
+    with pytest.raises(ConfigurationError) as caught:
+        bastion.action(policy=public, max_body_bytes=1000, max_file_bytes=10_000)(attach)
+    assert str(caught.value) == (
+        "action 'attach': max_file_bytes=10000 cannot arrive within max_body_bytes=1000: "
+        "raise max_body_bytes, or leave it out to have it follow the file cap"
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Stage 11, respond: the JSON envelope for scripts, 303 for plain forms, safe redirects."""
+"""Stage 16, respond: the JSON envelope for scripts, 303 for plain forms, safe redirects."""
 
 import logging
 import re

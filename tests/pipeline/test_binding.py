@@ -847,7 +847,7 @@ def test_two_bound_parameters_are_refused(bastion: Bastion) -> None:
 
     assert str(caught.value) == (
         "action 'handler': parameter 'b' must be annotated with Context, a pydantic "
-        "model, or Annotated[Model, Bound] (one of each at most)"
+        "model, Annotated[Model, Bound] (one of each at most) or Annotated[T, Depends(...)]"
     )
 
 

@@ -1,4 +1,4 @@
-"""Stage 10, output: only what the return type declares leaves the server."""
+"""Stage 14, output: only what the return type declares leaves the server."""
 
 import dataclasses
 import logging

@@ -911,13 +911,16 @@ def test_chunked_multipart_over_the_cap_is_413(bastion: Bastion, client: ActionC
     """Multipart bodies are under the same byte cap, even when each file is within its own."""
     calls: list[FileIn] = []
 
-    @bastion.action(policy=public, max_body_bytes=200, max_file_bytes=1000)
+    @bastion.action(policy=public, max_body_bytes=200, max_file_bytes=150)
     def save(data: FileIn) -> None:
         calls.append(data)
 
     def body() -> Iterator[bytes]:
-        yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
-        yield b"a" * 300
+        # A file within its 150 bytes, sent after 100 bytes of another part: 200 over all.
+        yield b'--xyz\r\nContent-Disposition: form-data; name="note"\r\n\r\n'
+        yield b"n" * 100
+        yield b'\r\n--xyz\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+        yield b"a" * 140
         yield b"\r\n--xyz--\r\n"
 
     response = client.post(

@@ -319,7 +319,7 @@ def test_signup_creates_an_author_with_an_argon2_hash(board: Board) -> None:
         ),
         pytest.param(
             {"name": "Ann", "email": "NEW", "password": "elevenchars"},
-            {"password": "Use at least 12 characters."},
+            {"password": "Should have at least 12 characters."},
             id="password-11",
         ),
         pytest.param(

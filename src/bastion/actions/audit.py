@@ -7,7 +7,9 @@ Violations:
 
 - a public action without a rate limit;
 - a ``str``, ``bytes`` or collection input field without a maximum length;
-- an upload without a declared size cap (``max_file_bytes=``);
+- an upload without a declared size cap (``max_file_bytes=``); one whose declared file
+  cap its declared body cap cannot carry is refused at registration, which the audit
+  reports;
 - an input model that allows unknown fields, and a handler returning untyped data
   (both refused at registration: the audit reports the refusal instead of stopping).
 
@@ -131,6 +133,7 @@ def _report(spec: ActionSpec) -> ActionReport:
             report.violations.append(f"field {f.path!r} ({f.type}) has no maximum length")
     if spec.accepts_uploads and not spec.file_cap_declared:
         report.violations.append("accepts uploads without a declared max_file_bytes")
+
     return report
 
 

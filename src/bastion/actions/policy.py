@@ -1,4 +1,4 @@
-"""Pipeline stages 7 and 11: who may call an action, and the object check.
+"""Pipeline stages 7 and 12: who may call an action, and the object check.
 
 A policy answers allow (``True``) or deny for the call's ``Context``. Every action must
 name one: an action without a policy does not register (deny by default, decided at
@@ -208,9 +208,11 @@ async def _verdict(policy: Policy, ctx: Context) -> bool:
     return verdict is True
 
 
-async def check_object(check: Callable[[Context, Any], Any], ctx: Context, data: Any) -> None:
-    """An action's own check on the validated input; anything but ``True`` is 403."""
-    verdict = check(ctx, data)
+async def check_object(
+    check: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    """An action's own check on the validated call; anything but ``True`` is 403."""
+    verdict = check(*args, **kwargs)
     if inspect.isawaitable(verdict):
         verdict = await verdict
     if verdict is not True:

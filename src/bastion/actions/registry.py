@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import collections.abc
+import dataclasses
 import hashlib
 import hmac
 import inspect
@@ -19,11 +20,18 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, TypeAdapter
 from starlette.datastructures import UploadFile
 
-from bastion.actions.introspect import form_shape, is_model, leaves, mentions, record_fields
+from bastion.actions.depends import declared, dependency, is_context
+from bastion.actions.introspect import (
+    form_shape,
+    is_model,
+    leaves,
+    mentions,
+    record_fields,
+    unannotated,
+)
 from bastion.actions.policy import Policy, predicate
-from bastion.actions.spec import ActionSpec, Bound, Check
+from bastion.actions.spec import ActionSpec, Argument, Bound, Check, Redirect
 from bastion.config import Limits
-from bastion.context import Context
 from bastion.errors import ConfigurationError, NotFound
 
 if TYPE_CHECKING:
@@ -69,6 +77,7 @@ def build_spec(
     check: Check | None = None,
     fragment: str | None = None,
     file_cap_declared: bool = False,
+    body_cap_declared: bool = False,
 ) -> ActionSpec:
     where = f"action {name!r}"
     if policy is None:
@@ -93,6 +102,7 @@ def build_spec(
     bound_param: str | None = None
     bound_model: type[BaseModel] | None = None
     input_model: type[BaseModel] = NoInput
+    arguments: list[Argument] = []
     for param in inspect.signature(fn).parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigurationError(f"{where}: *args and **kwargs are not allowed")
@@ -103,21 +113,33 @@ def build_spec(
             )
         annotation = hints.get(param.name)
         sealed = _bound_model(annotation)
-        if sealed is not None and bound_param is None:
+        marker = declared(annotation)
+        if marker is not None:
+            arguments.append(Argument(param.name, "dependency", dependency(marker, where)))
+        elif sealed is not None and bound_param is None:
             bound_param, bound_model = param.name, sealed
             _check_input(sealed, where)
-        elif annotation is Context and context_param is None:
+            arguments.append(Argument(param.name, "bound"))
+        elif is_context(annotation) and context_param is None:
             context_param = param.name
+            arguments.append(Argument(param.name, "context"))
         elif is_model(annotation) and data_param is None:
             data_param = param.name
             input_model = annotation
+            arguments.append(Argument(param.name, "data"))
         else:
             raise ConfigurationError(
                 f"{where}: parameter {param.name!r} must be annotated with Context, a pydantic "
-                "model, or Annotated[Model, Bound] (one of each at most)"
+                "model, Annotated[Model, Bound] (one of each at most) or "
+                "Annotated[T, Depends(...)]"
             )
     _complete(input_model, where)
     _check_input(input_model, where)
+    check_arguments = (
+        _check_plan(check, where, input_model, data_param is not None, bound_model)
+        if check is not None
+        else None
+    )
 
     if "return" not in hints:
         raise ConfigurationError(
@@ -125,10 +147,20 @@ def build_spec(
         )
     returns = hints["return"]
     output: TypeAdapter[Any] | None = None
-    if returns not in (None, type(None)):
+    redirects = returns is Redirect
+    if not redirects and mentions(returns, Redirect):
+        # A Redirect inside a union or a model would be sent as data, not followed.
+        raise ConfigurationError(
+            f"{where}: Redirect is a whole return type (-> Redirect), not part of one"
+        )
+    if returns not in (None, type(None)) and not redirects:
         _complete(returns, where)
         _check_output(returns, where)
         output = _adapter(returns, where)
+
+    accepts_uploads = mentions(input_model, UploadFile)
+    if accepts_uploads:
+        limits = _agreeing_caps(limits, where, file_cap_declared, body_cap_declared)
 
     return ActionSpec(
         name=name,
@@ -141,7 +173,7 @@ def build_spec(
         output=output,
         limits=limits,
         timeout=timeout,
-        accepts_uploads=mentions(input_model, UploadFile),
+        accepts_uploads=accepts_uploads,
         form=form_shape(input_model),
         ids=action_ids(name, keys),
         rate=rate,
@@ -150,6 +182,9 @@ def build_spec(
         bound=bound_model,
         bound_param=bound_param,
         fragment=fragment,
+        arguments=tuple(arguments),
+        redirects=redirects,
+        check_arguments=check_arguments,
     )
 
 
@@ -223,6 +258,90 @@ def _bound_model(annotation: Any) -> type[BaseModel] | None:
     if not is_model(inner):
         raise ConfigurationError(f"Annotated[..., Bound] takes a pydantic model, not {inner!r}")
     return inner
+
+
+def _agreeing_caps(
+    limits: Limits, where: str, file_cap_declared: bool, body_cap_declared: bool
+) -> Limits:
+    """An upload action's body cap, made to carry the file cap it declares: the body cap
+    counts every byte, so a file cap above it would refuse as too large a file it
+    promised to take (413 for 1.5 MiB under ``max_file_bytes=2 MiB``)."""
+    if file_cap_declared and not body_cap_declared:
+        # One file at its cap, and the app's usual room for the form's other fields.
+        carried = limits.max_file_bytes + limits.max_body_bytes
+        return dataclasses.replace(limits, max_body_bytes=max(limits.max_body_bytes, carried))
+    if limits.max_file_bytes <= limits.max_body_bytes:
+        return limits
+    if file_cap_declared:
+        raise ConfigurationError(
+            f"{where}: max_file_bytes={limits.max_file_bytes} cannot arrive within "
+            f"max_body_bytes={limits.max_body_bytes}: raise max_body_bytes, or leave it out "
+            "to have it follow the file cap"
+        )
+    # Neither declared: the app-wide file cap is over the body cap (10 MiB and 1 MiB by
+    # default), and the body cap is the one that holds. Say so in the spec.
+    return dataclasses.replace(limits, max_file_bytes=limits.max_body_bytes)
+
+
+def _check_plan(
+    check: Check,
+    where: str,
+    input_model: type[BaseModel],
+    has_input: bool,
+    bound: type[BaseModel] | None,
+) -> tuple[Argument, ...] | None:
+    """What ``check=`` takes, from its annotations: the context, the input model, the
+    bound model, dependencies. ``None`` for a check of two unannotated parameters, called
+    ``check(ctx, data)`` (lambdas) — refused where ``data`` would be an empty input."""
+    try:
+        signature = inspect.signature(check)
+        target = check if inspect.isroutine(check) else type(check).__call__
+        hints = typing.get_type_hints(target, include_extras=True)
+    except Exception as exc:
+        raise ConfigurationError(f"{where}: check='s signature cannot be read: {exc}") from exc
+    params = list(signature.parameters.values())
+    if all(p.name not in hints for p in params):
+        if len(params) != 2 or any(
+            p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params
+        ):
+            raise ConfigurationError(
+                f"{where}: check= takes (ctx, data), or parameters annotated as a "
+                "handler's are (ctx: Context, data: Model, ref: BoundModel, Depends)"
+            )
+        if not has_input and bound is not None:
+            # The call it was written for would fail at run time on the empty input.
+            raise ConfigurationError(
+                f"{where}: check(ctx, data) gets no input here (the action takes only "
+                f"bound values): annotate its parameters, e.g. (ctx: Context, "
+                f"ref: {bound.__name__})"
+            )
+        return None
+    arguments: list[Argument] = []
+    for param in params:
+        annotation = hints.get(param.name)
+        marker = declared(annotation)
+        inner = unannotated(annotation)
+        if marker is not None:
+            arguments.append(Argument(param.name, "dependency", dependency(marker, where)))
+        elif is_context(annotation):
+            arguments.append(Argument(param.name, "context"))
+        elif bound is not None and (inner is bound or _bound_model(annotation) is bound):
+            arguments.append(Argument(param.name, "bound"))
+        elif has_input and inner is input_model:
+            arguments.append(Argument(param.name, "data"))
+        else:
+            offered = ["Context"]
+            if has_input:
+                offered.append(input_model.__name__)
+            if bound is not None:
+                offered.append(bound.__name__)
+            raise ConfigurationError(
+                f"{where}: check='s parameter {param.name!r} must be annotated with one "
+                f"of {', '.join(offered)} or Annotated[T, Depends(...)]"
+            )
+        if param.kind is param.VAR_POSITIONAL or param.kind is param.VAR_KEYWORD:
+            raise ConfigurationError(f"{where}: check= takes no *args or **kwargs")
+    return tuple(arguments)
 
 
 def _models_in(tp: Any) -> Iterator[type[BaseModel]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -18,7 +18,16 @@ if TYPE_CHECKING:
     from bastion.actions.policy import Policy
     from bastion.config import Limits
 
-__all__ = ["ActionSpec", "BodyKind", "Bound", "Check", "FormShape"]
+__all__ = [
+    "ActionSpec",
+    "Argument",
+    "BodyKind",
+    "Bound",
+    "Check",
+    "Dependency",
+    "FormShape",
+    "Redirect",
+]
 
 
 class BodyKind(Enum):
@@ -41,6 +50,17 @@ Bound: Final = _BoundMarker()
 
 
 @dataclass(frozen=True, slots=True)
+class Redirect:
+    """What a handler returns (``-> Redirect``) to choose where the caller goes next:
+    a same-origin path, checked as ``_next`` is (anything else goes to ``/``).
+
+    A plain form lands there (303, with the success flash); a script gets
+    ``{"ok": true, "data": null, "redirect": path}``; htmx gets ``HX-Redirect``."""
+
+    to: str
+
+
+@dataclass(frozen=True, slots=True)
 class FormShape:
     """How flat form fields map onto an input model, worked out once per action."""
 
@@ -52,6 +72,27 @@ class FormShape:
     """Fields that accept ``None``: an empty input means ``None``."""
     uploads: frozenset[str] = frozenset()
     """File fields: a file input left empty sends an empty part, which means no file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """A function whose value a parameter receives (``Annotated[T, Depends(fn)]``)."""
+
+    fn: Callable[..., Any]
+    arguments: tuple[Argument, ...]
+    """What ``fn`` itself takes."""
+    kind: Literal["function", "coroutine", "generator", "async generator"]
+    use_cache: bool = True
+    """Once per call however many parameters name it (``False``: once per parameter)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Argument:
+    """How one parameter of a handler, a check or a dependency gets its value."""
+
+    name: str
+    source: Literal["context", "request", "data", "bound", "dependency"]
+    dependency: Dependency | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,11 +126,20 @@ class ActionSpec:
     bound_param: str | None = None
     fragment: str | None = None
     """The template an htmx request gets back (rendered with ``data``)."""
+    arguments: tuple[Argument, ...] = ()
+    """The handler's parameters, in order, and where each one's value comes from."""
+    redirects: bool = False
+    """Declared ``-> Redirect``: the handler chooses the caller's next page."""
+    check_arguments: tuple[Argument, ...] | None = None
+    """``check=``'s parameters, read from its annotations; ``None`` for a check taking
+    ``(ctx, data)`` by position."""
 
     @property
     def id(self) -> str:
         return self.ids[0]
 
 
-Check = Callable[[Any, Any], bool | Awaitable[bool]]
-"""``check(ctx, data)``: an object-level decision on the validated input."""
+Check = Callable[..., bool | Awaitable[bool]]
+"""An object-level decision on the validated call: its parameters are named by type as a
+handler's are (``ctx: Context``, the input model, the bound model, dependencies), or it
+takes ``(ctx, data)`` by position."""

@@ -30,6 +30,7 @@ from starlette.types import Scope
 from bastion.config import Config
 from bastion.errors import ActionError, ConfigurationError
 from bastion.http.origin import parse_origin
+from bastion.messages import CATALOG
 
 __all__ = [
     "ForwardingRefused",
@@ -59,7 +60,7 @@ class ForwardingRefused(ActionError):
 
     status = 400
     code = "forwarding_refused"
-    message = "This request's forwarding headers are not accepted here."
+    message = CATALOG["forwarding_refused"]
 
 
 def parse_networks(values: Sequence[str]) -> Networks:

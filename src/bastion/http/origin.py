@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 
 from bastion.errors import Forbidden
+from bastion.messages import CATALOG
 
 __all__ = ["CrossOrigin", "check", "parse_origin"]
 
@@ -42,7 +43,7 @@ _ORIGIN: Final = re.compile(
 
 class CrossOrigin(Forbidden):
     code = "cross_origin"
-    message = "This request did not come from an allowed origin."
+    message = CATALOG["cross_origin"]
 
 
 @functools.lru_cache(maxsize=1024)

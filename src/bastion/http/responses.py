@@ -1,4 +1,4 @@
-"""Pipeline stage 14: the reply, in the form the caller asked for.
+"""Pipeline stage 16: the reply, in the form the caller asked for.
 
 Scripts get the JSON envelope; a plain HTML form (no JavaScript) gets ``303 See
 Other`` so the browser lands on a page, never on raw JSON. Every reply carries
@@ -54,22 +54,43 @@ def htmx_success(fragment: str | None, next_path: str | None) -> Response:
     return Response(b"", 200, headers, media_type="text/html")
 
 
-def htmx_error(exc: ActionError, *, digest: str | None = None) -> Response:
-    """The public message as a small alert, with the refusal's own status."""
+def htmx_error(
+    exc: ActionError, *, digest: str | None = None, message: str | None = None
+) -> Response:
+    """The public message (``message``: in the app's words) as a small alert, with the
+    refusal's own status."""
     reference = f" (reference {digest})" if digest else ""
-    body = f'<p class="bastion-error" role="alert">{html.escape(exc.message)}{reference}</p>'
+    text = html.escape(exc.message if message is None else message)
+    body = f'<p class="bastion-error" role="alert">{text}{reference}</p>'
     response = Response(body, exc.status, _SECURITY_HEADERS, media_type="text/html")
     response.headers.update(exc.headers)
     response.headers.update(_SECURITY_HEADERS)
     return response
 
 
-def success(data: bytes) -> Response:
-    return _json(200, b'{"ok":true,"data":' + data + b"}")
+def success(data: bytes, *, redirect: str | None = None) -> Response:
+    """The success envelope; with ``redirect``, the path a ``-> Redirect`` handler chose
+    (the script follows it, as ``bastion.js`` does)."""
+    if redirect is None:
+        return _json(200, b'{"ok":true,"data":' + data + b"}")
+    return _json(
+        200, b'{"ok":true,"data":' + data + b',"redirect":' + json.dumps(redirect).encode() + b"}"
+    )
 
 
-def error(exc: ActionError, *, digest: str | None = None, debug: Any = None) -> Response:
-    body: dict[str, Any] = {"code": exc.code, "message": exc.message}
+def error(
+    exc: ActionError,
+    *,
+    digest: str | None = None,
+    debug: Any = None,
+    message: str | None = None,
+) -> Response:
+    """The error envelope; ``message`` is the refusal's words as the app's catalog has
+    them (``bastion.messages``), by default the exception's own."""
+    body: dict[str, Any] = {
+        "code": exc.code,
+        "message": exc.message if message is None else message,
+    }
     if digest is not None:
         body["digest"] = digest
     if isinstance(exc, ValidationFailed):

@@ -11,16 +11,23 @@
     {% endcall %}
     {{ bastion_script() }}
 
-The helpers that need the visitor's session (``csrf_input``, ``bastion_fields``,
-``action_form``, ``flash``) read it from the template's ``request``, which
-Starlette's ``TemplateResponse`` provides.
+A page whose own scripts call actions (``bastion.call`` in ``bastion.js``) puts the
+token in its head, where any script of the page reads it::
+
+    <head>{{ csrf_meta() }}</head>   {# <meta name="csrf-token" content="…"> #}
+
+The helpers that need the visitor's session (``csrf_input``, ``csrf_meta``,
+``bastion_fields``, ``action_form``, ``flash``) read it from the template's ``request``,
+which Starlette's ``TemplateResponse`` provides.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import pydantic_core
 from jinja2 import pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup, escape
@@ -44,6 +51,9 @@ def install(runtime: Runtime, target: Any) -> None:
     """Add the helpers to ``target``'s globals; they read the app's keys, actions and
     prefix from ``runtime``."""
     env: jinja2.Environment = getattr(target, "env", target)
+    # An htmx fragment gets the action's output model as ``data``: ``|tojson`` writes it
+    # (and a Decimal, a datetime, an enum) as the action's JSON reply would.
+    env.policies["json.dumps_function"] = _dumps
     prefix = runtime.config.prefix
     script_url = f"{prefix}/bastion.js"
 
@@ -63,6 +73,12 @@ def install(runtime: Runtime, target: Any) -> None:
         return Markup('<input type="hidden" name="{}" value="{}">').format(
             csrf.FIELD, token(context)
         )
+
+    @pass_context
+    def csrf_meta(context: Context) -> Markup:
+        """``<meta name="csrf-token">`` for the page's scripts, with a token masked afresh
+        for this render (``bastion.call`` reads it; so can a script of the page's own)."""
+        return Markup('<meta name="csrf-token" content="{}">').format(token(context))
 
     @pass_context
     def bastion_fields(context: Context, next: str | None = None) -> Markup:
@@ -144,5 +160,10 @@ def install(runtime: Runtime, target: Any) -> None:
         bound_input=bound_input,
         csp_nonce=csp_nonce,
         csrf_input=csrf_input,
+        csrf_meta=csrf_meta,
         flash=flash,
     )
+
+
+def _dumps(value: Any, **kwargs: Any) -> str:
+    return json.dumps(value, default=pydantic_core.to_jsonable_python, **kwargs)

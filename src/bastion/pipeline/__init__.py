@@ -21,12 +21,15 @@ first line and the security model's table to one order.)
                                          still exists after a slow one           403
     9  validation       decoding         into the action's pydantic model        422
     10 bound values     binding          sealed values opened                    400
-    11 object check     policy           the action's check= on the input        403
-    12 execute          execute          the handler, within its timeout         504
-    13 output           output           through the return type (and fragment)  500
-    14 respond          responses        JSON, 303 + flash, or htmx              200 303
-    15 taint guard      taint            no tainted value in reply, flash, URL   500
-    16 audit            events           one AuditEvent per call
+    11 dependencies     depends          Depends(...) values, within the timeout 504
+    12 object check     policy           the action's check= on the call         403
+    13 execute          execute          the handler, within its timeout         504
+    14 output           output           through the return type (and fragment)  500
+    15 release          depends          generator dependencies closed, after    500 503
+                                         output and before the reply
+    16 respond          responses        JSON, 303 + flash, or htmx              200 303
+    17 taint guard      taint            no tainted value in reply, flash, URL   500
+    18 audit            events           one AuditEvent per call
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from starlette.datastructures import Headers
@@ -47,11 +50,11 @@ from bastion import csrf, events
 from bastion.actions import policy
 from bastion.actions.spec import ActionSpec, BodyKind
 from bastion.context import Context
-from bastion.errors import ActionError, ServiceUnavailable
+from bastion.errors import ActionError, Internal, ServiceUnavailable
 from bastion.events import AuditEvent
 from bastion.http import network, origin, responses
 from bastion.pipeline import flash
-from bastion.pipeline.stages import binding, decoding, execute, output, transport
+from bastion.pipeline.stages import binding, decoding, depends, execute, output, transport
 from bastion.sessions import Session, get_session
 from bastion.taint import TaintedOutput
 
@@ -64,7 +67,7 @@ __all__ = ["INTERNAL", "STAGES", "Call", "Stage", "handle", "run"]
 
 logger = logging.getLogger("bastion")
 
-INTERNAL = ActionError("Something went wrong.", code="internal", status=500)
+INTERNAL = Internal()
 """What the client learns of any exception outside the ``ActionError`` tree."""
 
 UNAVAILABLE = ServiceUnavailable()
@@ -86,10 +89,16 @@ class Call:
     kind: BodyKind | None = None
     form_post: bool = False
     body: decoding.Body | None = None
-    ctx: Context | None = None
+    ctx: Context[Any] | None = None
     data: Any = None
+    resources: depends.Resources = field(default_factory=depends.Resources)
+    raised: BaseException | None = None
+    """The exception that ended the checks, handed to the dependencies' cleanup."""
     result: Any = None
+    output: Any = None
+    """The result as its return type sees it (what an htmx fragment renders)."""
     payload: bytes = b""
+    redirect: str | None = None
     fragment: str | None = None
     response: Response | None = None
     error: ActionError | None = None
@@ -109,8 +118,10 @@ class Stage:
     name: str
     module: str
     run: StageFn
-    when: Literal["checks", "reply", "always"] = "checks"
-    """``checks``: until one refuses; ``reply``: only when none did; ``always``: after."""
+    when: Literal["checks", "release", "reply", "always"] = "checks"
+    """``checks``: until one refuses; ``release``: after the checks, whatever happened
+    (a failure there is the call's failure); ``reply``: only when nothing refused;
+    ``always``: last."""
 
 
 # --- the stages, in their order -------------------------------------------------------
@@ -169,7 +180,7 @@ async def _body(call: Call, runtime: Runtime) -> None:
 
 
 async def _validation(call: Call, runtime: Runtime) -> None:
-    call.data = decoding.validate(_spec(call), _body_of(call))
+    call.data = decoding.validate(_spec(call), _body_of(call), runtime.messages)
 
 
 async def _bound(call: Call, runtime: Runtime) -> None:
@@ -178,35 +189,53 @@ async def _bound(call: Call, runtime: Runtime) -> None:
     ctx.bound = binding.open_bound(runtime.keys, _spec(call), sealed, ctx.session)
 
 
+async def _dependencies(call: Call, runtime: Runtime) -> None:
+    await depends.open_all(_spec(call), _context(call, runtime), call.resources)
+
+
 async def _object_check(call: Call, runtime: Runtime) -> None:
     spec = _spec(call)
-    if spec.check is not None:
-        await policy.check_object(spec.check, _context(call, runtime), call.data)
+    if spec.check is None:
+        return
+    ctx = _context(call, runtime)
+    if spec.check_arguments is None:  # check(ctx, data), by position
+        await policy.check_object(spec.check, (ctx, call.data), {})
+    else:
+        kwargs = depends.bind(spec.check_arguments, ctx, call.data, call.resources.check)
+        await policy.check_object(spec.check, (), kwargs)
 
 
 async def _execute(call: Call, runtime: Runtime) -> None:
-    call.result = await execute.run(_spec(call), _context(call, runtime), call.data)
+    ctx = _context(call, runtime)
+    call.result = await execute.run(_spec(call), ctx, call.data, call.resources.handler)
 
 
 async def _output(call: Call, runtime: Runtime) -> None:
     spec = _spec(call)
-    call.payload = output.serialize(spec, call.result)
+    call.redirect = output.destination(spec, call.result)
+    call.output, call.payload = output.serialize(spec, call.result)
     # Rendered here, so that a broken fragment template is a 500 with a digest too.
-    if responses.is_htmx(call.headers):
-        call.fragment = runtime.render_fragment(spec, call.scope, call.payload)
+    if spec.fragment is not None and responses.is_htmx(call.headers):
+        user = await _context(call, runtime).current_user()
+        call.fragment = runtime.render_fragment(spec, call.scope, call.output, user)
+
+
+async def _release(call: Call, runtime: Runtime) -> None:
+    await depends.release(call.resources, call.raised)
 
 
 async def _respond(call: Call, runtime: Runtime) -> None:
     headers = call.headers
-    next_path = responses.safe_next(_body_of(call).reserved.get("_next"))
+    # Where the handler sends the caller (-> Redirect), else the form's `_next`.
+    next_path = call.redirect or responses.safe_next(_body_of(call).reserved.get("_next"))
     if responses.is_htmx(headers):
         call.response = responses.htmx_success(call.fragment, next_path)
     elif responses.wants_redirect(headers, call.form_post):
         _flash(call, flash.success(_spec(call), call.payload))
-        # To `_next`, or else back to the page the form was posted from.
+        # There, or else back to the page the form was posted from.
         call.response = responses.redirect(next_path or responses.referer_path(headers) or "/")
     else:
-        call.response = responses.success(call.payload)
+        call.response = responses.success(call.payload, redirect=call.redirect)
 
 
 async def _taint_guard(call: Call, runtime: Runtime) -> None:
@@ -245,9 +274,11 @@ STAGES: Final[tuple[Stage, ...]] = (
     Stage("body", "pipeline.stages.decoding", _body),
     Stage("validation", "pipeline.stages.decoding", _validation),
     Stage("bound values", "pipeline.stages.binding", _bound),
+    Stage("dependencies", "pipeline.stages.depends", _dependencies),
     Stage("object check", "actions.policy", _object_check),
     Stage("execute", "pipeline.stages.execute", _execute),
     Stage("output", "pipeline.stages.output", _output),
+    Stage("release", "pipeline.stages.depends", _release, "release"),
     Stage("respond", "http.responses", _respond, "reply"),
     Stage("taint guard", "taint", _taint_guard, "always"),
     Stage("audit", "events", _audit, "always"),
@@ -271,22 +302,20 @@ async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
         for stage in stages:
             if stage.when == "checks":
                 await stage.run(call, runtime)
-    except origin.CrossOrigin as exc:
-        call.error = exc
-        # Never a redirect: a cross-site page must not get a navigable answer.
-        call.response = responses.error(exc)
-    except ActionError as exc:
-        call.error = exc
-        call.response = _refuse(call, exc)
     except Exception as exc:
-        # A backend that is down (the app's database, say) is "try again later", not a bug.
-        failure = UNAVAILABLE if isinstance(exc, runtime.unavailable_errors) else INTERNAL
-        call.error, call.digest = failure, _log_failure(call, exc)
-        debug = {"type": type(exc).__name__, "message": str(exc)} if runtime.debug else None
-        call.response = _refuse(call, failure, debug)
+        _fail(call, runtime, exc)
     finally:
         if call.body is not None:
             call.body.close()
+    for stage in stages:
+        if stage.when == "release":
+            try:
+                await stage.run(call, runtime)
+            except Exception as exc:
+                if call.response is None:
+                    _fail(call, runtime, exc)
+                else:  # the call had failed already: its first error is the reply
+                    _log_failure(call, exc)
     if call.response is None:
         for stage in stages:
             if stage.when == "reply":
@@ -294,6 +323,24 @@ async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
     for stage in stages:
         if stage.when == "always":
             await stage.run(call, runtime)
+
+
+def _fail(call: Call, runtime: Runtime, exc: Exception) -> None:
+    """The reply for the exception that ended the call."""
+    call.raised = exc
+    if isinstance(exc, origin.CrossOrigin):
+        call.error = exc
+        # Never a redirect: a cross-site page must not get a navigable answer.
+        call.response = responses.error(exc, message=_words(runtime, exc))
+    elif isinstance(exc, ActionError):
+        call.error = exc
+        call.response = _refuse(call, runtime, exc)
+    else:
+        # A backend that is down (the app's database, say) is "try again later", not a bug.
+        failure = UNAVAILABLE if isinstance(exc, runtime.unavailable_errors) else INTERNAL
+        call.error, call.digest = failure, _log_failure(call, exc)
+        debug = {"type": type(exc).__name__, "message": str(exc)} if runtime.debug else None
+        call.response = _refuse(call, runtime, failure, debug)
 
 
 # --- what the stages share --------------------------------------------------------------
@@ -377,7 +424,7 @@ def _guard(runtime: Runtime, call: Call, response: Response) -> Response:
             if call.flash is not None:
                 _session_of(call).pop_flash()
             call.error, call.digest = INTERNAL, _log_failure(call, TaintedOutput(found))
-            return responses.error(INTERNAL, digest=call.digest)
+            return responses.error(INTERNAL, digest=call.digest, message=_words(runtime, INTERNAL))
     return response
 
 
@@ -392,11 +439,17 @@ def _flash(call: Call, outcome: flash.Flash) -> None:
     _session_of(call).set_flash(call.flash)
 
 
-def _refuse(call: Call, exc: ActionError, debug: object = None) -> Response:
+def _words(runtime: Runtime, exc: ActionError) -> str:
+    """A refusal's message in the app's catalog (``Bastion(messages=...)``)."""
+    return runtime.messages.of(exc.code, exc.message, type(exc).message)
+
+
+def _refuse(call: Call, runtime: Runtime, exc: ActionError, debug: object = None) -> Response:
+    message = _words(runtime, exc)
     if responses.is_htmx(call.headers):
-        return responses.htmx_error(exc, digest=call.digest)
+        return responses.htmx_error(exc, digest=call.digest, message=message)
     if responses.wants_redirect(call.headers, call.form_post):
         # A plain form goes back to the page it came from, which shows the flash.
-        _flash(call, flash.failure(call.spec, exc, call.body, call.digest))
+        _flash(call, flash.failure(call.spec, exc, call.body, call.digest, message))
         return responses.redirect(responses.referer_path(call.headers) or "/")
-    return responses.error(exc, digest=call.digest, debug=debug)
+    return responses.error(exc, digest=call.digest, debug=debug, message=message)

@@ -74,13 +74,17 @@ def success(spec: ActionSpec, payload: bytes) -> Flash:
 
 
 def failure(
-    spec: ActionSpec | None, exc: ActionError, body: Body | None, digest: str | None
+    spec: ActionSpec | None,
+    exc: ActionError,
+    body: Body | None,
+    digest: str | None,
+    message: str | None = None,
 ) -> Flash:
     return Flash(
         action=spec.name if spec else None,
         ok=False,
         code=exc.code,
-        message=exc.message,
+        message=exc.message if message is None else message,
         fields=exc.fields if isinstance(exc, ValidationFailed) else {},
         values=_typed_values(spec, body) if spec else {},
         digest=digest,

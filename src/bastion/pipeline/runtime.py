@@ -10,10 +10,9 @@ sits in its own holder, ``Fragments``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.types import Scope
@@ -26,6 +25,7 @@ from bastion.crypto.keys import KeyRing
 from bastion.errors import ConfigurationError
 from bastion.events import AuditSink
 from bastion.http import network
+from bastion.messages import DEFAULT, Messages
 from bastion.ratelimit import Counter
 from bastion.sessions import SessionManager
 from bastion.stores import Store
@@ -43,8 +43,10 @@ class Fragments:
 
     env: jinja2.Environment | None = None
 
-    def render(self, spec: ActionSpec, scope: Scope, payload: bytes) -> str | None:
-        """The action's fragment for this result, or ``None`` if it declares none."""
+    def render(self, spec: ActionSpec, scope: Scope, data: Any, user: Any) -> str | None:
+        """The action's fragment for this result, or ``None`` if it declares none: the
+        template gets ``data`` (the result as the return type reads it — the model, not
+        its JSON), ``user`` (the signed-in user, or ``None``) and ``request``."""
         if spec.fragment is None:
             return None
         if self.env is None:
@@ -52,7 +54,7 @@ class Fragments:
                 f"action {spec.name!r} names a fragment: call bastion.templates(...) first"
             )
         template = self.env.get_template(spec.fragment)
-        return template.render(request=Request(scope), data=json.loads(payload))
+        return template.render(request=Request(scope), data=data, user=user)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +73,8 @@ class Runtime:
     audit_sinks: tuple[AuditSink, ...]
     unavailable_errors: tuple[type[BaseException], ...]
     taints: TaintSet
+    messages: Messages = DEFAULT
+    """The words of every refusal (``Bastion(messages=...)``)."""
     fragments: Fragments = field(default_factory=Fragments)
     checked_servers: set[tuple[object, ...]] = field(default_factory=set)
     """Listening addresses found on loopback, for debug mode (checked once each)."""
@@ -88,8 +92,8 @@ class Runtime:
     def origins_for(self, scope: Scope) -> Collection[str]:
         return network.origins_for(self.config, scope)
 
-    def render_fragment(self, spec: ActionSpec, scope: Scope, payload: bytes) -> str | None:
-        return self.fragments.render(spec, scope, payload)
+    def render_fragment(self, spec: ActionSpec, scope: Scope, data: Any, user: Any) -> str | None:
+        return self.fragments.render(spec, scope, data, user)
 
     def __repr__(self) -> str:
         return f"Runtime(prefix={self.config.prefix!r}, actions={len(self.registry)})"

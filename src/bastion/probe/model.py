@@ -73,7 +73,7 @@ _SIGN_OUT: Final = re.compile(r"log-?out|sign-?out", re.IGNORECASE)
 """Links a crawler must not follow: a GET there may end the probe's session."""
 
 
-_REFUSED_BY_GUARDS: Final = frozenset({"csrf_failed", "cross_origin"})
+_REFUSED_BY_GUARDS: Final = frozenset({"csrf_failed", "no_session", "cross_origin"})
 
 
 _NEEDS_SIGN_IN: Final = frozenset({"unauthorized", "unauthenticated", "forbidden"})

@@ -278,7 +278,7 @@ def test_a_refused_sign_up_shows_its_message_beside_the_field(
         page.get_by_role("button", name="Create account").click()
 
         error = page.locator('[data-bastion-error="password"]')
-        expect(error).to_have_text("Use at least 12 characters.")
+        expect(error).to_have_text("Should have at least 12 characters.")
         expect(password).to_have_attribute("aria-invalid", "true")
         expect(page).to_have_url(board.url + "/signup")
         expect(page.get_by_label("Name")).to_have_value("Sam")

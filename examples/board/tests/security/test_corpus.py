@@ -34,7 +34,15 @@ from security._support import (
     session_after,
     with_ids,
 )
-from security.corpus import BOUND_INVALID, CSRF, INVALID, MALFORMED, form_attacks, json_attacks
+from security.corpus import (
+    BOUND_INVALID,
+    CSRF,
+    INVALID,
+    MALFORMED,
+    NO_SESSION,
+    form_attacks,
+    json_attacks,
+)
 from sqlalchemy import select
 
 from bastion import Bastion, Session
@@ -216,7 +224,8 @@ def _tokens() -> list[tuple[str, Attack]]:
         attack = Attack("create_post", *CSRF, draft, token=kind, caller="author")
         cases.append((f"create-post-token-{kind}", attack))
     for kind in ("forged", "twice", "none"):
-        attack = Attack("create_post", *CSRF, draft, cookie=kind, caller="author")
+        # The page's own token, sent with no live session: told so (no_session).
+        attack = Attack("create_post", *NO_SESSION, draft, cookie=kind, caller="author")
         cases.append((f"create-post-cookie-{kind}", attack))
     role = Attack("change_role", *CSRF, b'{"role":"admin"}', token="none", caller="admin")
     cases.append(("change-role-without-a-token", role))

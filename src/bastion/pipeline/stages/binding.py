@@ -27,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 
 from bastion.crypto import seal as sealing
 from bastion.errors import BadRequest
+from bastion.messages import CATALOG
 
 if TYPE_CHECKING:
     from bastion.actions.spec import ActionSpec
@@ -45,7 +46,7 @@ _MAX_SEALED: Final = 8192
 
 class BoundInvalid(BadRequest):
     code = "bound_invalid"
-    message = "This form is no longer valid. Reload the page and try again."
+    message = CATALOG["bound_invalid"]
 
 
 def _session_tag(session: Session) -> str:

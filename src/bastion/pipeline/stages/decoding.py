@@ -26,6 +26,7 @@ from bastion.config import Limits
 from bastion.csrf import FIELD as CSRF_FIELD
 from bastion.errors import ActionError, BadRequest, PayloadTooLarge, ValidationFailed
 from bastion.http.multipart import parse_multipart
+from bastion.messages import CATALOG, DEFAULT, Messages
 from bastion.pipeline.stages import transport
 from bastion.timeouts import DeadlinePassed, within
 
@@ -69,7 +70,7 @@ class BodyTimeout(ActionError):
 
     status = 408
     code = "request_timeout"
-    message = "The request took too long to arrive."
+    message = CATALOG["request_timeout"]
 
 
 @dataclass(slots=True)
@@ -127,13 +128,14 @@ async def _read(spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Rec
     return Body(kind, data, reserved)
 
 
-def validate(spec: ActionSpec, body: Body) -> BaseModel:
-    """The action's input model built from the flat fields; 422 names each bad field."""
+def validate(spec: ActionSpec, body: Body, messages: Messages = DEFAULT) -> BaseModel:
+    """The action's input model built from the flat fields; 422 names each bad field,
+    in the app's ``messages``."""
     data = body.data if isinstance(body.data, dict) else _map_form(body.data, spec.form)
     try:
         return spec.input_model.model_validate(data)
     except ValidationError as exc:
-        raise ValidationFailed(_field_messages(exc, spec.input_model)) from None
+        raise ValidationFailed(_field_messages(exc, spec.input_model, messages)) from None
 
 
 # --- JSON -----------------------------------------------------------------------------
@@ -258,10 +260,13 @@ def _map_form(pairs: list[tuple[str, str | UploadFile]], shape: FormShape) -> di
     return data
 
 
-def _field_messages(exc: ValidationError, model: type[BaseModel]) -> dict[str, str]:
+def _field_messages(
+    exc: ValidationError, model: type[BaseModel], messages: Messages
+) -> dict[str, str]:
     fields: dict[str, str] = {}
     classes = record_names(model)
-    for error in exc.errors(include_url=False, include_context=False)[:MAX_REPORTED_ERRORS]:
+    # The context is read for lengths only (_length_message), never sent as it is.
+    for error in exc.errors(include_url=False)[:MAX_REPORTED_ERRORS]:
         # pydantic names a union's member in the path ("address.InternalAddress.city",
         # "code.function-after[check(), str]"): the app's classes and functions, left out.
         parts = (
@@ -269,11 +274,11 @@ def _field_messages(exc: ValidationError, model: type[BaseModel]) -> dict[str, s
             for part in error["loc"]
             if not (isinstance(part, str) and (part in classes or "[" in part))
         )
-        fields.setdefault(".".join(parts) or "_", _safe_message(error))
+        fields.setdefault(".".join(parts) or "_", _safe_message(error, messages))
     return fields
 
 
-def _safe_message(error: Any) -> str:
+def _safe_message(error: Any, messages: Messages) -> str:
     """pydantic's message, unless it would repeat what the client sent.
 
     Built-in messages describe the rule ("at most 50 characters"); a custom
@@ -284,12 +289,24 @@ def _safe_message(error: Any) -> str:
     message: str = error["msg"]
     kind: str = error["type"]
     if kind in _NAMING_A_CLASS:
-        return _NAMING_A_CLASS[kind]
+        return messages.field(_NAMING_A_CLASS[kind])
+    if kind in ("too_short", "too_long"):
+        return _length_message(kind, error, messages)
     if kind in _ECHOING_ERRORS or kind not in _BUILTIN_ERRORS:
         for seen, text in enumerate(_submitted_texts(error.get("input"))):
             if seen >= _MAX_SCANNED or text in message:
-                return "Invalid value."
-    return message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+                return messages.text("invalid_value")
+    return messages.field(message.removeprefix("Value error, ").removeprefix("Assertion failed, "))
+
+
+def _length_message(kind: str, error: Any, messages: Messages) -> str:
+    """The rule alone. pydantic's own message ends with the length sent ("not 3"), which
+    for a ``SecretStr`` tells an onlooker how long the password typed was, and calls its
+    characters "items"."""
+    ctx = error.get("ctx") or {}
+    unit = messages.text("characters" if isinstance(error.get("input"), str) else "items")
+    limit = ctx.get("min_length" if kind == "too_short" else "max_length")
+    return messages.text(kind).format(limit=limit, unit=unit)
 
 
 def _submitted_texts(value: Any) -> Iterator[str]:

@@ -1,4 +1,4 @@
-"""Pipeline stage 12: run the handler, within its time limit."""
+"""Pipeline stage 13: run the handler, within its time limit."""
 
 from __future__ import annotations
 
@@ -12,25 +12,21 @@ from pydantic import BaseModel
 from bastion.actions.spec import ActionSpec
 from bastion.context import Context
 from bastion.errors import Timeout
+from bastion.pipeline.stages.depends import bind
 from bastion.timeouts import DeadlinePassed, within
 
 __all__ = ["run"]
 
 
-async def run(spec: ActionSpec, ctx: Context, data: BaseModel) -> Any:
-    """Call the handler with the context and the validated input; 504 when it overruns.
+async def run(spec: ActionSpec, ctx: Context[Any], data: BaseModel, values: dict[str, Any]) -> Any:
+    """Call the handler with its arguments (the context, the validated input, the bound
+    values, the dependencies' ``values``); 504 when it overruns.
 
     Async handlers are cancelled at the deadline. A sync handler runs in a worker
     thread that Python cannot stop: the caller gets its 504 on time and the thread
     is left to finish alone, so sync handlers should bound their own I/O too.
     """
-    kwargs: dict[str, Any] = {}
-    if spec.context_param is not None:
-        kwargs[spec.context_param] = ctx
-    if spec.data_param is not None:
-        kwargs[spec.data_param] = data
-    if spec.bound_param is not None:
-        kwargs[spec.bound_param] = ctx.bound
+    kwargs = bind(spec.arguments, ctx, data, values)
     if spec.is_async:
         call = functools.partial(spec.fn, **kwargs)
     else:

@@ -1,4 +1,4 @@
-"""Pipeline stage 13: only what the return type declares leaves the server.
+"""Pipeline stage 14: only what the return type declares leaves the server.
 
 The result goes through the declared type's validator (reading attributes, so an
 ORM row or any object works) and then its serialiser: an attribute the model does
@@ -12,25 +12,51 @@ the declared type cannot serialise is a 500, never sent as whatever it happens t
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from bastion.actions.spec import ActionSpec
+from bastion.actions.spec import ActionSpec, Redirect
+from bastion.http.responses import safe_next
 
-__all__ = ["OutputMismatch", "serialize"]
+__all__ = ["OutputMismatch", "destination", "serialize"]
+
+security_log = logging.getLogger("bastion.security")
 
 
 class OutputMismatch(Exception):
     """The handler returned something its declared type does not accept (a bug: 500)."""
 
 
-def serialize(spec: ActionSpec, result: Any) -> bytes:
-    """The JSON of the result, as its declared type sees it; ``null`` for ``-> None``."""
+def destination(spec: ActionSpec, result: Any) -> str | None:
+    """Where a ``-> Redirect`` handler sends the caller: its path if same-origin and
+    relative, else ``/``; ``None`` for any other action."""
+    if not spec.redirects:
+        return None
+    if not isinstance(result, Redirect):
+        raise OutputMismatch(
+            f"action {spec.name!r} is declared -> Redirect but returned {type(result).__name__}"
+        )
+    path = safe_next(result.to)
+    if path is None:
+        # A path the handler built from input can point off-site: never followed.
+        security_log.warning(
+            "action %s: redirect refused, sent to /",
+            spec.name,
+            extra={"event": "redirect_refused", "action": spec.name},
+        )
+        return "/"
+    return path
+
+
+def serialize(spec: ActionSpec, result: Any) -> tuple[Any, bytes]:
+    """The result as its declared type sees it, and its JSON; ``(None, b"null")`` for
+    ``-> None`` and ``-> Redirect``."""
     if spec.output is None:
         # Declared to return nothing: whatever came back stays on the server.
-        return b"null"
+        return None, b"null"
     # The problem is raised outside the ``except`` blocks: pydantic's exceptions carry the
     # returned values (the very secrets withheld), and must not ride along as __context__
     # into the server log or an error reporter.
@@ -47,7 +73,7 @@ def serialize(spec: ActionSpec, result: Any) -> bytes:
         try:
             # "error": a value of the wrong type in a declared field is refused, where
             # pydantic would only warn (with the value in the warning) and send it.
-            return spec.output.dump_json(value, warnings="error")
+            return value, spec.output.dump_json(value, warnings="error")
         except PydanticSerializationError:
             problem = (
                 "returned an instance whose fields hold values its return type cannot "
