@@ -39,6 +39,7 @@ RUNTIME = {
     "pydantic-core",
     "python-multipart",
     "starlette",
+    "typing-extensions",
 }
 NEVER_AT_RUNTIME = {"sqlalchemy", "psycopg", "email-validator", "uvicorn", "redis", "httpx2"}
 
