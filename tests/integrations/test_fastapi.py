@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import httpx2 as httpx
 import pytest
@@ -396,3 +396,23 @@ def test_the_apps_own_words_for_a_refusal_are_the_routes_too() -> None:
     }
     assert_reply(action, 403, reworded)
     assert_reply(route, 403, reworded)
+
+
+def get_settings() -> dict[str, str]:
+    """A FastAPI dependency, as an app's routes would use it."""
+    return {"currency": "EUR"}
+
+
+def test_fastapis_own_depends_works_in_an_action() -> None:
+    """One ``get_settings`` for a FastAPI app's routes and its actions alike."""
+    bastion = Bastion(secret_key=SECRET, store=MemoryStore())
+
+    @bastion.action(policy=public)
+    def currency(settings: Annotated[dict[str, str], Depends(get_settings)]) -> str:
+        return settings["currency"]
+
+    app = FastAPI()
+    bastion.mount(app)
+    with ActionClient(app, bastion) as client:
+        reply = client.call(currency, {})
+    assert_reply(reply, 200, {"ok": True, "data": "EUR"})

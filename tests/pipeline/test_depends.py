@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import fastapi
 import pytest
 from conftest import SECRET, mounted
 from helpers import assert_reply
@@ -232,22 +231,6 @@ def test_every_kind_of_dependency_runs_once_per_call() -> None:
         "handler",
         "agen closed",
     ]
-
-
-def test_fastapis_own_depends_works_in_an_action() -> None:
-    """One ``get_settings`` for a FastAPI app's routes and its actions alike."""
-    bastion = Bastion(secret_key=SECRET, store=MemoryStore())
-
-    def get_settings() -> dict[str, str]:
-        return {"currency": "EUR"}
-
-    @bastion.action(policy=public)
-    def currency(settings: Annotated[dict[str, str], fastapi.Depends(get_settings)]) -> str:
-        return settings["currency"]
-
-    with ActionClient(mounted(bastion), bastion) as client:
-        reply = client.call(currency, {})
-    assert_reply(reply, 200, {"ok": True, "data": "EUR"})
 
 
 class Down(ConnectionError):
