@@ -64,7 +64,7 @@ def helper(env: jinja2.Environment, name: str) -> Any:
 
 def test_templates_installs_its_globals_on_an_environment(bastion: Bastion) -> None:
     """bastion.templates(env) adds exactly action_url, action_form, bastion_fields,
-    bastion_script, bound_input, csp_nonce, csrf_input, csrf_meta and flash."""
+    bastion_script, bound_input, csp_nonce, csrf_input, csrf_meta, flash and htmx_config."""
     env = jinja2.Environment(autoescape=True)
     before = set(env.globals)
     assert bastion.templates(env) is None
@@ -78,6 +78,7 @@ def test_templates_installs_its_globals_on_an_environment(bastion: Bastion) -> N
         "csrf_input",
         "csrf_meta",
         "flash",
+        "htmx_config",
     }
 
 

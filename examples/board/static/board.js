@@ -39,7 +39,7 @@
   document.addEventListener("submit", function (event) {
     var form = event.target;
     if (!(form instanceof HTMLFormElement)) return;
-    form.querySelectorAll("[data-form-error], [data-htmx-error]").forEach(function (slot) {
+    form.querySelectorAll("[data-form-error], [data-bastion-message]").forEach(function (slot) {
       slot.textContent = "";
     });
   }, true);

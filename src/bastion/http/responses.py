@@ -45,7 +45,12 @@ def wants_redirect(headers: Headers, form_post: bool) -> bool:
 
 
 def htmx_success(fragment: str | None, next_path: str | None) -> Response:
-    """The action's fragment; else ``HX-Redirect`` to ``_next``; else an empty swap."""
+    """What htmx swaps in after a success, by one rule: the action's fragment, if it has
+    one (``next_path`` is then for the same form posted without htmx, answered 303 there);
+    else ``HX-Redirect`` to ``next_path`` (a ``-> Redirect`` handler's path, else the
+    form's checked ``_next``), which htmx follows with a page load; else an empty 200,
+    which an ``outerHTML`` swap turns into removing its target. Never a 3xx: the browser
+    would follow it inside htmx's request and swap the next page into the target."""
     if fragment is not None:
         return Response(fragment, 200, _SECURITY_HEADERS, media_type="text/html")
     headers = dict(_SECURITY_HEADERS)
@@ -58,7 +63,10 @@ def htmx_error(
     exc: ActionError, *, digest: str | None = None, message: str | None = None
 ) -> Response:
     """The public message (``message``: in the app's words) as a small alert, with the
-    refusal's own status."""
+    refusal's own status, so htmx and the page's scripts see a refusal as one. htmx swaps
+    no 4xx/5xx by default; the page's ``htmx_config()`` has it put this one in the
+    ``data-bastion-message`` slot of the form that was sent. No ``HX-Retarget`` or
+    ``HX-Reswap``: where the message belongs is the page's to say, not the server's."""
     reference = f" (reference {digest})" if digest else ""
     text = html.escape(exc.message if message is None else message)
     body = f'<p class="bastion-error" role="alert">{text}{reference}</p>'

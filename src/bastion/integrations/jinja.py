@@ -16,6 +16,10 @@ token in its head, where any script of the page reads it::
 
     <head>{{ csrf_meta() }}</head>   {# <meta name="csrf-token" content="…"> #}
 
+A page that loads htmx puts its configuration in its head, made for this response::
+
+    <head>{{ htmx_config() }}</head>   {# <meta name="htmx-config" content='{…}'> #}
+
 The helpers that need the visitor's session (``csrf_input``, ``csrf_meta``,
 ``bastion_fields``, ``action_form``, ``flash``) read it from the template's ``request``,
 which Starlette's ``TemplateResponse`` provides.
@@ -25,11 +29,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pydantic_core
 from jinja2 import pass_context
 from jinja2.runtime import Context
+from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
 from bastion import csrf
@@ -44,7 +49,23 @@ if TYPE_CHECKING:
 
     from bastion.pipeline.runtime import Runtime
 
-__all__ = ["install"]
+__all__ = ["REFUSAL_TARGET", "htmx_settings", "install"]
+
+REFUSAL_TARGET: Final = (
+    "find [data-bastion-message], "
+    "previous [data-bastion-message=page], next [data-bastion-message=page], "
+    "previous meta[name=htmx-config]"
+)
+"""Where htmx puts a refusal, tried in order from the element that sent the request (the
+one with ``hx-post``): the ``data-bastion-message`` slot inside it (a form's own); else
+the page's ``data-bastion-message="page"`` slot, before or after it; else the ``<meta
+name="htmx-config">`` itself, where nothing shows but nothing breaks (htmx still reports
+the refusal). Never the request's own target: a 403 swapped ``outerHTML`` into a list
+item would delete the item from the page. And never nothing: htmx fails on a selector
+that finds no element, and leaves the request's indicator on. Each part is one of htmx's
+extended selectors (``find``, ``previous``, ``next``) because htmx puts the matches of
+plain CSS parts after those, in document order: a plain ``meta[…]`` would win over a
+page slot further down."""
 
 
 def install(runtime: Runtime, target: Any) -> None:
@@ -146,6 +167,21 @@ def install(runtime: Runtime, target: Any) -> None:
         return nonce
 
     @pass_context
+    def htmx_config(context: Context, **overrides: Any) -> Markup:
+        """``<meta name="htmx-config">`` for this response: htmx configured to work under
+        bastion's CSP and to show bastion's refusals (see ``htmx_settings``). Each keyword
+        replaces one of htmx's settings, by htmx's own name (``defaultSwapStyle="outerHTML"``);
+        values must be JSON."""
+        settings = {**htmx_settings(csp_nonce(context)), **overrides}
+        # JSON with < > & ' as \u escapes: inert in a single-quoted attribute, whatever
+        # an override holds, and JSON.parse reads back exactly the same values. NaN is
+        # refused: htmx would drop the whole configuration it cannot parse.
+        content = htmlsafe_json_dumps(
+            settings, dumps=json.dumps, separators=(",", ":"), allow_nan=False
+        )
+        return Markup("""<meta name="htmx-config" content='{}'>""").format(content)
+
+    @pass_context
     def bastion_script(context: Context) -> Markup:
         nonce = csp_nonce(context)
         if nonce:
@@ -162,7 +198,45 @@ def install(runtime: Runtime, target: Any) -> None:
         csrf_input=csrf_input,
         csrf_meta=csrf_meta,
         flash=flash,
+        htmx_config=htmx_config,
     )
+
+
+def htmx_settings(nonce: str) -> dict[str, Any]:
+    """htmx 2's configuration for a page of this response (``nonce``: its CSP nonce, or
+    ``""`` without ``add_security_headers``).
+
+    - ``inlineStyleNonce``: htmx adds one ``<style>`` of its own, which hides each
+      ``.htmx-indicator`` until its request is in flight; under the strict CSP only the
+      response's nonce lets it apply (else every indicator shows all the time).
+    - ``allowScriptTags: false``, and no ``inlineScriptNonce``: a ``<script>`` in a swapped
+      fragment is dropped. Given the nonce, htmx would run every script a response holds,
+      an injected one too: the nonce would stop protecting anything htmx swaps in.
+    - ``allowEval: false``: no ``hx-on``, ``js:`` values or trigger filters, which the CSP
+      refuses anyway (no ``'unsafe-eval'``); htmx does not even try.
+    - ``selfRequestsOnly: true`` (htmx 2's default, pinned): a form's token never goes to
+      another origin.
+    - ``responseHandling``: htmx's own rules, but a 4xx/5xx is swapped too (htmx swaps none
+      by default, so the visitor would see nothing), into ``REFUSAL_TARGET``, with
+      ``innerHTML`` whatever the element's ``hx-swap`` says, and still reported as an
+      error (``htmx:responseError``). The reply keeps its status.
+    """
+    settings: dict[str, Any] = {"allowEval": False, "allowScriptTags": False}
+    if nonce:
+        settings["inlineStyleNonce"] = nonce
+    settings["selfRequestsOnly"] = True
+    settings["responseHandling"] = [
+        {"code": "204", "swap": False},
+        {"code": "[23]..", "swap": True},
+        {
+            "code": "[45]..",
+            "swap": True,
+            "error": True,
+            "target": REFUSAL_TARGET,
+            "swapOverride": "innerHTML",
+        },
+    ]
+    return settings
 
 
 def _dumps(value: Any, **kwargs: Any) -> str:

@@ -525,7 +525,7 @@ def test_htmx_shows_a_refusal_in_the_form_it_sent(
         assert ada.send(ada.form("/", within=f"post-{post_id}"), {}).status_code == 200
         page.once("dialog", accept)
         card.get_by_role("button", name="Delete").click()
-        expect(card.locator("[data-htmx-error]")).to_have_text("This post no longer exists.")
+        expect(card.locator("[data-bastion-message]")).to_have_text("This post no longer exists.")
         expect(card.get_by_role("heading", name=title)).to_be_visible()
 
 
