@@ -100,3 +100,45 @@ def test_scripts_guide(tmp_path: Path) -> None:
     files = write_guide("scripts.md", tmp_path)
     assert files == ["app.py", "templates/post.html", "conftest.py", "test_page.py"]
     assert_passed(run_pytest(tmp_path), 5)
+
+
+def test_dependencies_guide(tmp_path: Path) -> None:
+    """dependencies.md: an SQLAlchemy async session per call through Depends, shared by an
+    owner check on a bound ID and the handler, rolled back when the handler raises, and the
+    same dependency in a FastAPI route; six tests pass."""
+    files = write_guide("dependencies.md", tmp_path)
+    assert files == [
+        "db.py",
+        "app.py",
+        "conftest.py",
+        "test_posts.py",
+        "fastapi_app.py",
+        "test_fastapi.py",
+    ]
+    assert_passed(run_pytest(tmp_path), 6)
+
+
+def test_uploads_guide(tmp_path: Path) -> None:
+    """uploads.md: one file under max_file_bytes=2 MiB (1.5 MiB taken, 2.5 MiB refused
+    413), several files under a declared body cap, the file read and checked by its
+    bytes, and bastion audit's account of the caps; eight tests pass."""
+    files = write_guide("uploads.md", tmp_path)
+    assert files == ["app.py", "conftest.py", "test_uploads.py", "test_audit.py"]
+    assert_passed(run_pytest(tmp_path), 8)
+
+
+def test_htmx_guide(tmp_path: Path) -> None:
+    """htmx.md: a task list whose forms htmx sends, with fragments (the model, the user),
+    refusals as alerts with their status, next= and Redirect as HX-Redirect, and the page's
+    htmx_config() held to the guide's own copy of it; nine tests pass."""
+    files = write_guide("htmx.md", tmp_path)
+    assert files == [
+        "app.py",
+        "templates/tasks.html",
+        "templates/deleted.html",
+        "templates/reminded.html",
+        "htmx_config.html",
+        "conftest.py",
+        "test_tasks.py",
+    ]
+    assert_passed(run_pytest(tmp_path), 9)

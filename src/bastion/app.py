@@ -206,10 +206,13 @@ class Bastion(Generic[U]):
         model is the annotation of the parameter typed with a pydantic model, the
         output is the return annotation; both are checked here, at import time.
         ``rate`` limits calls per caller (``"20/minute"``; public actions get
-        ``default_rate`` unless they name one; ``None`` for no limit). ``check(ctx,
-        data)`` runs after validation, for decisions about the object the call is
-        about ("owns this post"); anything but ``True`` answers 403. ``fragment`` names
-        the template htmx requests get back, rendered with ``data`` (the result).
+        ``default_rate`` unless they name one; ``None`` for no limit). ``check`` runs
+        after validation, bound values and dependencies, for decisions about the object
+        the call is about ("owns this post"): its parameters are named by annotation as
+        the handler's are (``ctx: Context``, the input model, the bound model,
+        ``Depends``), or it takes ``(ctx, data)``; anything but ``True`` answers 403.
+        ``fragment`` names the template htmx requests get back, rendered with ``data``
+        (the result as the return type reads it), ``user`` and ``request``.
         """
         overrides = {
             key: value
@@ -318,8 +321,12 @@ class Bastion(Generic[U]):
 
     def templates(self, target: Any) -> None:
         """Add bastion's helpers to Jinja templates (a Starlette ``Jinja2Templates`` or a
-        ``jinja2.Environment``): ``action_form``, ``action_url``, ``bastion_fields``,
-        ``csrf_input``, ``flash`` and ``bastion_script``."""
+        ``jinja2.Environment``), so no template writes an action URL, a token or a nonce
+        by hand: ``action_form``, ``action_url``, ``bastion_fields``, ``bound_input``,
+        ``csrf_input``, ``csrf_meta``, ``flash``, ``bastion_script``, ``csp_nonce`` and
+        ``htmx_config`` (htmx's ``<meta name="htmx-config">`` for this response's nonce,
+        showing refusals in the form's ``data-bastion-message`` slot). The same templates
+        render the actions' htmx fragments, with ``data``, ``user`` and ``request``."""
         from bastion.integrations import (
             jinja,  # Jinja2 is loaded by the first app that renders forms
         )

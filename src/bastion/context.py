@@ -71,9 +71,9 @@ class Context(Generic[U]):
         handler or ``check=`` gets them typed by naming the parameter
         (``ref: Annotated[PostRef, Bound]``; in a check, ``ref: PostRef``)."""
         self.state: dict[str, Any] = {}
+        """Free space for one call: what a policy computes, a handler may reuse."""
         self.taints: TaintSet | None = None
         """Values tainted for this call only (``ctx.taint``)."""
-        """Free space for one call: what a policy computes, a handler may reuse."""
 
     @property
     def scope(self) -> Scope:

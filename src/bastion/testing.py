@@ -33,7 +33,7 @@ import inspect
 import itertools
 import json
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, urlsplit
 
@@ -109,7 +109,7 @@ class ActionClient(TestClient):
     def __init__(
         self,
         app: ASGIApp,
-        bastion: Bastion,
+        bastion: Bastion[Any],
         *,
         origin: str | None = "http://127.0.0.1",
         client_address: str | tuple[str, int] | None = None,
@@ -263,7 +263,7 @@ class ActionClient(TestClient):
         action: Callable[..., Any] | str,
         fields: Mapping[str, Any] | None = None,
         *,
-        files: Mapping[str, Any] | None = None,
+        files: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
         token: str | _Auto | None = AUTO,
         origin: str | _Auto | None = AUTO,
         referer: str | _Auto | None = AUTO,
