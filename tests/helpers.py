@@ -6,7 +6,31 @@ from typing import Any
 
 import httpx2 as httpx
 
-__all__ = ["assert_reply"]
+__all__ = ["CROSS_ORIGIN", "CSRF_FAILED", "NO_SESSION", "assert_reply"]
+
+# The refusals of the origin and CSRF guards, word for word: what actions, protected
+# routes and the test client are all held to.
+CROSS_ORIGIN = {
+    "ok": False,
+    "error": {
+        "code": "cross_origin",
+        "message": "This request did not come from an allowed origin.",
+    },
+}
+CSRF_FAILED = {
+    "ok": False,
+    "error": {
+        "code": "csrf_failed",
+        "message": "This form has expired. Reload the page and try again.",
+    },
+}
+NO_SESSION = {
+    "ok": False,
+    "error": {
+        "code": "no_session",
+        "message": "Your session has ended or cookies are off. Reload the page and try again.",
+    },
+}
 
 
 def assert_reply(response: httpx.Response, status: int, envelope: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ import anyio
 import httpx2 as httpx
 import pytest
 from conftest import SECRET, mounted
-from helpers import assert_reply
+from helpers import CSRF_FAILED, NO_SESSION, assert_reply
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -55,20 +55,6 @@ RATE_LIMITED = {
     "error": {"code": "rate_limited", "message": "Too many requests. Try again later."},
 }
 UNAUTHORIZED = {"ok": False, "error": {"code": "unauthorized", "message": "Please sign in first."}}
-CSRF_FAILED = {
-    "ok": False,
-    "error": {
-        "code": "csrf_failed",
-        "message": "This form has expired. Reload the page and try again.",
-    },
-}
-NO_SESSION = {
-    "ok": False,
-    "error": {
-        "code": "no_session",
-        "message": "Your session has ended or cookies are off. Reload the page and try again.",
-    },
-}
 ADA = {"ok": True, "data": {"name": "Ada", "roles": ["author"]}}
 
 

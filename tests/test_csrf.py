@@ -23,6 +23,7 @@ import anyio
 import httpx2 as httpx
 import pytest
 from conftest import OTHER_SECRET, SECRET, mounted
+from helpers import CROSS_ORIGIN, CSRF_FAILED, NO_SESSION
 from pydantic import BaseModel
 from starlette.datastructures import Headers
 
@@ -39,27 +40,6 @@ SECURITY_HEADERS = {
     "content-type": "application/json",
     "cache-control": "no-store",
     "x-content-type-options": "nosniff",
-}
-CROSS_ORIGIN = {
-    "ok": False,
-    "error": {
-        "code": "cross_origin",
-        "message": "This request did not come from an allowed origin.",
-    },
-}
-CSRF_FAILED = {
-    "ok": False,
-    "error": {
-        "code": "csrf_failed",
-        "message": "This form has expired. Reload the page and try again.",
-    },
-}
-NO_SESSION = {
-    "ok": False,
-    "error": {
-        "code": "no_session",
-        "message": "Your session has ended or cookies are off. Reload the page and try again.",
-    },
 }
 
 

@@ -17,6 +17,7 @@ import pytest
 import redis
 from argon2 import PasswordHasher
 from conftest import SECRET
+from helpers import CROSS_ORIGIN, CSRF_FAILED
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,20 +43,6 @@ from bastion.testing import AUTO, ActionClient, fast_passwords
 
 TOKEN = re.compile(r"[A-Za-z0-9_-]{86}")
 SID = re.compile(r"[A-Za-z0-9_-]{43}")
-CSRF_FAILED = {
-    "ok": False,
-    "error": {
-        "code": "csrf_failed",
-        "message": "This form has expired. Reload the page and try again.",
-    },
-}
-CROSS_ORIGIN = {
-    "ok": False,
-    "error": {
-        "code": "cross_origin",
-        "message": "This request did not come from an allowed origin.",
-    },
-}
 RATE_LIMITED = {
     "ok": False,
     "error": {"code": "rate_limited", "message": "Too many requests. Try again later."},

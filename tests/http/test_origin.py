@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import SECRET, mounted
+from helpers import CROSS_ORIGIN
 from starlette.datastructures import Headers
 
 from bastion import Bastion, ConfigurationError, public
@@ -20,13 +21,6 @@ from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
 
 ALLOWED = frozenset({"https://app.example:443", "http://127.0.0.1:8000"})
-CROSS_ORIGIN = {
-    "ok": False,
-    "error": {
-        "code": "cross_origin",
-        "message": "This request did not come from an allowed origin.",
-    },
-}
 
 
 def headers(*pairs: tuple[str, str]) -> Headers:

@@ -20,7 +20,7 @@ import httpx2 as httpx
 import pytest
 from conftest import ORIGIN, SECRET
 from fastapi import Depends, FastAPI
-from helpers import assert_reply
+from helpers import CROSS_ORIGIN, CSRF_FAILED, NO_SESSION, assert_reply
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 
@@ -30,27 +30,6 @@ from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
 
 EVIL = "https://evil.example"
-CROSS_ORIGIN = {
-    "ok": False,
-    "error": {
-        "code": "cross_origin",
-        "message": "This request did not come from an allowed origin.",
-    },
-}
-CSRF_FAILED = {
-    "ok": False,
-    "error": {
-        "code": "csrf_failed",
-        "message": "This form has expired. Reload the page and try again.",
-    },
-}
-NO_SESSION = {
-    "ok": False,
-    "error": {
-        "code": "no_session",
-        "message": "Your session has ended or cookies are off. Reload the page and try again.",
-    },
-}
 # The policies docs/guides/fastapi.md gives FastAPI's own docs pages (held to the guide
 # below; tests/e2e/test_fastapi.py renders the pages under them in Chromium).
 SWAGGER_CSP = (

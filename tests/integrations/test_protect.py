@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from conftest import ORIGIN, SECRET
-from helpers import assert_reply
+from helpers import CROSS_ORIGIN, CSRF_FAILED, NO_SESSION, assert_reply
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,28 +25,6 @@ from bastion.csrf import CsrfFailed
 from bastion.integrations import protect
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
-
-CROSS_ORIGIN = {
-    "ok": False,
-    "error": {
-        "code": "cross_origin",
-        "message": "This request did not come from an allowed origin.",
-    },
-}
-CSRF_FAILED = {
-    "ok": False,
-    "error": {
-        "code": "csrf_failed",
-        "message": "This form has expired. Reload the page and try again.",
-    },
-}
-NO_SESSION = {
-    "ok": False,
-    "error": {
-        "code": "no_session",
-        "message": "Your session has ended or cookies are off. Reload the page and try again.",
-    },
-}
 
 
 @dataclass
