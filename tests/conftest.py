@@ -14,6 +14,14 @@ from bastion import Bastion
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
 
+# tests/apps/ holds apps written as their users would write them, each a project of its
+# own: an app's tests run in a process of their own (tests/apps/test_expenses.py), since
+# they put the app's settings in the environment (BASTION_STORE, BASTION_SECRET_KEY…)
+# before importing it and, collected here, would set them for every other test too.
+# (Here, not in a conftest.py of tests/apps: the test modules import this one as
+# `conftest`, and a second module of that name would take its place.)
+collect_ignore = ["apps/expenses"]
+
 SECRET = "test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 OTHER_SECRET = "another-secret-key-9876543210-ZYXWVUTSRQPONMLKJIHGFEDCBA"
 
