@@ -21,6 +21,7 @@ PUBLIC = [
     "Depends",
     "Flash",
     "Forbidden",
+    "Fragment",
     "Limits",
     "LoginName",
     "LoginThrottle",

@@ -5,7 +5,7 @@ Everything public is named here; the modules behind it are the pipeline's stages
 
 from bastion.actions.depends import Depends
 from bastion.actions.policy import Policy, authenticated, predicate, public, require
-from bastion.actions.spec import Bound, Redirect
+from bastion.actions.spec import Bound, Fragment, Redirect
 from bastion.app import Bastion
 from bastion.auth import LoginThrottle, Principal, User
 from bastion.config import Config, Limits, SessionConfig
@@ -47,6 +47,7 @@ __all__ = [
     "Depends",
     "Flash",
     "Forbidden",
+    "Fragment",
     "Limits",
     "LoginName",
     "LoginThrottle",

@@ -461,7 +461,7 @@ class Bastion(Generic[U]):
         """What can be checked before the first request, checked: an action naming an
         htmx fragment needs ``templates()`` (else its first htmx call would be a 500).
         Raises ``ConfigurationError``; the server then refuses to start."""
-        missing = [spec.name for spec in self.registry if spec.fragment is not None]
+        missing = [s.name for s in self.registry if s.fragment is not None or s.renders]
         if missing and self.runtime.fragments.env is None:
             raise ConfigurationError(
                 f"action {missing[0]!r} names a fragment: call bastion.templates(...) "

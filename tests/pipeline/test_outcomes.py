@@ -16,6 +16,7 @@ from bastion import (
     Bastion,
     ConfigurationError,
     Context,
+    Fragment,
     MemoryStore,
     Redirect,
     User,
@@ -163,3 +164,67 @@ def test_the_fragment_gets_the_output_model_the_user_and_the_request(tmp_path: P
     assert anonymous.text == "42.10 EUR &lt;lunch&gt; by nobody on _actions"
     assert signed_in.text == "42.10 EUR &lt;lunch&gt; by ada on _actions"
     assert "argon2" not in signed_in.text
+
+
+# --- -> Fragment: the handler chooses the template htmx gets ----------------------------
+
+
+def fragment_app(tmp_path: Path) -> tuple[Bastion, ActionClient]:
+    (tmp_path / "found.html").write_text(
+        "{% for row in rows %}<li>{{ row }}</li>{% endfor %} of {{ total }}"
+        " for {{ user.id if user else 'nobody' }}"
+    )
+    (tmp_path / "none.html").write_text("<p>No match for {{ query }}</p>")
+    bastion = Bastion(secret_key=SECRET, store=MemoryStore())
+    bastion.templates(jinja2.Environment(loader=jinja2.FileSystemLoader(tmp_path), autoescape=True))
+    secret_rows = ["<tea>", "toast"]
+
+    @bastion.action(policy=public)
+    def search(data: Order) -> Fragment:
+        found = [r for r in secret_rows if data.item in r]
+        if not found:
+            return Fragment("none.html", query=data.item)
+        return Fragment("found.html", rows=found, total=len(secret_rows))
+
+    return bastion, ActionClient(mounted(bastion), bastion)
+
+
+def test_htmx_gets_the_template_the_handler_chose(tmp_path: Path) -> None:
+    _, client = fragment_app(tmp_path)
+    found = client.submit("search", {"item": "t"}, headers=HX)
+    missing = client.submit("search", {"item": "<x>"}, headers=HX)
+    assert (found.status_code, found.text) == (
+        200,
+        "<li>&lt;tea&gt;</li><li>toast</li> of 2 for nobody",
+    )
+    assert missing.text == "<p>No match for &lt;x&gt;</p>"
+
+
+def test_a_script_gets_none_of_a_fragments_values(tmp_path: Path) -> None:
+    """Only htmx asked for HTML: a script's reply is the envelope of ``-> None``; the
+    values the handler gave its template never reach the JSON."""
+    _, client = fragment_app(tmp_path)
+    reply = client.call("search", {"item": "t"})
+    assert_reply(reply, 200, {"ok": True, "data": None})
+    assert "toast" not in reply.text
+
+
+def test_fragment_is_a_whole_return_type_and_not_beside_fragment_option() -> None:
+    bastion = Bastion(secret_key=SECRET, store=MemoryStore())
+
+    def both(data: Order) -> Fragment:
+        return Fragment("x.html")
+
+    def mixed(data: Order) -> Fragment | None:
+        return None
+
+    with pytest.raises(ConfigurationError) as named:
+        bastion.action(policy=public, fragment="y.html")(both)
+    with pytest.raises(ConfigurationError) as union:
+        bastion.action(policy=public)(mixed)
+    assert str(named.value) == (
+        "action 'both': -> Fragment chooses its template; fragment= would never be used"
+    )
+    assert str(union.value) == (
+        "action 'mixed': Fragment is a whole return type (-> Fragment), not part of one"
+    )

@@ -30,7 +30,7 @@ from bastion.actions.introspect import (
     unannotated,
 )
 from bastion.actions.policy import Policy, predicate
-from bastion.actions.spec import ActionSpec, Argument, Bound, Check, Redirect
+from bastion.actions.spec import ActionSpec, Argument, Bound, Check, Fragment, Redirect
 from bastion.config import Limits
 from bastion.errors import ConfigurationError, NotFound
 
@@ -147,13 +147,19 @@ def build_spec(
         )
     returns = hints["return"]
     output: TypeAdapter[Any] | None = None
-    redirects = returns is Redirect
-    if not redirects and mentions(returns, Redirect):
-        # A Redirect inside a union or a model would be sent as data, not followed.
+    redirects, renders = returns is Redirect, returns is Fragment
+    for outcome, whole in ((Redirect, redirects), (Fragment, renders)):
+        if not whole and mentions(returns, outcome):
+            # Inside a union or a model it would be sent as data, not acted on.
+            name = outcome.__name__
+            raise ConfigurationError(
+                f"{where}: {name} is a whole return type (-> {name}), not part of one"
+            )
+    if renders and fragment is not None:
         raise ConfigurationError(
-            f"{where}: Redirect is a whole return type (-> Redirect), not part of one"
+            f"{where}: -> Fragment chooses its template; fragment= would never be used"
         )
-    if returns not in (None, type(None)) and not redirects:
+    if returns not in (None, type(None)) and not (redirects or renders):
         _complete(returns, where)
         _check_output(returns, where)
         output = _adapter(returns, where)
@@ -184,6 +190,7 @@ def build_spec(
         fragment=fragment,
         arguments=tuple(arguments),
         redirects=redirects,
+        renders=renders,
         check_arguments=check_arguments,
     )
 

@@ -6,7 +6,7 @@ every stage can import the type without importing the machinery that makes it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -26,6 +26,7 @@ __all__ = [
     "Check",
     "Dependency",
     "FormShape",
+    "Fragment",
     "Redirect",
 ]
 
@@ -58,6 +59,24 @@ class Redirect:
     ``{"ok": true, "data": null, "redirect": path}``; htmx gets ``HX-Redirect``."""
 
     to: str
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class Fragment:
+    """What a handler returns (``-> Fragment``) to answer htmx with a template of its
+    choosing: ``Fragment("rows.html", rows=rows, total=total)``.
+
+    htmx gets the template rendered with these values, ``user`` and ``request`` (the
+    app's templates, ``bastion.templates()``); a script gets ``{"ok": true, "data":
+    null}`` and a plain form its 303 and flash, as for ``-> None``: only htmx asked for
+    HTML. The values go to the template only, never into a JSON reply."""
+
+    template: str
+    values: Mapping[str, Any]
+
+    def __init__(self, template: str, /, **values: Any) -> None:
+        object.__setattr__(self, "template", template)
+        object.__setattr__(self, "values", values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +149,8 @@ class ActionSpec:
     """The handler's parameters, in order, and where each one's value comes from."""
     redirects: bool = False
     """Declared ``-> Redirect``: the handler chooses the caller's next page."""
+    renders: bool = False
+    """Declared ``-> Fragment``: the handler chooses the template htmx gets."""
     check_arguments: tuple[Argument, ...] | None = None
     """``check=``'s parameters, read from its annotations; ``None`` for a check taking
     ``(ctx, data)`` by position."""

@@ -213,11 +213,15 @@ async def _execute(call: Call, runtime: Runtime) -> None:
 async def _output(call: Call, runtime: Runtime) -> None:
     spec = _spec(call)
     call.redirect = output.destination(spec, call.result)
+    chosen = output.chosen_fragment(spec, call.result)
     call.output, call.payload = output.serialize(spec, call.result)
     # Rendered here, so that a broken fragment template is a 500 with a digest too.
-    if spec.fragment is not None and responses.is_htmx(call.headers):
+    if (spec.fragment is not None or chosen is not None) and responses.is_htmx(call.headers):
         user = await _context(call, runtime).current_user()
-        call.fragment = runtime.render_fragment(spec, call.scope, call.output, user)
+        if chosen is not None:
+            call.fragment = runtime.fragments.render_chosen(spec, call.scope, chosen, user)
+        else:
+            call.fragment = runtime.render_fragment(spec, call.scope, call.output, user)
 
 
 async def _release(call: Call, runtime: Runtime) -> None:

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from bastion.actions.registry import Registry
-from bastion.actions.spec import ActionSpec
+from bastion.actions.spec import ActionSpec, Fragment
 from bastion.auth import PasswordCheck, UserLoader
 from bastion.config import Config
 from bastion.crypto.keys import KeyRing
@@ -55,6 +55,16 @@ class Fragments:
             )
         template = self.env.get_template(spec.fragment)
         return template.render(request=Request(scope), data=data, user=user)
+
+    def render_chosen(self, spec: ActionSpec, scope: Scope, chosen: Fragment, user: Any) -> str:
+        """The template a ``-> Fragment`` handler chose, with its values, ``user`` and
+        ``request`` (which its values cannot replace)."""
+        if self.env is None:
+            raise ConfigurationError(
+                f"action {spec.name!r} returns a Fragment: call bastion.templates(...) first"
+            )
+        template = self.env.get_template(chosen.template)
+        return template.render({**chosen.values, "request": Request(scope), "user": user})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,16 +18,27 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from bastion.actions.spec import ActionSpec, Redirect
+from bastion.actions.spec import ActionSpec, Fragment, Redirect
 from bastion.http.responses import safe_next
 
-__all__ = ["OutputMismatch", "destination", "serialize"]
+__all__ = ["OutputMismatch", "chosen_fragment", "destination", "serialize"]
 
 security_log = logging.getLogger("bastion.security")
 
 
 class OutputMismatch(Exception):
     """The handler returned something its declared type does not accept (a bug: 500)."""
+
+
+def chosen_fragment(spec: ActionSpec, result: Any) -> Fragment | None:
+    """The template and values a ``-> Fragment`` handler chose; ``None`` for any other."""
+    if not spec.renders:
+        return None
+    if not isinstance(result, Fragment):
+        raise OutputMismatch(
+            f"action {spec.name!r} is declared -> Fragment but returned {type(result).__name__}"
+        )
+    return result
 
 
 def destination(spec: ActionSpec, result: Any) -> str | None:
@@ -53,7 +64,7 @@ def destination(spec: ActionSpec, result: Any) -> str | None:
 
 def serialize(spec: ActionSpec, result: Any) -> tuple[Any, bytes]:
     """The result as its declared type sees it, and its JSON; ``(None, b"null")`` for
-    ``-> None`` and ``-> Redirect``."""
+    ``-> None``, ``-> Redirect`` and ``-> Fragment``."""
     if spec.output is None:
         # Declared to return nothing: whatever came back stays on the server.
         return None, b"null"
