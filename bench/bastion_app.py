@@ -31,6 +31,8 @@ logging.getLogger("bastion.audit").setLevel(logging.WARNING)
 bastion = Bastion(
     secret_key=generate_secret_key(),
     allowed_origins=[ORIGIN],
+    # wrk and the in-process driver reach the server at its loopback address.
+    trusted_hosts=["127.0.0.1"],
     store=MemoryStore(),
     load_user=load_user,
 )
