@@ -192,6 +192,9 @@ def build_spec(
         redirects=redirects,
         renders=renders,
         check_arguments=check_arguments,
+        takes_dependencies=any(
+            a.dependency is not None for a in (*arguments, *(check_arguments or ()))
+        ),
     )
 
 

@@ -151,6 +151,9 @@ class ActionSpec:
     """Declared ``-> Redirect``: the handler chooses the caller's next page."""
     renders: bool = False
     """Declared ``-> Fragment``: the handler chooses the template htmx gets."""
+    takes_dependencies: bool = False
+    """Whether the handler or its check names a ``Depends``: stages 11 and 15 do
+    nothing for an action that does not."""
     check_arguments: tuple[Argument, ...] | None = None
     """``check=``'s parameters, read from its annotations; ``None`` for a check taking
     ``(ctx, data)`` by position."""

@@ -22,8 +22,8 @@ everywhere.
 Nothing here imports FastAPI: a FastAPI dependency is a plain callable whose parameter is
 annotated with Starlette's ``Request``. Raised from a dependency, a refusal reaches the
 app's exception handlers as ``Refused``, an ``HTTPException``: answered with the action's
-envelope once ``bastion.handle_refusals(app)`` has registered ``respond``; still a 403
-(in the framework's own error shape) if it was not.
+envelope by ``respond``, which ``bastion.mount(app)`` registers (``handle_refusals`` does
+it for another app); still a 403, in the framework's own error shape, where it is not.
 """
 
 from __future__ import annotations

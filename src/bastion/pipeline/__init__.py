@@ -39,7 +39,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from starlette.datastructures import Headers
@@ -91,7 +91,8 @@ class Call:
     body: decoding.Body | None = None
     ctx: Context[Any] | None = None
     data: Any = None
-    resources: depends.Resources = field(default_factory=depends.Resources)
+    resources: depends.Resources | None = None
+    """What the call's dependencies gave (only for an action that takes some)."""
     raised: BaseException | None = None
     """The exception that ended the checks, handed to the dependencies' cleanup."""
     result: Any = None
@@ -190,7 +191,10 @@ async def _bound(call: Call, runtime: Runtime) -> None:
 
 
 async def _dependencies(call: Call, runtime: Runtime) -> None:
-    await depends.open_all(_spec(call), _context(call, runtime), call.resources)
+    spec = _spec(call)
+    if spec.takes_dependencies:
+        call.resources = depends.Resources()
+        await depends.open_all(spec, _context(call, runtime), call.resources)
 
 
 async def _object_check(call: Call, runtime: Runtime) -> None:
@@ -201,13 +205,15 @@ async def _object_check(call: Call, runtime: Runtime) -> None:
     if spec.check_arguments is None:  # check(ctx, data), by position
         await policy.check_object(spec.check, (ctx, call.data), {})
     else:
-        kwargs = depends.bind(spec.check_arguments, ctx, call.data, call.resources.check)
+        values = call.resources.check if call.resources is not None else {}
+        kwargs = depends.bind(spec.check_arguments, ctx, call.data, values)
         await policy.check_object(spec.check, (), kwargs)
 
 
 async def _execute(call: Call, runtime: Runtime) -> None:
     ctx = _context(call, runtime)
-    call.result = await execute.run(_spec(call), ctx, call.data, call.resources.handler)
+    values = call.resources.handler if call.resources is not None else {}
+    call.result = await execute.run(_spec(call), ctx, call.data, values)
 
 
 async def _output(call: Call, runtime: Runtime) -> None:
@@ -225,7 +231,8 @@ async def _output(call: Call, runtime: Runtime) -> None:
 
 
 async def _release(call: Call, runtime: Runtime) -> None:
-    await depends.release(call.resources, call.raised)
+    if call.resources is not None:
+        await depends.release(call.resources, call.raised)
 
 
 async def _respond(call: Call, runtime: Runtime) -> None:

@@ -47,19 +47,12 @@ class Resources:
 
 
 async def open_all(spec: ActionSpec, ctx: Context[Any], resources: Resources) -> None:
-    """Stage 11: the values of every dependency parameter of the handler and the check."""
-    if not _needs(spec):
-        return
+    """Stage 11: the values of every dependency parameter of the handler and the check,
+    into ``resources`` (which stage 15 releases, whatever opened before a failure)."""
     try:
         await within(spec.timeout, functools.partial(_open, spec, ctx, resources))
     except DeadlinePassed:
         raise Timeout() from None
-
-
-def _needs(spec: ActionSpec) -> bool:
-    return any(a.dependency for a in spec.arguments) or any(
-        a.dependency for a in spec.check_arguments or ()
-    )
 
 
 async def _open(spec: ActionSpec, ctx: Context[Any], resources: Resources) -> None:
