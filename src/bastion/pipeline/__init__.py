@@ -297,10 +297,16 @@ STAGES: Final[tuple[Stage, ...]] = (
 """Every call, in this order (the table above)."""
 
 
-async def handle(runtime: Runtime, scope: Scope, receive: Receive, action_id: str) -> Response:
-    """Run one call through ``STAGES``; its reply."""
+async def handle(
+    runtime: Runtime,
+    scope: Scope,
+    receive: Receive,
+    action_id: str,
+    stages: tuple[Stage, ...] = STAGES,
+) -> Response:
+    """Run one call through ``stages`` (``STAGES``; the bench times each one); its reply."""
     call = Call(scope, receive, action_id, Headers(scope=scope), time.time(), time.perf_counter())
-    await run(STAGES, call, runtime)
+    await run(stages, call, runtime)
     if call.response is None:  # pragma: no cover - every path sets one
         raise RuntimeError("a call ended without a reply")
     return call.response
