@@ -1,9 +1,9 @@
 """Stage 5 at its edges: exactly N calls pass, the next is 429, per principal and per
 address; and which address a call comes from when proxies are trusted.
 
-The clock. bastion counts in the ``limits`` library's moving window, in its async
-memory storage: ``limits.aio.storage.memory`` reads ``time.time()`` for every entry it
-records and every window it measures, and ``bastion.ratelimit`` reads it once more for
+The clock. bastion counts in the ``limits`` library's sliding-window counter, in its
+async memory storage: ``limits.aio.storage.memory`` reads ``time.time()`` for every
+counter it keeps and every window it measures, and ``bastion.ratelimit`` reads it once more for
 ``Retry-After``. The ``clock`` fixture replaces the ``time`` name in those two modules
 only (not the ``time`` module itself, which sessions, tokens and the event loop keep
 using) with an object whose ``time()`` returns a number the test sets. Calls then land
@@ -200,15 +200,16 @@ def test_rate_limit_comes_before_reading_the_body(
     assert_limited(reply, 60)
 
 
-# --- the window: moving, to the millisecond ---------------------------------------------
+# --- the window: a sliding counter -----------------------------------------------------
 
 
-def test_window_frees_one_slot_as_the_oldest_call_leaves_it(
+def test_window_frees_one_slot_as_the_last_window_weighs_less(
     site: Site, alice: ActionClient, clock: Clock
 ) -> None:
     """Calls at T0, T0+20, T0+40 fill a 3/minute window. Refused at T0+50 (Retry-After
-    10) and at T0+59.999 (Retry-After 1); at T0+60.001 the T0 call has left: one call
-    passes, and the next waits for the T0+20 one (Retry-After 20)."""
+    10: the window's end) and at T0+59.999 (Retry-After 1). At T0+60.001 the last window
+    weighs just under 3 (floor 2): one call passes; the next waits until it weighs under
+    2, at T0+80 (Retry-After 20), and passes just after."""
     for at in (0, 20, 40):
         clock.now = T0 + at
         assert ok(alice.call("ping"))
@@ -219,21 +220,48 @@ def test_window_frees_one_slot_as_the_oldest_call_leaves_it(
     clock.now = T0 + 60.001
     assert ok(alice.call("ping"))
     assert_limited(alice.call("ping"), 20)
-    assert site.calls == ["ping"] * 4
+    clock.now = T0 + 79.99
+    assert_limited(alice.call("ping"), 1)
+    clock.now = T0 + 80.01
+    assert ok(alice.call("ping"))
+    assert site.calls == ["ping"] * 5
 
 
-def test_burst_across_a_minute_boundary_is_refused(
+def test_burst_across_a_minute_boundary_is_not_doubled(
     site: Site, alice: ActionClient, clock: Clock
 ) -> None:
     """Attack: 3 calls at the end of one minute and 3 at the start of the next (a fixed
-    window would allow 6 in two seconds). The window moves: the fourth call, at T0+61,
-    is refused until T0+119."""
+    window would allow 6 in two seconds). After the first three, the next minute lets one
+    call in at once and the rest only as the last minute's weight falls: the fifth call,
+    at T0+61, is refused until T0+80."""
     clock.now = T0 + 59
     assert [alice.call("ping").status_code for _ in range(3)] == [200, 200, 200]
     clock.now = T0 + 61
-    assert_limited(alice.call("ping"), 58)
-    clock.now = T0 + 119.001
     assert ok(alice.call("ping"))
+    assert_limited(alice.call("ping"), 19)
+    clock.now = T0 + 80.01
+    assert ok(alice.call("ping"))
+    assert site.calls == ["ping"] * 5
+
+
+def test_the_approximation_is_bounded_by_two_windows_worth(
+    site: Site, alice: ActionClient, clock: Clock
+) -> None:
+    """The documented worst case (bastion.ratelimit): a caller that spends 3/minute at
+    the very end of a minute, then tries every 0.1 s, gets its next calls just after +0, +20
+    and +40 s into the next minute: 6 = 2N inside one 60-second span, and never more
+    than 2N in any span of 60 seconds over three minutes."""
+    clock.now = T0 + 59.9
+    accepted = [59.9 for _ in range(3) if alice.call("ping").status_code == 200]
+    assert len(accepted) == 3
+    for tenth in range(600, 1800):
+        at = (tenth + 0.5) / 10  # between the tenths: no attempt lands on an exact boundary
+        clock.now = T0 + at
+        if alice.call("ping").status_code == 200:
+            accepted.append(at)
+    assert accepted[3:6] == [60.05, 80.05, 100.05]
+    most = max(sum(1 for t in accepted if start <= t < start + 60) for start in accepted)
+    assert most == 6
 
 
 def test_retry_after_counts_whole_seconds_up(site: Site, alice: ActionClient, clock: Clock) -> None:

@@ -521,7 +521,7 @@ def test_two_clients_are_two_visitors_to_a_rate_limit(site: App) -> None:
         assert second.call("once").status_code == 200
         refused = first.call("once")
         assert_json(refused, 429, RATE_LIMITED)
-        assert refused.headers["retry-after"] == "60"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
         first.reset_limits()
         assert_json(first.call("once"), 200, {"ok": True, "data": {"client": first.client_address}})
     assert site.calls == ["once", "once", "once"]

@@ -157,7 +157,10 @@ class Bastion(Generic[U]):
             # Counters live where the state does: shared when the store is Redis.
             rate_limit_storage = getattr(self.store, "rate_limit_storage", "memory://")
         self.counter: Final = Counter(rate_limit_storage)
-        self.password_check: Final = PasswordCheck(login_throttle or LoginThrottle(), self.counter)
+        # Log-in failures are few and their limits small: counted exactly, in a moving window.
+        self.password_check: Final = PasswordCheck(
+            login_throttle or LoginThrottle(), self.counter.moving()
+        )
         self.trusted_proxies: Final = network.parse_networks(trusted_proxies)
         self.audit_sinks: Final = tuple(audit_sinks)
         self.unavailable_errors: Final = tuple(unavailable_errors)

@@ -88,7 +88,7 @@ _PRINCIPAL_TYPES: set[type] = set()
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LoginThrottle:
-    """How many failed log-ins are allowed before 429 (moving windows)."""
+    """How many failed log-ins are allowed before 429 (exact moving windows)."""
 
     per_account: str = "5/15 minutes"
     """Failures for one account from one client address."""

@@ -1,9 +1,24 @@
 """Pipeline stage 6: how often one caller may call one action (the ``limits`` library).
 
-Limits are counted in a moving window per action and per caller: the signed-in user
-when there is one, else the client address. Every public action has a limit, the
-app's default unless it names its own: the actions anyone may call are the ones
-abused first. Log-in throttling (``auth.py``) counts failures with the same machinery.
+Limits are counted per action and per caller: the signed-in user when there is one,
+else the client address. Every public action has a limit, the app's default unless it
+names its own: the actions anyone may call are the ones abused first.
+
+Two of ``limits``' strategies, each where it fits:
+
+- **Actions: the sliding-window counter.** Two counters per caller and action (this
+  window's and the last one's), so a hit costs the same and memory stays the same at any
+  traffic; a moving window keeps one entry per call for a whole window. It weighs the last
+  window's count by how much of it still overlaps the moving window, and lets a call in
+  while ``floor(previous * overlap) + current < N``. That is exact for calls spread evenly
+  and never more generous than a fixed window: at most 2N calls fall in any window-long
+  span, and only for a caller that spends a window's N at its very end; even then a burst
+  at the boundary is not doubled, the next window letting calls in only as the last one's
+  weight falls (for 3/minute: one at once, the next after 20 s, the third after 40 s;
+  ``tests/test_ratelimit_boundary.py`` pins these figures). ``Retry-After`` is worked
+  out from the same two counters: the wait until the next call would pass.
+- **Log-in throttling (``auth.py``): the moving window**, exact to the millisecond. It
+  only counts failures and its limits are small, so a key holds at most N entries.
 """
 
 from __future__ import annotations
@@ -13,13 +28,14 @@ import logging
 import math
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from bastion.errors import ConfigurationError, RateLimited, ServiceUnavailable
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
-    from limits.aio.strategies import MovingWindowRateLimiter
+    from limits.aio.storage import SlidingWindowCounterSupport
+    from limits.aio.strategies import RateLimiter
 
 __all__ = ["Counter", "parse_rate"]
 
@@ -50,16 +66,25 @@ def parse_rate(rate: str | None, where: str) -> RateLimitItem | None:
     return items[0]
 
 
+Strategy = Literal["sliding", "moving"]
+
+
 class Counter:
-    """Moving-window counters in a ``limits`` storage (memory by default; Redis to share
-    them between workers and hosts).
+    """Counters in a ``limits`` storage (memory by default; Redis to share them between
+    workers and hosts): the sliding-window counter, or with ``strategy="moving"`` the
+    exact moving window (``moving()`` gives one over the same storage).
 
     A storage that fails or does not answer in time fails closed: the call is refused
     with 503, never let through uncounted.
     """
 
-    def __init__(self, storage_uri: str = "memory://", *, timeout: float = 0.5) -> None:
-        from limits.aio.strategies import MovingWindowRateLimiter
+    def __init__(
+        self,
+        storage_uri: str = "memory://",
+        *,
+        timeout: float = 0.5,
+        strategy: Strategy = "sliding",
+    ) -> None:
         from limits.storage import storage_from_string
 
         uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
@@ -76,7 +101,15 @@ class Counter:
                 "retry": reconnect_once(),
             }
         self.storage = storage_from_string(uri, **options)
-        self.limiter: MovingWindowRateLimiter = MovingWindowRateLimiter(self.storage)
+        self.strategy: Strategy = strategy
+        self.limiter: RateLimiter = _limiter(strategy, self.storage)
+
+    def moving(self) -> Counter:
+        """Exact moving-window counters over this same storage (the log-in throttle's)."""
+        other = object.__new__(Counter)
+        other.storage, other.strategy = self.storage, "moving"
+        other.limiter = _limiter("moving", self.storage)
+        return other
 
     async def hit(self, rate: RateLimitItem, *key: str) -> None:
         """Count one call; 429 with ``Retry-After`` once the window is full."""
@@ -101,8 +134,16 @@ class Counter:
         return bool(await checked) if inspect.isawaitable(checked) else bool(checked)
 
     async def retry_after(self, rate: RateLimitItem, *key: str) -> int:
-        stats = await self._call(self.limiter.get_window_stats(rate, *key))
-        return max(1, math.ceil(stats.reset_time - time.time()))
+        """Whole seconds until one more call would pass (at least 1)."""
+        if self.strategy == "moving":
+            stats = await self._call(self.limiter.get_window_stats(rate, *key))
+            return max(1, math.ceil(stats.reset_time - time.time()))
+        storage = cast("SlidingWindowCounterSupport", self.storage)
+        window = await self._call(storage.get_sliding_window(rate.key_for(*key), rate.get_expiry()))
+        wait = sliding_wait(rate.amount, rate.get_expiry(), *window)
+        # To the millisecond first: the storages' clocks (and Redis's TTLs) go no finer, and
+        # 10.0000001 seconds of float noise must not read as 11.
+        return max(1, math.ceil(round(wait, 3)))
 
     async def _call(self, pending: Awaitable[T]) -> T:
         try:
@@ -110,3 +151,29 @@ class Counter:
         except Exception:
             logger.exception("bastion: the rate-limit storage failed; refusing the call")
             raise ServiceUnavailable() from None
+
+
+def sliding_wait(
+    limit: int, expiry: float, previous: int, previous_ttl: float, current: int, current_ttl: float
+) -> float:
+    """Seconds until ``floor(previous * overlap) + current < limit`` holds (from the instant
+    after them on, a call passes), from the
+    two counters as ``limits`` reports them (``get_sliding_window``): the last window's
+    count and the seconds left of this window, this window's count and its key's TTL
+    (the seconds left plus one window)."""
+    left = current_ttl - expiry if current_ttl > expiry else previous_ttl
+    if current >= limit:
+        # Not before this window ends; then its count, weighed, must fall below the limit.
+        return left + expiry * (1 - limit / current)
+    if previous == 0:
+        return 0.0
+    # previous * (previous_ttl - t) / expiry < limit - current
+    return max(0.0, previous_ttl - (limit - current) * expiry / previous)
+
+
+def _limiter(strategy: Strategy, storage: Any) -> RateLimiter:
+    from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+
+    if strategy == "moving":
+        return MovingWindowRateLimiter(storage)
+    return SlidingWindowCounterRateLimiter(storage)
