@@ -105,6 +105,7 @@ class Bastion(Generic[U]):
         load_user: UserLoader[U] | None = None,
         login_throttle: LoginThrottle | None = None,
         default_rate: str = "60/minute",
+        refusal_rate: str | None = "100/minute",
         rate_limit_storage: str | None = None,
         trusted_proxies: Sequence[str] = (),
         audit_sinks: Sequence[AuditSink] = (log_sink,),
@@ -117,7 +118,11 @@ class Bastion(Generic[U]):
         a ``SQLiteStore`` in ``BASTION_DATA_DIR`` (``./data``).
 
         ``load_user(user_id)`` finds a signed-in user (sync or async). ``default_rate`` is
-        the limit of every public action that names none. ``rate_limit_storage`` is a
+        the limit of every public action that names none. ``refusal_rate`` is how many calls
+        one client address may have refused before the action's own limit counts them (an
+        unknown action, a wrong method or content type, another origin, a missing or forged
+        CSRF token): past it, those refusals are 429 too (``None``: not counted).
+        ``rate_limit_storage`` is a
         ``limits`` storage URI (``memory://``, ``redis://…``); by default the store's Redis,
         else memory. ``trusted_proxies`` are the
         networks (CIDR) whose ``X-Forwarded-For`` is believed. ``audit_sinks`` receive one
@@ -153,6 +158,7 @@ class Bastion(Generic[U]):
         self.session_manager: Final = SessionManager(self.store, self.keys, self.config.sessions)
         self.load_user: Final = load_user
         self.default_rate: Final = parse_rate(default_rate, "default_rate")
+        self.refusal_rate: Final = parse_rate(refusal_rate, "refusal_rate")
         if rate_limit_storage is None:
             # Counters live where the state does: shared when the store is Redis.
             rate_limit_storage = getattr(self.store, "rate_limit_storage", "memory://")
@@ -174,6 +180,7 @@ class Bastion(Generic[U]):
             store=self.store,
             sessions=self.session_manager,
             counter=self.counter,
+            refusal_rate=self.refusal_rate,
             password_check=self.password_check,
             load_user=self.load_user,
             trusted_proxies=self.trusted_proxies,

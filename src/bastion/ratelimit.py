@@ -1,8 +1,12 @@
-"""Pipeline stage 6: how often one caller may call one action (the ``limits`` library).
+"""Pipeline stages 6 and 15: how often one caller may call one action, and how often one
+address may be refused (the ``limits`` library).
 
 Limits are counted per action and per caller: the signed-in user when there is one,
 else the client address. Every public action has a limit, the app's default unless it
-names its own: the actions anyone may call are the ones abused first.
+names its own: the actions anyone may call are the ones abused first. A call refused
+before it reaches its action's limit (an unknown action, another origin, a forged token)
+is counted per client address instead (``refusal_rate``), so that forged calls cost an
+attacker a limit too.
 
 Two of ``limits``' strategies, each where it fits:
 

@@ -1,4 +1,4 @@
-"""Stage 16, respond: the JSON envelope for scripts, 303 for plain forms, safe redirects."""
+"""Stage 17, respond: the JSON envelope for scripts, 303 for plain forms, safe redirects."""
 
 import logging
 import re

@@ -1,4 +1,4 @@
-"""Stages 11 and 15, dependencies: ``Annotated[T, Depends(fn)]`` in handlers and checks.
+"""Stages 11 and 16, dependencies: ``Annotated[T, Depends(fn)]`` in handlers and checks.
 
 A database connection per call is the example throughout: a real SQLite file, opened
 by a generator dependency, committed after the handler or rolled back when it raised.

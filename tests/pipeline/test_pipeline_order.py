@@ -20,10 +20,10 @@ def numbered() -> list[tuple[int, str, str]]:
 
 
 def test_the_stages_run_checks_then_the_reply_then_guard_and_audit() -> None:
-    """The refusing checks first, the release of dependencies whatever happened, the
-    reply once, the taint guard and the audit last."""
+    """The refusing checks first, the count of an early refusal, the release of
+    dependencies whatever happened, the reply once, the taint guard and the audit last."""
     whens = [stage.when for stage in pipeline.STAGES]
-    assert whens == ["checks"] * 14 + ["release", "reply", "always", "always"]
+    assert whens == ["checks"] * 14 + ["refused", "release", "reply", "always", "always"]
     assert [stage.name for stage in pipeline.STAGES][:3] == ["session", "route", "origin"]
 
 

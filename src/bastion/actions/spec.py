@@ -152,7 +152,7 @@ class ActionSpec:
     renders: bool = False
     """Declared ``-> Fragment``: the handler chooses the template htmx gets."""
     takes_dependencies: bool = False
-    """Whether the handler or its check names a ``Depends``: stages 11 and 15 do
+    """Whether the handler or its check names a ``Depends``: stages 11 and 16 do
     nothing for an action that does not."""
     check_arguments: tuple[Argument, ...] | None = None
     """``check=``'s parameters, read from its annotations; ``None`` for a check taking

@@ -3,8 +3,9 @@
 Every action call runs these stages, in this order; each is one small function here
 that calls the module doing the work. Cheap, stateless refusals come first, and nothing
 decoded from the body reaches a model, a handler or a database before every earlier
-stage has passed. The first stage to refuse ends the call with its refusal; the taint
-guard and the audit event run whatever happened.
+stage has passed. The first stage to refuse ends the call with its refusal; a refusal
+that came before the rate limit is counted against the caller's address instead; the
+taint guard and the audit event run whatever happened.
 (``tests/pipeline/test_pipeline_order.py`` holds this table, the tuple, each module's
 first line and the security model's table to one order.)
 
@@ -25,11 +26,13 @@ first line and the security model's table to one order.)
     12 object check     policy           the action's check= on the call         403
     13 execute          execute          the handler, within its timeout         504
     14 output           output           through the return type (and fragment)  500
-    15 release          depends          generator dependencies closed, after    500 503
+    15 refusals         ratelimit        a call refused before stage 6, counted  429
+                                         per address (refusal_rate)
+    16 release          depends          generator dependencies closed, after    500 503
                                          output and before the reply
-    16 respond          responses        JSON, 303 + flash, or htmx              200 303
-    17 taint guard      taint            no tainted value in reply, flash, URL   500
-    18 audit            events           one AuditEvent per call
+    17 respond          responses        JSON, 303 + flash, or htmx              200 303
+    18 taint guard      taint            no tainted value in reply, flash, URL   500
+    19 audit            events           one AuditEvent per call
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from bastion import csrf, events
 from bastion.actions import policy
 from bastion.actions.spec import ActionSpec, BodyKind
 from bastion.context import Context
-from bastion.errors import ActionError, Internal, ServiceUnavailable
+from bastion.errors import ActionError, Internal, RateLimited, ServiceUnavailable
 from bastion.events import AuditEvent
 from bastion.http import network, origin, responses
 from bastion.pipeline import flash
@@ -106,6 +109,8 @@ class Call:
     digest: str | None = None
     flash: dict[str, Any] | None = None
     principal: Any = None
+    counted: bool = False
+    """Whether the rate-limit stage was reached (a refusal after it is not counted again)."""
 
 
 StageFn = Callable[[Call, "Runtime"], Awaitable[None]]
@@ -119,10 +124,10 @@ class Stage:
     name: str
     module: str
     run: StageFn
-    when: Literal["checks", "release", "reply", "always"] = "checks"
-    """``checks``: until one refuses; ``release``: after the checks, whatever happened
-    (a failure there is the call's failure); ``reply``: only when nothing refused;
-    ``always``: last."""
+    when: Literal["checks", "refused", "release", "reply", "always"] = "checks"
+    """``checks``: until one refuses; ``refused``: only when one did; ``release``: after
+    the checks, whatever happened (a failure there is the call's failure); ``reply``: only
+    when nothing refused; ``always``: last."""
 
 
 # --- the stages, in their order -------------------------------------------------------
@@ -158,6 +163,7 @@ async def _csrf(call: Call, runtime: Runtime) -> None:
 
 
 async def _rate_limit(call: Call, runtime: Runtime) -> None:
+    call.counted = True
     spec = _spec(call)
     ctx = _context(call, runtime)
     if spec.rate is not None:
@@ -230,6 +236,27 @@ async def _output(call: Call, runtime: Runtime) -> None:
             call.fragment = runtime.render_fragment(spec, call.scope, call.output, user)
 
 
+async def _refusals(call: Call, runtime: Runtime) -> None:
+    # Refused before the action's limit counted it (an unknown action, another origin, a
+    # forged token): counted per address here, so that a flood of forged calls meets 429
+    # as a flood of real ones does. Failures of bastion's own (5xx) are not the caller's.
+    rate, error = runtime.refusal_rate, call.error
+    if rate is None or call.counted or error is None or error.status >= 500:
+        return
+    client = runtime.client_address(call.scope)
+    try:
+        await runtime.counter.hit(rate, "refused", str(client))
+    except RateLimited as limited:
+        # Never a redirect for a cross-site call, as for its own refusal.
+        if isinstance(error, origin.CrossOrigin):
+            call.response = responses.error(limited, message=_words(runtime, limited))
+        else:
+            call.response = _refuse(call, runtime, limited)
+        call.error = limited
+    except ActionError:
+        pass  # the counters' storage is down (logged): the call stays refused as it was
+
+
 async def _release(call: Call, runtime: Runtime) -> None:
     if call.resources is not None:
         await depends.release(call.resources, call.raised)
@@ -289,6 +316,7 @@ STAGES: Final[tuple[Stage, ...]] = (
     Stage("object check", "actions.policy", _object_check),
     Stage("execute", "pipeline.stages.execute", _execute),
     Stage("output", "pipeline.stages.output", _output),
+    Stage("refusals", "ratelimit", _refusals, "refused"),
     Stage("release", "pipeline.stages.depends", _release, "release"),
     Stage("respond", "http.responses", _respond, "reply"),
     Stage("taint guard", "taint", _taint_guard, "always"),
@@ -324,6 +352,10 @@ async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
     finally:
         if call.body is not None:
             call.body.close()
+    if call.response is not None:
+        for stage in stages:
+            if stage.when == "refused":
+                await stage.run(call, runtime)
     for stage in stages:
         if stage.when == "release":
             try:

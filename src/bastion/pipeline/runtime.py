@@ -33,6 +33,7 @@ from bastion.taint import TaintSet
 
 if TYPE_CHECKING:
     import jinja2
+    from limits import RateLimitItem
 
 __all__ = ["Fragments", "Runtime"]
 
@@ -77,6 +78,8 @@ class Runtime:
     store: Store
     sessions: SessionManager
     counter: Counter
+    refusal_rate: RateLimitItem | None
+    """Refused calls per client address before 429 (``Bastion(refusal_rate=...)``)."""
     password_check: PasswordCheck
     load_user: UserLoader | None
     trusted_proxies: network.Networks
