@@ -1,8 +1,26 @@
 """The embedded default: one SQLite file, so state survives a restart without a server.
 
-Calls run in a worker thread (SQLite blocks) over one connection guarded by a lock;
-WAL mode lets readers proceed while a write commits. Expired rows are ignored on read
-and purged at most once a minute on write.
+Every action call reads its session and, in the steady state, writes nothing; so reads
+and writes run where each is cheapest, on two connections to the file:
+
+- ``get`` and ``health`` run inline on the event loop, on a read connection of their
+  own (``PRAGMA query_only``). A worker-thread hop costs far more than the read
+  itself, which finds one row by primary key in pages that are almost always in
+  SQLite's cache. WAL mode lets this reader see every committed write, from this
+  process or another, at its next statement, and never wait for a writer. A WAL reader
+  very rarely meets SQLITE_BUSY (another connection recovering the WAL after a crash,
+  or holding the file in exclusive locking mode); its busy timeout bounds how long it
+  then blocks the loop to 100 ms, after which it raises ``sqlite3.OperationalError``
+  (the pipeline answers 503). One reader under a lock makes it safe from several
+  threads (apps run by test clients each have their own loop in their own thread), and
+  lets close() close it; within one event loop nothing contends for the lock, and a
+  read queued behind another thread's waits only for that read.
+- ``set``, ``compare_and_set`` and ``delete`` run in a worker thread on the write
+  connection, under a lock of their own that the loop never takes: a commit may
+  checkpoint the WAL and fsync. Opening the connections (directory, file, schema) and
+  closing them (the last close checkpoints the WAL) run there too.
+
+Expired rows are ignored on read and purged at most once a minute on write.
 """
 
 from __future__ import annotations
@@ -25,17 +43,28 @@ CREATE TABLE IF NOT EXISTS bastion_kv (
 ) WITHOUT ROWID
 """
 
+# One fixed text for every read: the sqlite3 module caches prepared statements by their
+# text, so the reader compiles it once and each get only binds and steps it.
+_GET = "SELECT value FROM bastion_kv WHERE key = ? AND expires > ?"
+
+_READ_BUSY_TIMEOUT = 0.1
+"""Seconds a read on the event loop may wait for a lock before it fails."""
+
 
 class SQLiteStore:
     """State in ``{directory}/bastion.sqlite3``; the directory is created when first used."""
 
     def __init__(self, directory: str | os.PathLike[str] = "data") -> None:
         self.path = Path(directory) / "bastion.sqlite3"
-        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._read_lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._next_purge = 0.0
 
     def _connect(self) -> sqlite3.Connection:
+        """The write connection, opening whichever connection is closed (both are opened
+        and closed together). Called in a worker thread, under the write lock."""
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             # The file holds sessions: readable by this user only, even in a directory
@@ -43,27 +72,38 @@ class SQLiteStore:
             # files the database file's mode). An existing file keeps its mode.
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute(_SCHEMA)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(_SCHEMA)
+            except BaseException:
+                db.close()
+                raise
             self._db = db
+        if self._reader is None:
+            # Opened after the writer: the file, WAL mode and the schema exist by now.
+            reader = sqlite3.connect(
+                self.path,
+                timeout=_READ_BUSY_TIMEOUT,
+                check_same_thread=False,
+                isolation_level=None,
+            )
+            try:
+                reader.execute("PRAGMA query_only=ON")
+            except BaseException:
+                reader.close()
+                raise
+            with self._read_lock:
+                self._reader = reader
         return self._db
 
-    def _get(self, key: str) -> bytes | None:
-        with self._lock:
-            row = (
-                self._connect()
-                .execute(
-                    "SELECT value FROM bastion_kv WHERE key = ? AND expires > ?",
-                    (key, time.time()),
-                )
-                .fetchone()
-            )
-        return None if row is None else bytes(row[0])
+    def _open(self) -> None:
+        with self._write_lock:
+            self._connect()
 
     def _set(self, key: str, value: bytes, ttl: float) -> None:
         now = time.time()
-        with self._lock:
+        with self._write_lock:
             db = self._connect()
             db.execute(
                 "INSERT INTO bastion_kv (key, value, expires) VALUES (?, ?, ?) "
@@ -77,7 +117,7 @@ class SQLiteStore:
 
     def _compare_and_set(self, key: str, expected: bytes | None, value: bytes, ttl: float) -> bool:
         now = time.time()
-        with self._lock:
+        with self._write_lock:
             db = self._connect()
             if expected is None:
                 # Inserted, or replacing a row that has expired; a live row stays.
@@ -99,21 +139,33 @@ class SQLiteStore:
             return cursor.rowcount == 1
 
     def _delete(self, key: str) -> None:
-        with self._lock:
+        with self._write_lock:
             self._connect().execute("DELETE FROM bastion_kv WHERE key = ?", (key,))
 
-    def _health(self) -> None:
-        with self._lock:
-            self._connect().execute("SELECT 1").fetchone()
-
     def _close(self) -> None:
-        with self._lock:
+        with self._write_lock:
+            with self._read_lock:
+                reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.close()
             if self._db is not None:
                 self._db.close()
                 self._db = None
 
     async def get(self, key: str) -> bytes | None:
-        return await anyio.to_thread.run_sync(self._get, key)
+        while True:
+            with self._read_lock:
+                reader = self._reader
+                if reader is not None:
+                    # fetchone() steps past the only row a primary key can match, which
+                    # resets the statement: no read transaction stays open between calls
+                    # to hold back WAL checkpoints.
+                    row = reader.execute(_GET, (key, time.time())).fetchone()
+                    return None if row is None else bytes(row[0])
+            # First use, or first since close(): opening creates the directory, the file
+            # and the schema (a write), so not on the loop. Loops only if close() runs
+            # again in between.
+            await anyio.to_thread.run_sync(self._open)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         await anyio.to_thread.run_sync(self._set, key, value, ttl)
@@ -127,7 +179,9 @@ class SQLiteStore:
         await anyio.to_thread.run_sync(self._delete, key)
 
     async def health(self) -> None:
-        await anyio.to_thread.run_sync(self._health)
+        # A real read of the table (not SELECT 1, which touches no file): the file and its
+        # schema answer, as the next session load needs them to.
+        await self.get("")
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self._close)
