@@ -153,5 +153,7 @@ def test_refusal_rate_none_counts_nothing() -> None:
     assert site.ran == []
 
 
-def test_the_default_is_a_hundred_a_minute() -> None:
-    assert str(Site().bastion.refusal_rate) == "100 per 1 minute"
+def test_the_default_is_three_hundred_a_minute() -> None:
+    """Enough for a `bastion probe` run (about thirteen refusals per form), far under the
+    thousand forged calls a flood sends in seconds."""
+    assert str(Site().bastion.refusal_rate) == "300 per 1 minute"

@@ -105,7 +105,7 @@ class Bastion(Generic[U]):
         load_user: UserLoader[U] | None = None,
         login_throttle: LoginThrottle | None = None,
         default_rate: str = "60/minute",
-        refusal_rate: str | None = "100/minute",
+        refusal_rate: str | None = "300/minute",
         rate_limit_storage: str | None = None,
         trusted_proxies: Sequence[str] = (),
         audit_sinks: Sequence[AuditSink] = (log_sink,),

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.errors import ActionError, ServiceUnavailable
 from bastion.http import network
+from bastion.http.incoming import RequestHeaders
 from bastion.http.network import host_trusted
 from bastion.http.responses import error
 from bastion.messages import CATALOG, Messages
@@ -58,7 +59,7 @@ class SessionMiddleware:
         if config.debug:
             # Every route of the app, not only bastion's: debug replies leak detail.
             network.refuse_debug_off_loopback(scope, runtime.checked_servers)
-        headers = Headers(scope=scope)
+        headers = RequestHeaders(scope)
         if config.trusted_hosts is not None and not host_trusted(headers, config.trusted_hosts):
             # Before the app runs: nothing it builds from Host (a redirect) may name a
             # host it does not serve.
@@ -88,7 +89,7 @@ class SessionMiddleware:
             nonlocal failed
             if failed:
                 return  # the app's own body, after its reply was replaced by a 503
-            if message["type"] == "http.response.start":
+            if message["type"] == "http.response.start" and session.needs_saving:
                 try:
                     extra = await runtime.sessions.save(session, name, secure)
                 except Exception:

@@ -69,6 +69,7 @@ class Session(MutableMapping[str, Any]):
         """Where this request found the session in the store, and what it found: a save
         writes only if that is still there."""
         self._loaded_at = time.monotonic()
+        self._csrf: tuple[str, bytes] | None = None
 
     # --- identity --------------------------------------------------------------------
 
@@ -80,6 +81,12 @@ class Session(MutableMapping[str, Any]):
     @property
     def exists(self) -> bool:
         return self._sid is not None
+
+    @property
+    def needs_saving(self) -> bool:
+        """Whether the end of the request has anything to write, delete or set: most
+        requests change nothing, and skip the save altogether."""
+        return self.modified or self.cookie_changed or bool(self._dead)
 
     def ensure(self) -> None:
         """Make the session exist now (a fresh ID and CSRF secret) if it does not yet."""
@@ -93,7 +100,11 @@ class Session(MutableMapping[str, Any]):
     def csrf_secret(self) -> bytes:
         """The per-session secret CSRF tokens are derived from (creates the session)."""
         self.ensure()
-        return base64.urlsafe_b64decode(self._record["csrf"])
+        encoded: str = self._record["csrf"]
+        # Decoded once per value: every call reads it, and rotate() or clear() replace it.
+        if self._csrf is None or self._csrf[0] is not encoded:
+            self._csrf = (encoded, base64.urlsafe_b64decode(encoded))
+        return self._csrf[1]
 
     def rotate(self) -> None:
         """A new ID and CSRF secret, same data; the old ID dies. Call it at login."""
@@ -194,8 +205,10 @@ class SessionManager:
 
     def store_keys(self, sid: str) -> list[str]:
         """Where a session is stored: under the current key first, then each fallback."""
+        raw = sid.encode()
+        # hmac.digest: OpenSSL's one-shot HMAC, without building an hmac object per key.
         return [
-            "session:" + hmac.new(key, sid.encode(), hashlib.sha256).hexdigest()
+            "session:" + hmac.digest(key, raw, hashlib.sha256).hex()
             for key in self.keys.all("session")
         ]
 

@@ -117,8 +117,28 @@ def redirect(location: str) -> Response:
     return Response(status_code=303, headers={"Location": location, **_SECURITY_HEADERS})
 
 
+class _JSON(Response):
+    """A JSON reply with its headers laid out once: the same bytes Starlette would write,
+    without parsing a header mapping on every call (``headers`` still reads and updates
+    them, as on any ``Response``)."""
+
+    media_type = "application/json"
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+
+
+_JSON_HEADERS: Final = (
+    *((name.lower().encode(), value.encode()) for name, value in _SECURITY_HEADERS.items()),
+    (b"content-type", b"application/json"),
+)
+
+
 def _json(status: int, body: bytes) -> Response:
-    return Response(body, status, _SECURITY_HEADERS, media_type="application/json")
+    return _JSON(status, body)
 
 
 def safe_next(value: str | None) -> str | None:

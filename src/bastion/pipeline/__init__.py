@@ -37,6 +37,7 @@ first line and the security model's table to one order.)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import secrets
@@ -56,6 +57,7 @@ from bastion.context import Context
 from bastion.errors import ActionError, Internal, RateLimited, ServiceUnavailable
 from bastion.events import AuditEvent
 from bastion.http import network, origin, responses
+from bastion.http.incoming import RequestHeaders
 from bastion.pipeline import flash
 from bastion.pipeline.stages import binding, decoding, depends, execute, output, transport
 from bastion.sessions import Session, get_session
@@ -333,7 +335,7 @@ async def handle(
     stages: tuple[Stage, ...] = STAGES,
 ) -> Response:
     """Run one call through ``stages`` (``STAGES``; the bench times each one); its reply."""
-    call = Call(scope, receive, action_id, Headers(scope=scope), time.time(), time.perf_counter())
+    call = Call(scope, receive, action_id, RequestHeaders(scope), time.time(), time.perf_counter())
     await run(stages, call, runtime)
     if call.response is None:  # pragma: no cover - every path sets one
         raise RuntimeError("a call ended without a reply")
@@ -343,35 +345,38 @@ async def handle(
 async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
     """The checks until one refuses (its refusal is the reply), the reply if none did,
     then the stages that always run."""
+    groups = _groups(stages)
     try:
-        for stage in stages:
-            if stage.when == "checks":
-                await stage.run(call, runtime)
+        for stage in groups["checks"]:
+            await stage.run(call, runtime)
     except Exception as exc:
         _fail(call, runtime, exc)
     finally:
         if call.body is not None:
             call.body.close()
     if call.response is not None:
-        for stage in stages:
-            if stage.when == "refused":
-                await stage.run(call, runtime)
-    for stage in stages:
-        if stage.when == "release":
-            try:
-                await stage.run(call, runtime)
-            except Exception as exc:
-                if call.response is None:
-                    _fail(call, runtime, exc)
-                else:  # the call had failed already: its first error is the reply
-                    _log_failure(call, exc)
-    if call.response is None:
-        for stage in stages:
-            if stage.when == "reply":
-                await stage.run(call, runtime)
-    for stage in stages:
-        if stage.when == "always":
+        for stage in groups["refused"]:
             await stage.run(call, runtime)
+    for stage in groups["release"]:
+        try:
+            await stage.run(call, runtime)
+        except Exception as exc:
+            if call.response is None:
+                _fail(call, runtime, exc)
+            else:  # the call had failed already: its first error is the reply
+                _log_failure(call, exc)
+    if call.response is None:
+        for stage in groups["reply"]:
+            await stage.run(call, runtime)
+    for stage in groups["always"]:
+        await stage.run(call, runtime)
+
+
+@functools.lru_cache(maxsize=8)
+def _groups(stages: tuple[Stage, ...]) -> dict[str, tuple[Stage, ...]]:
+    """The stages of each ``when``, in their order (worked out once per tuple)."""
+    whens = ("checks", "refused", "release", "reply", "always")
+    return {when: tuple(s for s in stages if s.when == when) for when in whens}
 
 
 def _fail(call: Call, runtime: Runtime, exc: Exception) -> None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import Headers
-from starlette.types import Receive, Scope
+from starlette.types import Message, Receive, Scope
 
 from bastion.actions.spec import BodyKind
 from bastion.errors import BadRequest, MethodNotAllowed, PayloadTooLarge, UnsupportedMediaType
@@ -91,7 +91,24 @@ async def stream(receive: Receive, cap: int) -> AsyncIterator[bytes]:
 
 async def read(receive: Receive, cap: int) -> bytes:
     """The whole (capped) body, for decoders that need it at once."""
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        # The usual case, a body in one message: taken as it is.
+        chunk: bytes = message.get("body", b"")
+        if len(chunk) > cap:
+            raise PayloadTooLarge()
+        return chunk
     body = bytearray()
-    async for chunk in stream(receive, cap):
+    async for chunk in stream(_replaying(message, receive), cap):
         body += chunk
     return bytes(body)
+
+
+def _replaying(first: Message, receive: Receive) -> Receive:
+    """``receive`` with a message already received put back in front."""
+    pending: list[Message] = [first]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay

@@ -1,0 +1,48 @@
+"""A request's headers, indexed once.
+
+Every call reads a dozen headers (content type and length, ``Origin``, ``Referer``,
+``Sec-Fetch-Site``, the token, ``HX-Request``, ``Accept``, cookies …), some several times.
+Starlette's ``Headers`` scans and decodes the whole list on each lookup; this one builds
+a dict of the decoded values once and answers from it, with the same results: ASGI
+servers send header names in lower case, and a name sent twice keeps both values, in
+order. The session middleware and the pipeline each make their own: a middleware
+between them may change the headers in place, and an index kept across it would not see
+that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import Headers
+from starlette.types import Scope
+
+__all__ = ["RequestHeaders"]
+
+
+class RequestHeaders(Headers):
+    """Starlette's ``Headers``, answering ``get``, ``getlist``, ``[]`` and ``in`` from an
+    index built when it is made."""
+
+    def __init__(self, scope: Scope) -> None:
+        super().__init__(scope=scope)
+        index: dict[str, list[str]] = {}
+        for key, value in self._list:
+            index.setdefault(key.decode("latin-1"), []).append(value.decode("latin-1"))
+        self._index = index
+
+    def getlist(self, key: str) -> list[str]:
+        return list(self._index.get(key.lower(), ()))
+
+    def __getitem__(self, key: str) -> str:
+        values = self._index.get(key.lower())
+        if not values:
+            raise KeyError(key)
+        return values[0]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        values = self._index.get(key.lower())
+        return values[0] if values else default
+
+    def __contains__(self, key: Any) -> bool:
+        return isinstance(key, str) and key.lower() in self._index
