@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import string
 from collections import deque
 from dataclasses import dataclass
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -111,4 +113,64 @@ def expected_post(reply: object) -> bool:
         and reply["title"] == PAYLOAD["title"]
         and reply["tags"] == PAYLOAD["tags"]
         and reply["author"] == AUTHOR.name
+    )
+
+
+# --- the hostile call: a forged CSRF token of the right shape ---------------------------
+
+REFUSED_STATUS: Final = 403
+REFUSED_CODE: Final = "csrf_failed"
+"""What a call with a forged token must get, every time: 403 and this code."""
+
+TOKEN_LENGTH: Final = 86
+"""A CSRF token: URL-safe base64 of 64 bytes, without padding."""
+_B64URL: Final = string.ascii_uppercase + string.ascii_lowercase + string.digits + "-_"
+
+FORM_FIELDS: Final = {
+    "title": PAYLOAD["title"],
+    "body": "A short post, sent as a plain form would send it.",
+}
+FORM_TYPE: Final = "application/x-www-form-urlencoded"
+
+
+def forge(token: str) -> str:
+    """A token shaped like ``token`` (86 base64url characters, decoding to 64 bytes) that
+    is not it: every character but the last moved one place along the alphabet (the last
+    one carries padding bits, kept as they are). It unmasks to some other MAC: refused as
+    a mismatch, after the whole check, not as malformed."""
+    if len(token) != TOKEN_LENGTH or any(c not in _B64URL for c in token):
+        raise ValueError("not a CSRF token: 86 URL-safe base64 characters expected")
+    moved = (_B64URL[(_B64URL.index(c) + 1) % len(_B64URL)] for c in token[:-1])
+    return "".join(moved) + token[-1]
+
+
+def form_body(token: str) -> bytes:
+    """The small urlencoded form of the hostile form call, its token in ``_csrf``."""
+    return urlencode({**FORM_FIELDS, "_csrf": token}).encode()
+
+
+def refused(status: int, reply: Any) -> bool:
+    """Whether a reply is the forged token's refusal: 403 and the error envelope
+    ``{"ok": false, "error": {"code": "csrf_failed", ...}}``."""
+    return (
+        status == REFUSED_STATUS
+        and isinstance(reply, dict)
+        and reply.get("ok") is False
+        and isinstance(reply.get("error"), dict)
+        and reply["error"].get("code") == REFUSED_CODE
+    )
+
+
+RATE_LIMITED_STATUS: Final = 429
+RATE_LIMITED_CODE: Final = "rate_limited"
+
+
+def rate_limited(status: int, reply: Any) -> bool:
+    """Whether a reply is a rate limit's refusal: 429 and ``rate_limited``."""
+    return (
+        status == RATE_LIMITED_STATUS
+        and isinstance(reply, dict)
+        and reply.get("ok") is False
+        and isinstance(reply.get("error"), dict)
+        and reply["error"].get("code") == RATE_LIMITED_CODE
     )

@@ -13,24 +13,38 @@ prepared scope, ``receive`` and ``send`` (what uvicorn would pass, minus the soc
 
 A diagnostic pair follows: the same action registered without a rate limit, to tell
 the rate-limit check's share from the rest.
+
+Then, separately and after all of the above (so that the timing cannot touch them), the
+**cost of each stage**: ``bastion.pipeline.handle`` is replaced, for that run only, by a
+wrapper that passes its own copy of ``bastion.pipeline.STAGES`` in which every stage's
+``run`` is wrapped by a ``time.perf_counter_ns`` accumulator; the same call is driven
+BENCH_INPROC_STAGE_CALLS times (20,000) after a warm-up, each call through the app timed
+too, and batches of the same calls untimed interleaved with them. A stage's figure is
+its total ÷ the calls (a stage that runs only after a refusal shows 0); "outside the
+stages" is the timed full call's mean less the stages' sum: the session middleware's load
+and save, the Starlette app and router, the sending of the reply, and the wrappers' own
+cost (the timed full call less the untimed one shows that cost).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import json
 import os
 import platform
 import sys
+import time
 import timeit
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
 import uvloop
 
-from bastion import Context, require
+from bastion import Context, pipeline, require
 
 from . import bastion_app
 from .common import AUTHOR, BODY, ORIGIN, NewPost, PostOut, expected_post
@@ -49,6 +63,9 @@ REPEAT = _env_int("BENCH_INPROC_REPEAT", 15)
 """Batches timed; the best one counts."""
 WARMUP = _env_int("BENCH_INPROC_WARMUP", 5_000)
 RSS_CALLS = _env_int("BENCH_RSS_CALLS", 100_000)
+STAGE_CALLS = _env_int("BENCH_INPROC_STAGE_CALLS", 20_000)
+"""Calls driven with every stage timed (after a warm-up of STAGE_WARMUP)."""
+STAGE_WARMUP = _env_int("BENCH_INPROC_STAGE_WARMUP", 1_000)
 
 
 @bastion_app.bastion.action(policy=require(roles={"author"}), rate=None, name="no_rate")
@@ -139,6 +156,17 @@ class Driver:
             if status != 200:
                 raise RuntimeError(f"an in-process call answered {status}, not 200")
 
+    async def timed_calls(self, n: int) -> int:
+        """``n`` calls, each answered 200; the nanoseconds spent inside the app."""
+        call, clock, spent = self.call, time.perf_counter_ns, 0
+        for _ in range(n):
+            started = clock()
+            status = await call()
+            spent += clock() - started
+            if status != 200:
+                raise RuntimeError(f"an in-process call answered {status}, not 200")
+        return spent
+
 
 async def _sign_in(app: Any) -> tuple[bytes, bytes]:
     """The author's session cookie and a CSRF token, from the bench-only login route."""
@@ -195,6 +223,100 @@ def _rss_growth(loop: asyncio.AbstractEventLoop, driver: Driver) -> dict[str, fl
     }
 
 
+@dataclasses.dataclass
+class StageClock:
+    """What the timed copies of the stages added up: nanoseconds and runs, per stage."""
+
+    names: list[str]
+    ns: list[int]
+    runs: list[int]
+
+    def reset(self) -> None:
+        self.ns[:] = [0] * len(self.names)
+        self.runs[:] = [0] * len(self.names)
+
+
+Timed = tuple[tuple[Any, ...], StageClock]
+
+
+def timed_stages(stages: tuple[Any, ...]) -> Timed:
+    """A copy of ``stages`` with each one's ``run`` timed (``dataclasses.replace``), and
+    the clock they add to. A stage that raises (a refusal) is timed too."""
+    clock = StageClock([s.name for s in stages], [0] * len(stages), [0] * len(stages))
+    now, totals, runs = time.perf_counter_ns, clock.ns, clock.runs
+
+    def timed(i: int, run: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        async def run_timed(call: Any, runtime: Any) -> None:
+            started = now()
+            try:
+                await run(call, runtime)
+            finally:
+                totals[i] += now() - started
+                runs[i] += 1
+
+        return run_timed
+
+    copy = tuple(dataclasses.replace(s, run=timed(i, s.run)) for i, s in enumerate(stages))
+    return copy, clock
+
+
+@contextmanager
+def stages_timed(timed: Timed | None = None) -> Iterator[StageClock]:
+    """While the block runs, every call the app makes to ``bastion.pipeline.handle``
+    runs the timed copy of ``bastion.pipeline.STAGES`` (as they are now, unless ``timed``
+    is given); put back after."""
+    original = pipeline.handle
+    stages, clock = timed if timed is not None else timed_stages(pipeline.STAGES)
+
+    async def handle(*args: Any, **kwargs: Any) -> Any:
+        kwargs["stages"] = stages
+        return await original(*args, **kwargs)
+
+    pipeline.handle = handle
+    try:
+        yield clock
+    finally:
+        pipeline.handle = original
+
+
+def per_stage(loop: asyncio.AbstractEventLoop, driver: Driver, calls: int) -> dict[str, Any]:
+    """The mean µs of each stage over ``calls`` calls (after a warm-up), and of the call
+    through the app; "outside" is the difference. Batches of the same calls untimed are
+    interleaved with the timed ones, for what the timing itself costs."""
+    timed = timed_stages(pipeline.STAGES)
+    with stages_timed(timed) as clock:
+        left = STAGE_WARMUP
+        while left:
+            n = min(left, 1_000)
+            loop.run_until_complete(driver.calls(n))
+            left -= n
+    clock.reset()
+    spent = untimed = 0
+    left = calls
+    while left:
+        n = min(left, 1_000)
+        with stages_timed(timed):
+            spent += loop.run_until_complete(driver.timed_calls(n))
+        untimed += loop.run_until_complete(driver.timed_calls(n))
+        left -= n
+    if not any(clock.runs):
+        raise RuntimeError("the app did not call bastion.pipeline.handle: no stage was timed")
+    rows: list[dict[str, Any]] = [
+        {"n": i + 1, "name": name, "us": ns / calls / 1000, "runs": runs}
+        for i, (name, ns, runs) in enumerate(zip(clock.names, clock.ns, clock.runs, strict=True))
+    ]
+    full_us = spent / calls / 1000
+    stages_us = sum(r["us"] for r in rows)
+    return {
+        "calls": calls,
+        "rows": rows,
+        "stages_us": stages_us,
+        "outside_us": full_us - stages_us,
+        "full_us": full_us,
+        "untimed_us": untimed / calls / 1000,
+    }
+
+
 async def _check(app: Any, path: str, cookie: bytes, token: bytes) -> None:
     """One call, its reply read in full: 200 and the expected post, or no numbers."""
     driver = Driver(app, path, cookie, token)
@@ -232,6 +354,9 @@ def measure() -> dict[str, Any]:
     loop.run_until_complete(unlimited.calls(WARMUP))
     no_rate_t = _best(loop, unlimited.calls)
     no_rate_rss = _rss_growth(loop, unlimited)
+
+    # Last, apart from every figure above: each stage of the same call, timed.
+    stages = per_stage(loop, limited, STAGE_CALLS)
     loop.close()
     return {
         "calls_per_batch": CALLS,
@@ -246,6 +371,7 @@ def measure() -> dict[str, Any]:
             "pipeline_us": no_rate_t["best_us"] - direct_t["best_us"],
             "rss": no_rate_rss,
         },
+        "stages": stages,
         "python": platform.python_version(),
     }
 
@@ -270,7 +396,31 @@ def report(r: dict[str, Any]) -> str:
         f" ({diag['full']['median_us']:.1f}), pipeline cost {diag['pipeline_us']:.1f} µs,"
         f" RSS growth over {diag['rss']['calls']:,} calls {diag['rss']['growth_mib']:+.2f} MiB",
     ]
+    if "stages" in r:
+        lines += ["", *stage_table(r["stages"])]
     return "\n".join(lines)
+
+
+def stage_table(st: dict[str, Any]) -> list[str]:
+    """The per-stage figures as a text table (stage number, name, mean µs per call)."""
+    width = max(len(x) for x in [*(row["name"] for row in st["rows"]), "full call, this run"])
+    lines = [
+        f"Per stage, the same call, each stage timed (perf_counter_ns), mean of "
+        f"{st['calls']:,} calls:",
+        f"    #  {'stage':<{width}}       µs",
+    ]
+    for row in st["rows"]:
+        partial = "" if row["runs"] == st["calls"] else f"  (ran in {row['runs']:,} calls)"
+        lines.append(f"  {row['n']:>3}  {row['name']:<{width}}  {row['us']:7.2f}{partial}")
+    lines += [
+        f"       {'outside the stages':<{width}}  {st['outside_us']:7.2f}"
+        "  (session middleware's load and save, Starlette app and router, the reply's sending)",
+        f"       {'sum of the stages':<{width}}  {st['stages_us']:7.2f}",
+        f"       {'full call, this run':<{width}}  {st['full_us']:7.2f}"
+        f"  (the same calls untimed, interleaved: {st['untimed_us']:.2f};"
+        f" the timing's own cost {st['full_us'] - st['untimed_us']:+.2f})",
+    ]
+    return lines
 
 
 def main() -> None:

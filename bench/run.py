@@ -1,5 +1,5 @@
-"""``python -m bench`` (``make bench``): verify, then measure, the three servers; then the
-in-process figures; then one table and the targets.
+"""``python -m bench`` (``make bench``): verify, then measure, the servers; then the flood
+check and the in-process figures; then one table and the targets.
 
 Each server runs under uvicorn (uvloop, httptools, one worker, no access log) pinned to
 one core; wrk runs pinned to the other. Before any number is taken, each server must
@@ -9,11 +9,33 @@ that checks nothing, would fake the numbers. After each run, wrk must report no 
 of any kind, and the guarded servers must have stored as many posts as wrk counted.
 Each run has a server process of its own (started, checked, warmed up, measured).
 
+Two rows measure the price of a hostile call on the bastion memory-store server: the
+same POST with the session's cookie and the page's Origin but a forged CSRF token of the
+right shape (JSON, token in X-CSRF-Token; and a small urlencoded form, token in _csrf,
+``Accept: application/json``). Before and after each run one such call must be answered
+403 ``csrf_failed`` without the handler running, during it every reply must be that
+(refused.lua counts the others: any is REFUSED), and no post may have been stored. The
+bastion servers take ``BENCH_REFUSAL_RATE`` (bench.bastion_app: out of reach by default,
+so that the cost of counting refusals is measured, not a 429).
+
+The flood check: a fresh bastion server with the library's default refusal rate
+(``BENCH_REFUSAL_RATE=``), sent 1,000 forged-token JSON calls one after another from one
+address: after how many calls the first 429 ``rate_limited`` came (a target, not a
+condition: any reply but 403 ``csrf_failed`` or 429 ``rate_limited`` is REFUSED).
+
+On the Redis store, ``INFO commandstats`` (a read; nothing is reset) just before and just
+after the measured run give the Redis commands per call (the warm-up in neither), ÷ the
+calls served between the readings: wrk's requests, and the few still in flight when it
+stopped, which the server finishes (its handler's count tells). The Redis may be shared:
+other clients active during the run are flagged.
+
 Settings, from the environment: BENCH_SECONDS (10) per run, BENCH_RUNS (3),
 BENCH_WARMUP (3 s before each run, not counted), BENCH_CONNECTIONS (64), BENCH_THREADS (wrk's, 1),
-BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), BENCH_PORT (8701, and the next two),
-BENCH_ONLY (comma-separated names among floor, bastion, fastapi), BENCH_OUTPUT (also
-write the report to this file), BENCH_QUIET_WAIT (60: seconds to wait, before each run,
+BENCH_SERVER_CPU (0), BENCH_CLIENT_CPU (1), BENCH_PORT (8701, and the next ones: one per
+server), BENCH_ONLY (comma-separated names among floor, bastion, refused-json,
+refused-form, bastion-sqlite, bastion-redis, fastapi, flood, inprocess), BENCH_OUTPUT (also
+write the report to this file), BENCH_JSON (write the figures as JSON to this file),
+BENCH_REFUSAL_RATE (bench.bastion_app), BENCH_QUIET_WAIT (60: seconds to wait, before each run,
 for the machine to be quiet), BENCH_ATTEMPTS (3: tries of a run that other processes
 disturbed), BENCH_NICE (the server's, wrk's and the in-process run's niceness, and their
 sessions' autogroup niceness: -10 as root, else 0), and BENCH_INPROC_* / BENCH_RSS_CALLS
@@ -29,6 +51,7 @@ taken beside someone else's test suite are not the machine's.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -50,21 +73,41 @@ from pathlib import Path
 from typing import Any
 
 from . import inprocess
-from .common import BODY, ORIGIN, PAYLOAD, expected_post
+from .common import (
+    BODY,
+    FORM_TYPE,
+    ORIGIN,
+    PAYLOAD,
+    REFUSED_CODE,
+    REFUSED_STATUS,
+    expected_post,
+    forge,
+    form_body,
+    rate_limited,
+    refused,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).resolve().parent / "post.lua"
+REFUSED_LUA = Path(__file__).resolve().parent / "refused.lua"
 COMMAND = "make bench"
 
 STORE_GOALS = {"bastion-sqlite": 0.45, "bastion-redis": 0.35}
 """req/s ÷ floor on the stores people deploy (the memory store's goal is floor_ratio)."""
 
 TARGETS = {
-    "floor_ratio": 0.7,
+    "floor_ratio": 0.5,
     "fastapi_ratio": 3.0,
     "pipeline_us": 30.0,
     "rss_mib": 5.0,
+    "refused_ratio": 0.7,
 }
+"""Issue 16's goals: bastion ÷ floor on memory, ÷ the FastAPI stack, the in-process
+pipeline cost and RSS growth, and each refused row ÷ floor. The flood must meet a 429
+before its end; the Redis commands per call are reported (goal: one round trip)."""
+
+FLOOD_CALLS = 1_000
+"""Forged-token calls the flood check sends, one after another, from one address."""
 
 
 class Refused(Exception):
@@ -83,6 +126,7 @@ class Settings:
     port: int
     only: tuple[str, ...]
     output: str | None
+    json: str | None
     quiet_wait: int
     attempts: int
     nice: int
@@ -119,6 +163,7 @@ class Settings:
             port=int(env("BENCH_PORT", "8701")),
             only=only,
             output=env("BENCH_OUTPUT") or None,
+            json=env("BENCH_JSON") or None,
             quiet_wait=int(env("BENCH_QUIET_WAIT", "60")),
             attempts=int(env("BENCH_ATTEMPTS", "3")),
             nice=int(env("BENCH_NICE", "-10" if os.geteuid() == 0 else "0")),
@@ -147,11 +192,34 @@ class Target:
     expected: Callable[[Any], bool]
     env: Mapping[str, str] = field(default_factory=dict)
     """Set for the server: which store bastion keeps its state in."""
+    hostile: str | None = None
+    """``json`` or ``form``: the row measures a forged-token call (403 ``csrf_failed``
+    expected for every reply, no post stored) instead of the valid one."""
+
+    @property
+    def redis(self) -> bool:
+        return self.env.get("BENCH_STORE") == "redis"
 
 
 SERVERS = (
     Target("floor", "floor (bare Starlette)", "bench.floor_app", False, _floor_reply),
     Target("bastion", "bastion (full pipeline)", "bench.bastion_app", True, _bastion_reply),
+    Target(
+        "refused-json",
+        "refused: bad CSRF token (JSON)",
+        "bench.bastion_app",
+        True,
+        _bastion_reply,
+        hostile="json",
+    ),
+    Target(
+        "refused-form",
+        "refused: bad CSRF token (form)",
+        "bench.bastion_app",
+        True,
+        _bastion_reply,
+        hostile="form",
+    ),
     Target(
         "bastion-sqlite",
         "bastion, SQLite store (the default)",
@@ -197,6 +265,49 @@ class Credentials:
         return headers
 
 
+FLOOD = Target(
+    "flood",
+    "flood: the library's default refusal rate",
+    "bench.bastion_app",
+    True,
+    _bastion_reply,
+    {"BENCH_REFUSAL_RATE": ""},
+)
+"""The flood check's server: the memory store, ``refusal_rate`` not passed."""
+
+
+@dataclass(frozen=True)
+class Hostile:
+    """A forged-token call: the session's cookie and the page's Origin, a token of the
+    right shape that is not the session's, in the header (JSON) or the form's _csrf."""
+
+    body: bytes
+    content_type: str
+    token: str | None
+    """For X-CSRF-Token; ``None`` for a form (its token is in the body)."""
+
+    @classmethod
+    def of(cls, kind: str, creds: Credentials) -> Hostile:
+        if not creds.token:
+            raise Refused("no CSRF token to forge from: the bench login gave none")
+        forged = forge(creds.token)
+        if kind == "form":
+            return cls(form_body(forged), FORM_TYPE, None)
+        return cls(BODY, "application/json", forged)
+
+    def headers(self, creds: Credentials) -> dict[str, str]:
+        headers = {
+            "Content-Type": self.content_type,
+            "Accept": "application/json",
+            "Origin": ORIGIN,
+        }
+        if creds.cookie:
+            headers["Cookie"] = creds.cookie
+        if self.token:
+            headers["X-CSRF-Token"] = self.token
+        return headers
+
+
 @dataclass
 class Run:
     requests: int
@@ -207,6 +318,15 @@ class Run:
     """CPU used by other processes during the run, in cores (0.05: 5 % of one core)."""
     share: float = 1.0
     """The share of its core the server had during the run (1.0: all of it)."""
+    refusal_rate: str | None = None
+    """What the bastion server made of BENCH_REFUSAL_RATE (its /bench/stats)."""
+    redis: dict[str, int] | None = None
+    """Redis commands during the measured run, by name (INFO commandstats' calls=)."""
+    redis_others: int = 0
+    """Other clients of the Redis that were active during the run."""
+    redis_calls: int = 0
+    """The calls those commands served: wrk's requests, and those still in flight when
+    wrk stopped, which the server finished (its handler's count between the readings)."""
 
     @property
     def rps(self) -> float:
@@ -237,6 +357,36 @@ class Result:
     @property
     def share(self) -> float:
         return min((r.share for r in self.runs), default=1.0)
+
+    @property
+    def redis_per_call(self) -> dict[str, float] | None:
+        """Redis commands per request over the runs read, by name, most first."""
+        read = [r for r in self.runs if r.redis is not None]
+        if not read:
+            return None
+        requests = sum(r.redis_calls or r.requests for r in read)
+        totals: dict[str, int] = {}
+        for run in read:
+            for name, n in (run.redis or {}).items():
+                totals[name] = totals.get(name, 0) + n
+        ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+        return {name: n / requests for name, n in ranked}
+
+    @property
+    def redis_others(self) -> int:
+        return max((r.redis_others for r in self.runs), default=0)
+
+
+@dataclass
+class Flood:
+    calls: int
+    first_429: int | None
+    """The number of the first call answered 429 ``rate_limited`` (1 is the first)."""
+    limited: int
+    """Calls answered 429."""
+    after: int
+    """The status a valid call from the same address got after the flood."""
+    refusal_rate: str | None
 
 
 def _request(
@@ -309,12 +459,16 @@ def _sign_in(target: Target, port: int) -> Credentials:
     return Credentials(path=data["url"], cookie="; ".join(cookies), token=data["token"])
 
 
-def _created(target: Target, port: int) -> int:
+def _stats(target: Target, port: int) -> dict[str, Any]:
     status, _, body = _request(port, "GET", "/bench/stats")
     data = _json(body)
     if status != 200 or not isinstance(data, dict):
         raise Refused(f"{target.key}: /bench/stats answered {status}")
-    return int(data["created"])
+    return data
+
+
+def _created(target: Target, port: int) -> int:
+    return int(_stats(target, port)["created"])
 
 
 def _verify(target: Target, port: int, creds: Credentials) -> None:
@@ -339,6 +493,215 @@ def _verify(target: Target, port: int, creds: Credentials) -> None:
     status, _, _ = _request(port, "POST", creds.path, BODY, headers)
     if status != 403:
         raise Refused(f"{target.key}: a call from another origin answered {status}, not 403")
+
+
+def _verify_refusal(target: Target, port: int, creds: Credentials, hostile: Hostile) -> None:
+    """The forged-token call answered exactly 403 ``csrf_failed``, the handler not run."""
+    before = _created(target, port)
+    status, _, body = _request(port, "POST", creds.path, hostile.body, hostile.headers(creds))
+    if not refused(status, _json(body)):
+        raise Refused(
+            f"{target.key}: the forged-token call answered {status} {body[:300]!r}, not "
+            f"{REFUSED_STATUS} {REFUSED_CODE}: refusing to report numbers"
+        )
+    if _created(target, port) != before:
+        raise Refused(f"{target.key}: the handler ran for a forged token")
+
+
+# --- Redis commands per call ------------------------------------------------------------
+
+
+def parse_commandstats(text: str) -> dict[str, int]:
+    """``INFO commandstats`` as ``{command: calls}`` (``cmdstat_get:calls=3,usec=...``;
+    subcommands keep their name, ``client|list``)."""
+    calls: dict[str, int] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("cmdstat_"):
+            continue
+        name, _, fields = line.removeprefix("cmdstat_").partition(":")
+        for item in fields.split(","):
+            key, _, value = item.partition("=")
+            if key == "calls":
+                calls[name] = int(value)
+    return calls
+
+
+def commands_between(
+    before: Mapping[str, int], after: Mapping[str, int], own: Mapping[str, int] | None = None
+) -> dict[str, int]:
+    """The commands run between two readings, less ``own`` (the reader's), none at 0."""
+    own = own or {}
+    diff = {k: after[k] - before.get(k, 0) - own.get(k, 0) for k in after}
+    return {k: v for k, v in diff.items() if v > 0}
+
+
+def format_per_call(per_call: Mapping[str, float]) -> str:
+    """``evalsha 1.00, get 1.00 (total 2.00)``, in the order given (most first)."""
+    shown = [f"{name} {v:.2f}" if v >= 0.005 else f"{name} <0.01" for name, v in per_call.items()]
+    return f"{', '.join(shown) or 'none'} (total {sum(per_call.values()):.2f})"
+
+
+class RedisReader:
+    """A connection of its own to the Redis at ``url`` (redis://, rediss://, unix://), for
+    ``INFO commandstats`` and ``CLIENT LIST``: reads only, nothing reset or flushed."""
+
+    def __init__(self, url: str) -> None:
+        import ssl
+        from urllib.parse import unquote, urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(5)
+            sock.connect(parts.path)
+        elif parts.scheme in ("redis", "rediss"):
+            sock = socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 6379), 5)
+            if parts.scheme == "rediss":
+                sock = ssl.create_default_context().wrap_socket(
+                    sock, server_hostname=parts.hostname
+                )
+        else:
+            raise ValueError(f"not a Redis URL: {parts.scheme}://")
+        self.sock = sock
+        self.file = sock.makefile("rb")
+        if parts.password is not None:
+            auth = [unquote(parts.password)]
+            if parts.username:
+                auth.insert(0, unquote(parts.username))
+            self.command("AUTH", *auth)
+        self.id = int(self.command("CLIENT", "ID"))
+
+    def command(self, *args: str) -> Any:
+        out = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = arg.encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.sock.sendall(b"".join(out))
+        return self._reply()
+
+    def _reply(self) -> Any:
+        line = self.file.readline()
+        if not line.endswith(b"\r\n"):
+            raise OSError("Redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise OSError(f"Redis: {rest.decode(errors='replace')}")
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            if size < 0:
+                return None
+            data = self.file.read(size + 2)
+            return data[:-2].decode(errors="replace")
+        if kind == b"*":
+            return [self._reply() for _ in range(max(int(rest), 0))]
+        raise OSError(f"Redis: an unexpected reply {line[:40]!r}")
+
+    def commandstats(self) -> dict[str, int]:
+        return parse_commandstats(self.command("INFO", "commandstats"))
+
+    def connections_received(self) -> int:
+        """``total_connections_received`` (INFO stats): connections ever accepted."""
+        for line in self.command("INFO", "stats").splitlines():
+            if line.startswith("total_connections_received:"):
+                return int(line.partition(":")[2])
+        raise OSError("Redis: no total_connections_received in INFO stats")
+
+    def clients(self) -> list[dict[str, str]]:
+        """``CLIENT LIST``, one dict a connection."""
+        text = self.command("CLIENT", "LIST")
+        return [
+            dict(item.partition("=")[::2] for item in line.split())
+            for line in text.splitlines()
+            if line.strip()
+        ]
+
+    def close(self) -> None:
+        with suppress(OSError):
+            self.file.close()
+            self.sock.close()
+
+
+def _socket_ports(pid: int) -> set[int]:
+    """The local TCP ports of a process's sockets (/proc: its fds, the TCP tables)."""
+    inodes = set()
+    with suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with suppress(OSError):
+            for row in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                cols = row.split()
+                if len(cols) > 9 and cols[9] in inodes:
+                    ports.add(int(cols[1].rpartition(":")[2], 16))
+    return ports
+
+
+class RedisCount:
+    """The Redis commands run between ``start()`` and ``stop()``: commandstats read on
+    either side, the reader's own commands taken out. Other clients cannot be told
+    apart in those counts; to flag the figure, the clients active in between are
+    counted: connections open at the end that ran a command since the start, and those
+    accepted in between (``total_connections_received``), less the server's own (its
+    sockets' ports, from /proc) and the reader's."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.reader: RedisReader | None = None
+
+    def start(self, server_pid: int) -> None:
+        try:
+            self.reader = RedisReader(self.url)
+            self.own_id = self.reader.id
+            self.ports = _socket_ports(server_pid)
+            self.connections = self.reader.connections_received()
+            self.before = self.reader.commandstats()
+        except (OSError, ValueError) as exc:
+            _log(f"  WARNING: Redis INFO commandstats could not be read ({exc}): not reported")
+            self.close()
+            return
+        self.started = time.monotonic()
+
+    def stop(self, server_pid: int) -> tuple[dict[str, int], int] | None:
+        if self.reader is None:
+            return None
+        try:
+            after = self.reader.commandstats()
+            elapsed = time.monotonic() - self.started
+            clients = self.reader.clients()
+            connections = self.reader.connections_received() - self.connections
+        except OSError as exc:
+            _log(f"  WARNING: Redis INFO commandstats could not be read ({exc}): not reported")
+            return None
+        finally:
+            self.close()
+        # The reader's INFO commandstats of start() is counted once it has run: in this
+        # reading (its other commands came before the first reading or after this one).
+        diff = commands_between(self.before, after, {"info": 1})
+        ports = _socket_ports(server_pid)
+        active = 0
+        for client in clients:
+            port = client.get("addr", "").rpartition(":")[2]
+            if client.get("id") == str(self.own_id) or (port.isdigit() and int(port) in ports):
+                continue
+            if client.get("idle", "").isdigit() and int(client["idle"]) < elapsed:
+                active += 1
+        # The server's pool may have opened connections of its own during the run.
+        arrived = connections - len(ports - self.ports)
+        return diff, max(active, arrived)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 # --- other load on the machine ---------------------------------------------------------
@@ -430,8 +793,15 @@ def _wait_quiet(settings: Settings) -> None:
 
 
 def _wrk(
-    port: int, creds: Credentials, seconds: int, settings: Settings, load: OtherLoad | None = None
+    port: int,
+    creds: Credentials,
+    seconds: int,
+    settings: Settings,
+    load: OtherLoad | None = None,
+    hostile: Hostile | None = None,
 ) -> Run:
+    """One wrk run of the scripted call (post.lua), or of a forged-token one (refused.lua:
+    every reply must be 403 ``csrf_failed``)."""
     env = {
         **os.environ,
         "BENCH_BODY": BODY.decode(),
@@ -439,10 +809,19 @@ def _wrk(
         "BENCH_COOKIE": creds.cookie or "",
         "BENCH_TOKEN": creds.token or "",
     }
+    if hostile is not None:
+        env.update(
+            BENCH_BODY=hostile.body.decode(),
+            BENCH_CONTENT_TYPE=hostile.content_type,
+            BENCH_TOKEN=hostile.token or "",
+            BENCH_EXPECT_STATUS=str(REFUSED_STATUS),
+            BENCH_EXPECT_CODE=REFUSED_CODE,
+        )
+    script = LUA if hostile is None else REFUSED_LUA
     command = [
         *settings.pinned(settings.client_cpu),
         "wrk", "-t", str(settings.threads), "-c", str(settings.connections),
-        "-d", f"{seconds}s", "--timeout", "10s", "-s", str(LUA),
+        "-d", f"{seconds}s", "--timeout", "10s", "-s", str(script),
         f"http://127.0.0.1:{port}{creds.path}",
     ]  # fmt: skip
     if load is not None:
@@ -457,9 +836,18 @@ def _wrk(
     if proc.returncode != 0 or line is None:
         raise Refused(f"wrk failed ({proc.returncode}):\n{stdout}\n{stderr}")
     r = json.loads(line.removeprefix("BENCH_RESULT "))
-    errors = {k: r[k] for k in ("connect", "read", "write", "status", "timeout") if r[k]}
+    # A refusal's 403 is counted by wrk as a status error: there, refused.lua counts
+    # the replies that were not the refusal instead.
+    kinds = ("connect", "read", "write", "timeout") + (("status",) if hostile is None else ())
+    errors = {k: r[k] for k in kinds if r[k]}
     if errors or r["requests"] == 0:
         raise Refused(f"wrk saw errors {errors} in {r['requests']} requests: refusing to report")
+    if hostile is not None and r["unexpected"]:
+        raise Refused(
+            f"{r['unexpected']:,} of wrk's {r['requests']:,} replies were not "
+            f"{REFUSED_STATUS} {REFUSED_CODE} (the first: {r['first_unexpected']}): "
+            "refusing to report"
+        )
     return Run(
         r["requests"],
         r["duration_us"] / 1e6,
@@ -478,13 +866,38 @@ def _one_run(target: Target, port: int, settings: Settings) -> Run:
     with _server(target, port, settings) as server:
         creds = _sign_in(target, port)
         _verify(target, port, creds)
+        refusal_rate = _stats(target, port).get("refusal_rate") if target.guarded else None
+        hostile = Hostile.of(target.hostile, creds) if target.hostile else None
+        if hostile is not None:
+            _verify_refusal(target, port, creds, hostile)
         if settings.warmup > 0:
-            _wrk(port, creds, settings.warmup, settings)
+            _wrk(port, creds, settings.warmup, settings, hostile=hostile)
         _wait_quiet(settings)
         before = _created(target, port) if target.guarded else 0
-        run = _wrk(port, creds, settings.seconds, settings, OtherLoad(server.pid))
-        if target.guarded and _created(target, port) - before < run.requests:
+        redis = RedisCount(os.environ["REDIS_URL"]) if target.redis else None
+        if redis is not None:
+            redis.start(server.pid)
+        try:
+            run = _wrk(port, creds, settings.seconds, settings, OtherLoad(server.pid), hostile)
+            if redis is not None:
+                # wrk has gone; what its last connections had sent is served first.
+                time.sleep(0.5)
+                counted = redis.stop(server.pid)
+                if counted is not None:
+                    run.redis, run.redis_others = counted
+        finally:
+            if redis is not None:
+                redis.close()
+        run.refusal_rate = refusal_rate
+        stored = _created(target, port) - before if target.guarded else 0
+        if hostile is not None:
+            if stored:
+                raise Refused(f"{target.key}: {stored} posts stored from forged-token calls")
+            _verify_refusal(target, port, creds, hostile)  # still refused after the load
+        elif target.guarded and stored < run.requests:
             raise Refused(f"{target.key}: fewer posts stored than wrk's 200s: refusing")
+        if run.redis is not None:
+            run.redis_calls = stored if target.guarded and not hostile else run.requests
         _verify(target, port, creds)  # still the same answers after the load
     return run
 
@@ -506,6 +919,39 @@ def _measure(target: Target, port: int, settings: Settings) -> Result:
             _log(f"  {target.key} run {i + 1}: taken again")
         result.runs.append(run)
     return result
+
+
+def _flood(port: int, settings: Settings, calls: int = FLOOD_CALLS) -> Flood:
+    """A fresh server with the library's default refusal rate, sent ``calls`` forged-token
+    JSON calls one after another from this address: when the first 429 came."""
+    target = FLOOD
+    with _server(target, port, settings):
+        creds = _sign_in(target, port)
+        status, _, body = _request(port, "POST", creds.path, BODY, creds.headers())
+        if status != 200 or not target.expected(_json(body)):
+            raise Refused(f"flood: the valid call answered {status} {body[:300]!r}, not 200")
+        stats = _stats(target, port)
+        before = int(stats["created"])
+        hostile = Hostile.of("json", creds)
+        first, limited = None, 0
+        for i in range(1, calls + 1):
+            status, _, body = _request(
+                port, "POST", creds.path, hostile.body, hostile.headers(creds)
+            )
+            reply = _json(body)
+            if rate_limited(status, reply):
+                limited += 1
+                first = first or i
+            elif not refused(status, reply):
+                raise Refused(
+                    f"flood: call {i} answered {status} {body[:300]!r}, neither "
+                    f"{REFUSED_STATUS} {REFUSED_CODE} nor 429 rate_limited"
+                )
+        if _created(target, port) != before:
+            raise Refused("flood: the handler ran for a forged token")
+        # Informational: whether the address's valid calls are refused too, afterwards.
+        after, _, _ = _request(port, "POST", creds.path, BODY, creds.headers())
+    return Flood(calls, first, limited, after, stats.get("refusal_rate"))
 
 
 def _inprocess(settings: Settings) -> dict[str, Any]:
@@ -599,7 +1045,101 @@ def _verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def render(results: list[Result], inproc: dict[str, Any] | None, settings: Settings) -> str:
+def _flood_text(flood: Flood) -> str:
+    if flood.first_429 is None:
+        return f"flood: {flood.calls:,} bad-token calls, no 429 came"
+    return (
+        f"flood: {flood.calls:,} bad-token calls, first 429 at call {flood.first_429:,} "
+        f"({flood.limited:,} answered 429)"
+    )
+
+
+def targets(
+    results: list[Result], inproc: dict[str, Any] | None, flood: Flood | None
+) -> list[tuple[str, str, str, str]]:
+    """The verdict table's rows: what, measured, goal, verdict."""
+    by_key = {r.target.key: r for r in results}
+    floor = by_key.get("floor")
+    rows: list[tuple[str, str, str, str]] = []
+    bastion, fastapi = by_key.get("bastion"), by_key.get("fastapi")
+    if bastion and floor:
+        v, goal = bastion.rps / floor.rps, TARGETS["floor_ratio"]
+        rows.append(("bastion req/s ÷ floor", f"{v:.2f}", f"≥ {goal:g}", _verdict(v >= goal)))
+    for key, goal in STORE_GOALS.items():
+        measured = by_key.get(key)
+        if measured and floor:
+            v = measured.rps / floor.rps
+            rows.append(
+                (f"{measured.target.label} ÷ floor", f"{v:.2f}", f"≥ {goal:g}", _verdict(v >= goal))
+            )
+    for r in results:
+        if r.target.hostile and floor:
+            v, goal = r.rps / floor.rps, TARGETS["refused_ratio"]
+            rows.append(
+                (f"{r.target.label} ÷ floor", f"{v:.2f}", f"≥ {goal:g}", _verdict(v >= goal))
+            )
+    if bastion and fastapi:
+        v, goal = bastion.rps / fastapi.rps, TARGETS["fastapi_ratio"]
+        rows.append(
+            ("bastion req/s ÷ FastAPI stack", f"{v:.2f}", f"≥ {goal:g}", _verdict(v >= goal))
+        )
+    if inproc is not None:
+        v, goal = inproc["pipeline_us"], TARGETS["pipeline_us"]
+        rows.append(
+            ("pipeline cost per call", f"{v:.1f} µs", f"≤ {goal:g} µs", _verdict(v <= goal))
+        )
+        v, calls, goal = inproc["rss"]["growth_mib"], inproc["rss"]["calls"], TARGETS["rss_mib"]
+        rows.append(
+            (
+                f"RSS growth over {calls:,} calls",
+                f"{v:+.2f} MiB",
+                f"< {goal:g} MiB",
+                _verdict(v < goal),
+            )
+        )
+    if flood is not None:
+        first = "none" if flood.first_429 is None else f"first 429 at call {flood.first_429:,}"
+        rows.append(
+            (
+                f"flood: {flood.calls:,} bad-token calls from one address",
+                first,
+                "meets 429",
+                _verdict(flood.first_429 is not None),
+            )
+        )
+    for r in results:
+        per_call = r.redis_per_call
+        if per_call is not None:
+            flag = " ⚠" if r.redis_others else ""
+            rows.append(
+                (
+                    "Redis commands per call",
+                    f"{sum(per_call.values()):.2f}{flag}",
+                    "1 round trip",
+                    "informational",
+                )
+            )
+    return rows
+
+
+def _refusal_rates(results: list[Result], flood: Flood | None) -> list[str]:
+    """What the bastion servers made of BENCH_REFUSAL_RATE, once per kind."""
+    seen: dict[str, list[str]] = {}
+    for r in results:
+        for run in r.runs:
+            if run.refusal_rate is not None and r.target.key not in seen.get(run.refusal_rate, []):
+                seen.setdefault(run.refusal_rate, []).append(r.target.key)
+    if flood is not None and flood.refusal_rate is not None:
+        seen.setdefault(flood.refusal_rate, []).append("flood")
+    return [f"{', '.join(keys)}: {status}" for status, keys in seen.items()]
+
+
+def render(
+    results: list[Result],
+    inproc: dict[str, Any] | None,
+    settings: Settings,
+    flood: Flood | None = None,
+) -> str:
     by_key = {r.target.key: r for r in results}
     floor = by_key.get("floor")
     out = [
@@ -630,6 +1170,40 @@ def render(results: list[Result], inproc: dict[str, Any] | None, settings: Setti
         "numbers are not the machine's own). Other load: the most CPU that processes other",
         "than the server and wrk used during a run, in % of one core (on either core).",
     ]
+    if any(r.target.hostile for r in results):
+        out += [
+            "Refused rows: the session's cookie and Origin, a forged token of the right shape;",
+            f"every reply {REFUSED_STATUS} {REFUSED_CODE}, no post stored.",
+        ]
+    for r in results:
+        per_call = r.redis_per_call
+        if per_call is not None:
+            calls = sum(run.redis_calls or run.requests for run in r.runs if run.redis is not None)
+            requests = sum(run.requests for run in r.runs if run.redis is not None)
+            out += [
+                "",
+                f"Redis commands per call: {format_per_call(per_call)}",
+                f"  ({r.target.key}: INFO commandstats read just before and after the measured "
+                f"run; ÷ {calls:,} calls served, wrk's {requests:,} and "
+                f"{calls - requests:,} in flight when it stopped; the calls it abandoned "
+                "mid-way, up to one a connection, add their first stages' commands)",
+            ]
+            if r.redis_others:
+                out.append(
+                    f"  ⚠ {r.redis_others} other Redis client(s) were active during a run: "
+                    "their commands are in these counts"
+                )
+        elif r.target.redis:
+            out += ["", "Redis commands per call: not read (INFO commandstats failed)"]
+    rates = _refusal_rates(results, flood)
+    if rates:
+        out += ["", "Bastion(refusal_rate=...) on the bastion servers (BENCH_REFUSAL_RATE):"]
+        out += [f"- {line}" for line in rates]
+    if flood is not None:
+        out += [
+            "",
+            _flood_text(flood) + f"; then a valid call from the same address: {flood.after}",
+        ]
     if inproc is not None:
         noisy = " ⚠" if inproc["share"] < MIN_SHARE else ""
         out += [
@@ -640,36 +1214,49 @@ def render(results: list[Result], inproc: dict[str, Any] | None, settings: Setti
             f"other load {inproc['others']:.0%} of a core",
             "```",
         ]
-    targets = []
-    bastion, fastapi = by_key.get("bastion"), by_key.get("fastapi")
-    if bastion and floor:
-        v = bastion.rps / floor.rps
-        ok = v >= TARGETS["floor_ratio"]
-        targets.append(f"| bastion req/s ÷ floor | {v:.2f} | ≥ 0.7 | {_verdict(ok)} |")
-    for key, goal in STORE_GOALS.items():
-        measured = by_key.get(key)
-        if measured and floor:
-            v = measured.rps / floor.rps
-            ok = v >= goal
-            targets.append(
-                f"| {measured.target.label} ÷ floor | {v:.2f} | ≥ {goal} | {_verdict(ok)} |"
-            )
-    if bastion and fastapi:
-        v = bastion.rps / fastapi.rps
-        ok = v >= TARGETS["fastapi_ratio"]
-        targets.append(f"| bastion req/s ÷ FastAPI stack | {v:.2f} | ≥ 3 | {_verdict(ok)} |")
-    if inproc is not None:
-        v = inproc["pipeline_us"]
-        ok = v <= TARGETS["pipeline_us"]
-        targets.append(f"| pipeline cost per call | {v:.1f} µs | ≤ 30 µs | {_verdict(ok)} |")
-        v, calls = inproc["rss"]["growth_mib"], inproc["rss"]["calls"]
-        ok = v < TARGETS["rss_mib"]
-        targets.append(
-            f"| RSS growth over {calls:,} calls | {v:+.2f} MiB | < 5 MiB | {_verdict(ok)} |"
-        )
-    if targets:
-        out += ["", "| target | measured | goal | |", "|---|--:|--:|---|", *targets]
+    rows = targets(results, inproc, flood)
+    if rows:
+        out += ["", "| target | measured | goal | |", "|---|--:|--:|---|"]
+        out += [
+            f"| {what} | {measured} | {goal} | {verdict} |"
+            for what, measured, goal, verdict in rows
+        ]
     return "\n".join(out)
+
+
+def summary(
+    results: list[Result],
+    inproc: dict[str, Any] | None,
+    settings: Settings,
+    flood: Flood | None = None,
+) -> dict[str, Any]:
+    """The figures of the report, as JSON (BENCH_JSON)."""
+    floor = next((r for r in results if r.target.key == "floor"), None)
+    return {
+        "settings": dataclasses.asdict(settings),
+        "servers": [
+            {
+                "key": r.target.key,
+                "label": r.target.label,
+                "rps": r.rps,
+                "p50_ms": r.p50_ms,
+                "p99_ms": r.p99_ms,
+                "floor_ratio": r.rps / floor.rps if floor else None,
+                "runs": [dataclasses.asdict(run) for run in r.runs],
+                "share": r.share,
+                "others": r.others,
+                "redis_per_call": r.redis_per_call,
+                "redis_others": r.redis_others,
+            }
+            for r in results
+        ],
+        "flood": dataclasses.asdict(flood) if flood is not None else None,
+        "inprocess": inproc,
+        "targets": [
+            {"target": what, "measured": measured, "goal": goal, "verdict": verdict}
+            for what, measured, goal, verdict in targets(results, inproc, flood)
+        ],
+    }
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -692,10 +1279,15 @@ def main() -> int:
         _log("bench: REDIS_URL is not set: the Redis store is not measured")
         chosen = [t for t in chosen if t.key != "bastion-redis"]
     results: list[Result] = []
+    flood = None
     try:
         for i, target in enumerate(chosen):
             _log(f"bench: {target.label}")
             results.append(_measure(target, settings.port + i, settings))
+        if not settings.only or "flood" in settings.only:
+            _log(f"bench: the flood check ({FLOOD_CALLS:,} forged-token calls, one address)")
+            flood = _flood(settings.port + len(chosen), settings)
+            _log(f"  {_flood_text(flood)}")
         inproc = None
         if not settings.only or "inprocess" in settings.only or "bastion" in settings.only:
             _log("bench: in-process pipeline cost and memory")
@@ -703,8 +1295,11 @@ def main() -> int:
     except Refused as exc:
         _log(f"bench: REFUSED: {exc}")
         return 1
-    report = render(results, inproc, settings)
+    report = render(results, inproc, settings, flood)
     print(report)
     if settings.output:
         Path(settings.output).write_text(report + "\n")
+    if settings.json:
+        figures = summary(results, inproc, settings, flood)
+        Path(settings.json).write_text(json.dumps(figures, indent=2, ensure_ascii=False) + "\n")
     return 0
