@@ -15,6 +15,7 @@ from bastion.config import check_timeout
 
 LIMIT_FIELDS = (
     "max_body_bytes",
+    "max_pre_token_bytes",
     "max_fields",
     "max_field_name_length",
     "max_json_depth",
@@ -27,9 +28,11 @@ LIMIT_FIELDS = (
 
 
 def test_limits_defaults() -> None:
-    """The default bounds: 1 MiB body, 1000 fields, 128-char names, depth 32, 10 files of 10 MiB."""
+    """The default bounds: 1 MiB body (64 KiB of a form before its token), 1000 fields,
+    128-char names, depth 32, 10 files of 10 MiB."""
     assert dataclasses.asdict(Limits()) == {
         "max_body_bytes": 1024 * 1024,
+        "max_pre_token_bytes": 64 * 1024,
         "max_fields": 1000,
         "max_field_name_length": 128,
         "max_json_depth": 32,

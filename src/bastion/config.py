@@ -36,6 +36,14 @@ class Limits:
     """Bytes of request body read for one call, whatever the content type, counted while
     streaming (a missing or lying ``Content-Length`` changes nothing). Excess: 413."""
 
+    max_pre_token_bytes: int = 64 * KiB
+    """Bytes of a plain form read before its CSRF token is checked. A form carries its
+    token in the ``_csrf`` field, so some of its body must be read first; the field must
+    come within these bytes (``csrf_input()`` first in the form, as browsers send fields
+    in the page's order), else the call is refused 403 having read no more. A form of
+    this size or less is read whole. A script's token is a header: nothing of its body
+    is read before the check."""
+
     max_fields: int = 1000
     """Form fields, multipart parts or JSON object keys in one body. Excess: 413."""
 
@@ -55,6 +63,7 @@ class Limits:
     def __post_init__(self) -> None:
         for name in (
             "max_body_bytes",
+            "max_pre_token_bytes",
             "max_fields",
             "max_field_name_length",
             "max_json_depth",

@@ -283,15 +283,70 @@ def test_cve_2026_23864_a_stream_costs_at_most_the_cap(qs: Target, chunk: int) -
     assert receive.taken <= MIB + chunk + 9
 
 
-def test_cve_2026_23864_a_form_stream_costs_at_most_the_cap(qs: Target) -> None:
-    """The same for a plain form, whose body is read before its token is checked: a
-    million fields arriving in 4 KB chunks are cut off at the cap."""
-    body = corpus.million_form_fields()
-    receive = CountingReceive([body[i : i + 4096] for i in range(0, len(body), 4096)])
-    headers = raw_headers(content_type=FORM, origin=ORIGIN, accept="application/json")
-    reply = call(qs, "POST", qs.bastion.url_for("greet"), headers, receive)
+def _chunks(body: bytes, size: int = 4096) -> list[bytes]:
+    return [body[i : i + size] for i in range(0, len(body), size)]
+
+
+def test_cve_2026_23864_a_form_without_its_token_costs_at_most_the_pre_token_cap(
+    qs: Target,
+) -> None:
+    """A plain form's token is one of its fields, so some of its body is read before the
+    token is checked, but no more than the pre-token cap (64 KiB): a million fields with
+    no ``_csrf`` among them, arriving in 4 KB chunks, are refused 403 once past it, the
+    handler never runs, and the rest of the body is never asked for."""
+    sid, _ = token_for(qs)
+    receive = CountingReceive(_chunks(corpus.million_form_fields()))
+    headers = raw_headers(
+        content_type=FORM, origin=ORIGIN, accept=JSON, cookie=f"bastion_session={sid}"
+    )
+    with handlers_run(qs.bastion, this_thread=True) as ran:
+        reply = call(qs, "POST", qs.bastion.url_for("greet"), headers, receive)
+    assert_refusal(reply, 403, "csrf_failed")
+    assert ran == []
+    assert receive.taken <= 64 * 1024 + 4096
+
+
+def test_cve_2026_23864_a_multipart_form_without_its_token_costs_at_most_the_cap(
+    probe_target: Target,
+) -> None:
+    """The same for a multipart form: a 900 KB file part first, the token after it.
+    The token does not come within the pre-token cap, so the call is refused 403 having
+    taken no more than the cap and a chunk, and nothing is handled."""
+    sid, token = token_for(probe_target)
+    body = (
+        corpus.part(b"file", b"x" * 900_000, filename=b"big.bin")
+        + corpus.part(b"_csrf", token.encode())
+        + corpus.END
+    )
+    receive = CountingReceive(_chunks(body))
+    headers = raw_headers(
+        content_type=corpus.MULTIPART,
+        origin=ORIGIN,
+        accept=JSON,
+        cookie=f"bastion_session={sid}",
+    )
+    with handlers_run(probe_target.bastion, this_thread=True) as ran:
+        reply = call(probe_target, "POST", probe.bastion.url_for("upload"), headers, receive)
+    assert_refusal(reply, 403, "csrf_failed")
+    assert ran == []
+    assert receive.taken <= 64 * 1024 + 4096
+
+
+def test_cve_2026_23864_a_form_stream_with_its_token_costs_at_most_the_cap(qs: Target) -> None:
+    """A form whose valid token comes first passes the token check and is then read on,
+    up to the body cap: a million fields after it are cut off there (413), having taken
+    no more than the cap and a chunk, and the handler never runs."""
+    sid, token = token_for(qs)
+    body = b"_csrf=" + token.encode() + b"&" + corpus.million_form_fields()
+    receive = CountingReceive(_chunks(body))
+    headers = raw_headers(
+        content_type=FORM, origin=ORIGIN, accept=JSON, cookie=f"bastion_session={sid}"
+    )
+    with handlers_run(qs.bastion, this_thread=True) as ran:
+        reply = call(qs, "POST", qs.bastion.url_for("greet"), headers, receive)
     assert_refusal(reply, 413, "payload_too_large")
-    assert receive.taken <= MIB + 4096
+    assert ran == []
+    assert MIB < receive.taken <= MIB + 4096
 
 
 def test_cve_2026_23864_many_multipart_parts_finish(probe_target: Target) -> None:

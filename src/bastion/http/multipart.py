@@ -22,7 +22,7 @@ from starlette.datastructures import Headers, UploadFile
 from bastion.config import Limits
 from bastion.errors import BadRequest, PayloadTooLarge
 
-__all__ = ["Upload", "parse_multipart"]
+__all__ = ["FieldScan", "Upload", "parse_multipart"]
 
 
 def _check_upload(value: Any) -> UploadFile:
@@ -173,15 +173,47 @@ def _utf8(raw: bytes | bytearray) -> str:
         raise BadRequest("The form is not valid UTF-8.") from None
 
 
+def _boundary(headers: Headers) -> bytes:
+    _, params = parse_options_header(headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise BadRequest("The multipart body is malformed.")
+    return boundary
+
+
+class FieldScan:
+    """The start of a multipart body, parsed as far as it has come, for the text fields
+    complete in it (a form's token among them): the same parser and bounds as
+    ``parse_multipart``, but file contents are dropped, never written. ``close()`` ends
+    it; the whole body is parsed again by ``parse_multipart`` if the call goes on."""
+
+    def __init__(self, headers: Headers, limits: Limits) -> None:
+        self._collector = _Collector(limits)
+        try:
+            self._parser = MultipartParser(_boundary(headers), self._collector.callbacks())  # type: ignore[arg-type]
+        except FormParserError:
+            raise BadRequest("The multipart body is malformed.") from None
+
+    def feed(self, chunk: bytes) -> list[tuple[str, str]]:
+        """Parse one more chunk; the text fields completed so far, in order."""
+        collector = self._collector
+        try:
+            self._parser.write(chunk)
+        except FormParserError:
+            raise BadRequest("The multipart body is malformed.") from None
+        collector.pending.clear()
+        return [(name, value) for name, value in collector.items if isinstance(value, str)]
+
+    def close(self) -> None:
+        self._collector.close()
+
+
 async def parse_multipart(
     headers: Headers, chunks: AsyncIterator[bytes], limits: Limits
 ) -> list[tuple[str, str | UploadFile]]:
     """Flat (name, value) pairs; values are text or spooled files. The files are closed
     here on any refusal, else by the caller when the call ends."""
-    _, params = parse_options_header(headers.get("content-type", ""))
-    boundary = params.get(b"boundary")
-    if not boundary:
-        raise BadRequest("The multipart body is malformed.")
+    boundary = _boundary(headers)
     collector = _Collector(limits)
     try:
         # Refuses a boundary over 256 bytes, as RFC 2046 caps it at 70.

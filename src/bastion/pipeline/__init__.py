@@ -13,8 +13,8 @@ first line and the security model's table to one order.)
     2  route            transport        action, method, forwarding, content     404 405 400
                                          type, declared length                   415 413
     3  origin           origin           Sec-Fetch-Site, Origin, Referer         403
-    4  form fields      decoding         a plain form's capped body, for its     400 408 413
-                                         token
+    4  form fields      decoding         a plain form's body as far as its       400 408 413
+                                         token (the pre-token cap)
     5  CSRF token       csrf             bound to the session, always            403
     6  rate limit       ratelimit        per address and per user                429
     7  policy           policy           who may call (loads the user if needed) 401 403
@@ -154,9 +154,12 @@ async def _origin(call: Call, runtime: Runtime) -> None:
 
 
 async def _form_fields(call: Call, runtime: Runtime) -> None:
-    # A plain form's token is one of its flat fields: its (capped) body is read first.
+    # A plain form's token is one of its flat fields: its body is read as far as the
+    # token, within the smaller pre-token cap; the rest waits for the token to pass.
     if call.form_post:
-        call.body = await decoding.read(_spec(call), _kind(call), call.headers, call.receive)
+        call.body, call.receive = await decoding.read_form_start(
+            _spec(call), _kind(call), call.headers, call.receive
+        )
 
 
 async def _csrf(call: Call, runtime: Runtime) -> None:
@@ -180,7 +183,7 @@ async def _policy(call: Call, runtime: Runtime) -> None:
 
 
 async def _body(call: Call, runtime: Runtime) -> None:
-    if call.body is None:
+    if call.body is None or call.body.partial:
         call.body = await decoding.read(_spec(call), _kind(call), call.headers, call.receive)
     # A body that took its time may have arrived after a log-out ended the session (and
     # the token) it was sent with: the handler must not run for it.

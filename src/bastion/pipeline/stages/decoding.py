@@ -1,16 +1,17 @@
 """Pipeline stages 4, 8 and 9: the capped body, split into flat fields, then validated.
 
-Two steps, kept apart because later stages sit between them: ``read`` turns the body
-into flat fields (a plain form carries its CSRF token in ``_csrf``, which must be
-checked before any model is built); ``validate`` builds the declared pydantic model
-from them and nothing else: no classes, no references, no object graphs.
+Three steps, kept apart because other stages sit between them: ``read_form_start``
+reads a plain form only as far as its CSRF token (``_csrf``, one of its fields), within
+``Limits.max_pre_token_bytes``, keeping what it read for later; ``read`` turns the whole
+body into flat fields once the token has passed; ``validate`` builds the declared
+pydantic model from them and nothing else: no classes, no references, no object graphs.
 """
 
 from __future__ import annotations
 
 import math
 import typing
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qsl
@@ -18,14 +19,14 @@ from urllib.parse import parse_qsl
 import pydantic_core
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers, UploadFile
-from starlette.types import Receive
+from starlette.types import Message, Receive
 
 from bastion.actions.introspect import record_names
 from bastion.actions.spec import BodyKind, FormShape
 from bastion.config import Limits
 from bastion.csrf import FIELD as CSRF_FIELD
 from bastion.errors import ActionError, BadRequest, PayloadTooLarge, ValidationFailed
-from bastion.http.multipart import parse_multipart
+from bastion.http.multipart import FieldScan, parse_multipart
 from bastion.messages import CATALOG, DEFAULT, Messages
 from bastion.pipeline.stages import transport
 from bastion.timeouts import DeadlinePassed, within
@@ -33,7 +34,7 @@ from bastion.timeouts import DeadlinePassed, within
 if typing.TYPE_CHECKING:
     from bastion.actions.spec import ActionSpec
 
-__all__ = ["Body", "read", "validate"]
+__all__ = ["Body", "read", "read_form_start", "validate"]
 
 RESERVED: Final = frozenset({CSRF_FIELD, "_next", "_bound"})
 """Form fields bastion reads itself; every other ``_``-name is an ordinary (unknown) field."""
@@ -83,6 +84,9 @@ class Body:
     reserved: dict[str, str] = field(default_factory=dict)
     """``_csrf``, ``_next`` and ``_bound`` from a form."""
     uploads: list[UploadFile] = field(default_factory=list)
+    partial: bool = False
+    """Only the fields that came before the pre-token cap (``read_form_start``): enough
+    to check the token and to fill a refused form again, never to validate."""
 
     def close(self) -> None:
         """Delete the spooled upload files; safe to call more than once."""
@@ -101,6 +105,88 @@ async def read(spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Rece
         return await within(spec.timeout, lambda: _read(spec, kind, headers, receive))
     except DeadlinePassed:
         raise BodyTimeout() from None
+
+
+async def read_form_start(
+    spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Receive
+) -> tuple[Body, Receive]:
+    """A plain form's body as far as its token: whole if it is no longer than
+    ``Limits.max_pre_token_bytes``, else (``Body.partial``) the fields complete within
+    those bytes, which must include ``_csrf``. Also the ``receive`` that gives the whole
+    body again, what was read here first, for ``read`` once the token has passed.
+
+    A flood of forms without a valid token so costs at most the pre-token cap each, not
+    ``max_body_bytes``; the body's timeout applies as in ``read``.
+    """
+    received: list[Message] = []
+    try:
+        body = await within(
+            spec.timeout, lambda: _read_start(spec, kind, headers, receive, received)
+        )
+    except DeadlinePassed:
+        raise BodyTimeout() from None
+    return body, transport.replaying(received, receive)
+
+
+async def _read_start(
+    spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Receive, received: list[Message]
+) -> Body:
+    limits = spec.limits
+    cap = min(limits.max_pre_token_bytes, limits.max_body_bytes)
+    first = await receive()
+    received.append(first)
+    if (
+        first["type"] == "http.request"
+        and not first.get("more_body", False)
+        and len(first.get("body", b"")) <= cap
+    ):
+        # The usual case: a small form in one message, read whole (the one pass).
+        return await _read(spec, kind, headers, transport.replaying([first], receive))
+    scan = FieldScan(headers, limits) if kind is BodyKind.MULTIPART else _FormScan(limits)
+    try:
+        message, size = first, 0
+        while True:
+            if message["type"] == "http.disconnect":
+                raise BadRequest("The request body was cut short.")
+            chunk: bytes = message.get("body", b"")
+            more = message.get("more_body", False)
+            if not more and size + len(chunk) <= cap:
+                # Short after all, in several messages: read whole, as above.
+                return await _read(spec, kind, headers, transport.replaying(received, receive))
+            pairs = scan.feed(chunk[: cap - size])
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise PayloadTooLarge()
+            if size >= cap or any(name == CSRF_FIELD for name, _ in pairs):
+                data, reserved = _split_reserved(pairs, limits)
+                return Body(kind, data, reserved, partial=True)
+            message = await receive()
+            received.append(message)
+    finally:
+        scan.close()
+
+
+class _FormScan:
+    """The start of an urlencoded form: the fields complete in it so far (each ended by
+    ``&``), parsed as ``read`` parses the whole form."""
+
+    def __init__(self, limits: Limits) -> None:
+        self._limits = limits
+        self._buffer = bytearray()
+        self._scanned = 0
+        self._pairs: list[tuple[str, str | UploadFile]] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[str, str | UploadFile]]:
+        self._buffer += chunk
+        end = self._buffer.rfind(b"&")
+        if end >= self._scanned:
+            complete = bytes(self._buffer[self._scanned : end])
+            self._pairs += _parse_form(complete, self._limits)
+            self._scanned = end + 1
+        return self._pairs
+
+    def close(self) -> None:
+        self._buffer.clear()
 
 
 async def _read(spec: ActionSpec, kind: BodyKind, headers: Headers, receive: Receive) -> Body:
@@ -211,7 +297,7 @@ def _parse_form(raw: bytes, limits: Limits) -> list[tuple[str, str | UploadFile]
 
 
 def _split_reserved(
-    pairs: list[tuple[str, str | UploadFile]], limits: Limits
+    pairs: Sequence[tuple[str, str | UploadFile]], limits: Limits
 ) -> tuple[list[tuple[str, str | UploadFile]], dict[str, str]]:
     fields: list[tuple[str, str | UploadFile]] = []
     reserved: dict[str, str] = {}

@@ -22,7 +22,7 @@ from bastion.errors import BadRequest, MethodNotAllowed, PayloadTooLarge, Unsupp
 if TYPE_CHECKING:
     from bastion.actions.spec import ActionSpec
 
-__all__ = ["body_kind", "check_method", "read", "stream"]
+__all__ = ["body_kind", "check_method", "read", "replaying", "stream"]
 
 
 _KINDS = {kind.value: kind for kind in BodyKind}
@@ -99,14 +99,14 @@ async def read(receive: Receive, cap: int) -> bytes:
             raise PayloadTooLarge()
         return chunk
     body = bytearray()
-    async for chunk in stream(_replaying(message, receive), cap):
+    async for chunk in stream(replaying([message], receive), cap):
         body += chunk
     return bytes(body)
 
 
-def _replaying(first: Message, receive: Receive) -> Receive:
-    """``receive`` with a message already received put back in front."""
-    pending: list[Message] = [first]
+def replaying(received: list[Message], receive: Receive) -> Receive:
+    """``receive`` with the messages already received put back in front, in order."""
+    pending = received[::-1]
 
     async def replay() -> Message:
         return pending.pop() if pending else await receive()
