@@ -1,9 +1,10 @@
 """The bastion quickstart: a page with a form for each action, and three demo accounts.
 
 Run it with `make quickstart` (or `make demo`), then open http://127.0.0.1:8000/.
-Configuration comes from the environment, as in production: BASTION_SECRET_KEY,
-BASTION_ALLOWED_ORIGINS (the page's origin), BASTION_DATA_DIR (sessions), and
-QUICKSTART_PASSWORD for the demo accounts (generated and logged when unset).
+Configuration comes from the environment, as in production, read by bastion itself
+(``bastion.Environment``): BASTION_SECRET_KEY, BASTION_ALLOWED_ORIGINS (the page's
+origin), BASTION_DATA_DIR or BASTION_STORE (sessions), and the rest; QUICKSTART_PASSWORD
+for the demo accounts (generated and logged when unset).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def load_user(user_id: int) -> Account | None:
     return next((a for a in ACCOUNTS.values() if a.id == user_id), None)
 
 
-bastion = Bastion(secret_key=os.environ.get("BASTION_SECRET_KEY"), load_user=load_user)
+bastion = Bastion(load_user=load_user)
 
 
 class Greeting(BaseModel):

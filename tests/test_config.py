@@ -4,12 +4,22 @@ import ast
 import dataclasses
 import inspect
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import OTHER_SECRET, SECRET
 
-from bastion import Bastion, Config, ConfigurationError, Limits, Secret
+from bastion import (
+    Bastion,
+    Config,
+    ConfigurationError,
+    Environment,
+    Limits,
+    MemoryStore,
+    Secret,
+    SQLiteStore,
+)
 from bastion import config as config_module
 from bastion.config import check_timeout
 
@@ -261,3 +271,149 @@ def test_every_config_field_has_a_docstring() -> None:
             and isinstance(following.value.value, str)
         }
         assert documented == {f.name for f in dataclasses.fields(cls)}, cls.__name__
+
+
+# --- the environment ---------------------------------------------------------------------
+
+ENV_VARS = (
+    "BASTION_SECRET_KEY",
+    "BASTION_SECRET_KEY_FALLBACKS",
+    "BASTION_ALLOWED_ORIGINS",
+    "BASTION_TRUSTED_HOSTS",
+    "BASTION_TRUSTED_PROXIES",
+    "BASTION_HTTPS",
+    "BASTION_STORE",
+    "BASTION_DATA_DIR",
+)
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """None of bastion's variables set, whatever the test process had."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_environment_unset_and_empty_variables_are_none() -> None:
+    """Nothing set, or set to blanks, is the same: ``None`` everywhere."""
+    assert Environment.read({}) == Environment()
+    assert Environment.read(dict.fromkeys(ENV_VARS, "  ")) == Environment()
+
+
+def test_environment_reads_every_variable() -> None:
+    """Each variable, lists split on commas with blanks dropped."""
+    read = Environment.read(
+        {
+            "BASTION_SECRET_KEY": "k" * 40,
+            "BASTION_SECRET_KEY_FALLBACKS": "o" * 40 + ", " + "p" * 40,
+            "BASTION_ALLOWED_ORIGINS": "https://a.example, https://b.example,",
+            "BASTION_TRUSTED_HOSTS": "a.example,b.example",
+            "BASTION_TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+            "BASTION_HTTPS": "TRUE",
+            "BASTION_STORE": "redis://cache:6379/2",
+            "BASTION_DATA_DIR": "/srv/bastion",
+        }
+    )
+    assert read == Environment(
+        secret_key="k" * 40,
+        secret_key_fallbacks=("o" * 40, "p" * 40),
+        allowed_origins=("https://a.example", "https://b.example"),
+        trusted_hosts=("a.example", "b.example"),
+        trusted_proxies=("10.0.0.0/8", "127.0.0.1"),
+        https=True,
+        store="redis://cache:6379/2",
+        data_dir="/srv/bastion",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "https"), [("1", True), ("yes", True), ("on", True), ("0", False), ("False", False)]
+)
+def test_environment_https_spellings(value: str, https: bool) -> None:
+    assert Environment.read({"BASTION_HTTPS": value}).https is https
+
+
+def test_environment_https_that_means_nothing_stops_the_app() -> None:
+    """``BASTION_HTTPS=maybe`` is refused at start-up, naming the variable (never read as
+    false, which would drop the Secure cookie flag)."""
+    with pytest.raises(ConfigurationError) as caught:
+        Environment.read({"BASTION_HTTPS": "maybe"})
+    assert str(caught.value) == "BASTION_HTTPS must be true or false (or 1/0, yes/no), not 'maybe'"
+
+
+def test_bastion_takes_what_it_was_not_given_from_the_environment(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    """Every variable reaches the app built with no arguments, as the quickstart and the
+    board are: a token made under the old key still verifies with the fallback."""
+    old = Bastion(secret_key=OTHER_SECRET, allowed_origins=["https://board.example"])
+    clean_env.setenv("BASTION_SECRET_KEY", SECRET)
+    clean_env.setenv("BASTION_SECRET_KEY_FALLBACKS", OTHER_SECRET)
+    clean_env.setenv("BASTION_ALLOWED_ORIGINS", "https://board.example")
+    clean_env.setenv("BASTION_TRUSTED_HOSTS", "board.example,internal.example")
+    clean_env.setenv("BASTION_TRUSTED_PROXIES", "10.1.0.0/16")
+    clean_env.setenv("BASTION_HTTPS", "true")
+    clean_env.setenv("BASTION_STORE", "memory://")
+    app = Bastion()
+    assert app.config.secret_key == Bastion(secret_key=SECRET, debug=True).config.secret_key
+    assert app.config.secret_key_fallbacks == (old.config.secret_key,)
+    assert app.keys.all("csrf")[1] == old.keys.current("csrf")
+    assert app.config.allowed_origins == ("https://board.example:443",)
+    assert app.config.trusted_hosts == ("board.example", "internal.example")
+    assert [str(n) for n in app.trusted_proxies] == ["10.1.0.0/16"]
+    assert app.config.https is True
+    assert isinstance(app.store, MemoryStore)
+
+
+def test_arguments_win_over_the_environment(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An app that passes a value keeps it, whatever the environment says."""
+    clean_env.setenv("BASTION_SECRET_KEY", OTHER_SECRET)
+    clean_env.setenv("BASTION_SECRET_KEY_FALLBACKS", OTHER_SECRET)
+    clean_env.setenv("BASTION_ALLOWED_ORIGINS", "https://env.example")
+    clean_env.setenv("BASTION_TRUSTED_HOSTS", "env.example")
+    clean_env.setenv("BASTION_TRUSTED_PROXIES", "10.1.0.0/16")
+    clean_env.setenv("BASTION_HTTPS", "true")
+    clean_env.setenv("BASTION_STORE", "memory://")
+    store = SQLiteStore(str(tmp_path))
+    app = Bastion(
+        secret_key=SECRET,
+        secret_key_fallbacks=[],
+        allowed_origins=["https://app.example"],
+        trusted_hosts=["app.example"],
+        trusted_proxies=[],
+        https=False,
+        store=store,
+    )
+    assert app.config.secret_key == Bastion(secret_key=SECRET, debug=True).config.secret_key
+    assert app.config.secret_key_fallbacks == ()
+    assert app.config.allowed_origins == ("https://app.example:443",)
+    assert app.config.trusted_hosts == ("app.example",)
+    assert app.trusted_proxies == ()
+    assert app.config.https is False
+    assert app.store is store
+
+
+def test_data_dir_places_the_default_store_and_bastion_store_wins(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``data_dir=`` (the board's own data directory) wins over ``BASTION_DATA_DIR`` for
+    the default SQLite store; ``BASTION_STORE`` wins over both, so one variable moves a
+    board's sessions to Redis."""
+    clean_env.setenv("BASTION_DATA_DIR", str(tmp_path / "env"))
+    app = Bastion(secret_key=SECRET, allowed_origins=["https://app.example"], data_dir=tmp_path)
+    assert isinstance(app.store, SQLiteStore)
+    assert app.store.path == tmp_path / "bastion.sqlite3"
+    clean_env.setenv("BASTION_STORE", "memory://")
+    moved = Bastion(secret_key=SECRET, allowed_origins=["https://app.example"], data_dir=tmp_path)
+    assert isinstance(moved.store, MemoryStore)
+
+
+def test_trusted_proxies_that_are_not_networks_name_the_variable(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("BASTION_TRUSTED_PROXIES", "10.0.0.1, proxy.internal")
+    with pytest.raises(ConfigurationError) as caught:
+        Bastion(secret_key=SECRET, allowed_origins=["https://app.example"])
+    assert str(caught.value).startswith("BASTION_TRUSTED_PROXIES: ")
+    assert "proxy.internal" in str(caught.value)

@@ -19,6 +19,7 @@ PUBLIC = [
     "ConfigurationError",
     "Context",
     "Depends",
+    "Environment",
     "Flash",
     "Forbidden",
     "Fragment",

@@ -17,6 +17,7 @@ from typing import Final
 from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import actions, pages  # noqa: F401 - actions: imported to register them
 from .core import bastion, db, settings
@@ -90,6 +91,27 @@ def _log_to_stderr() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
+class ServedBy:
+    """``X-Served-By: <name>`` on every reply: which of the cluster's processes answered
+    (``BOARD_SERVED_BY``, set by ``make cluster`` only; a name, nothing about the host)."""
+
+    def __init__(self, app: ASGIApp, name: str) -> None:
+        self.app = app
+        self.header = (b"x-served-by", name.encode("latin-1"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
 @asynccontextmanager
 async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     _log_to_stderr()
@@ -108,3 +130,5 @@ app = Starlette(
 )
 bastion.mount(app)  # POST /_actions/<id>, and a session for every page
 bastion.add_security_headers(app)  # CSP with a nonce, no framing, nosniff, …
+if settings.served_by is not None:
+    app.add_middleware(ServedBy, name=settings.served_by)

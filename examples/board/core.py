@@ -3,12 +3,10 @@ database, the signed-in member and the ``Bastion`` every action registers with."
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import cast
 
 from bastion import Bastion, Context, SessionConfig, Unauthorized
-from bastion.stores import store_from_url
 
 from .db import DATABASE_DOWN, Account, Database, Post, Role
 from .settings import Settings
@@ -68,8 +66,9 @@ async def load_user(user_id: int) -> Member | None:
 
 bastion = Bastion(
     load_user=load_user,
-    # BASTION_STORE (redis://… for several processes or hosts), else SQLite beside the data.
-    store=store_from_url(os.environ.get("BASTION_STORE"), str(settings.sessions_dir)),
+    # Sessions in BASTION_STORE (redis://… for several processes or hosts), which bastion
+    # reads itself, else SQLite here.
+    data_dir=settings.sessions_dir,
     # A cookie of its own: the quickstart, served on the same origin from the same data
     # directory, must not find its sessions (and their user IDs) here.
     sessions=SessionConfig(cookie_name="board_session"),

@@ -246,7 +246,11 @@ class Database:
             path = Path(database)
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        Base.metadata.create_all(self.engine)
+        with self.engine.execution_options(**{_WRITE: True}).begin() as connection:
+            # Several boards starting at once on one PostgreSQL database would each find
+            # the tables missing and the second CREATE would fail: one at a time.
+            _one_starting_at_a_time(connection)
+            Base.metadata.create_all(connection)
         if not _has_column(self.engine, "posts", "version"):
             self._add_post_versions()
 
@@ -284,6 +288,8 @@ class Database:
         accounts created: email → the password generated for it (``None`` if given)."""
         created: dict[str, str | None] = {}
         with self.transaction() as session:
+            # The same for the seeded accounts: created once, whichever board comes first.
+            _one_starting_at_a_time(session.connection())
             existing = set(session.scalars(select(Account.email)))
             for seed in accounts:
                 if seed.email in existing:
@@ -309,6 +315,17 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.url!r})"  # URL's repr masks the password
+
+
+_START_LOCK: Final = 0x626F617264
+"""The PostgreSQL advisory lock (any fixed number; "board" in ASCII) that start-ups take."""
+
+
+def _one_starting_at_a_time(connection: Connection) -> None:
+    """On PostgreSQL, wait for any other board's start-up transaction to end (the lock
+    is released with this transaction). SQLite's write lock already does this."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _START_LOCK})
 
 
 def _has_column(bind: Any, table: str, column: str) -> bool:

@@ -7,9 +7,12 @@
 ``BASTION_DATA_DIR``        where bastion keeps sessions (``BOARD_DATA_DIR``)
 ``BOARD_ADMIN_PASSWORD``    the seeded accounts' passwords, read on the first
 ``BOARD_AUTHOR_PASSWORD``   start only; generated and printed once when unset
+``BOARD_SERVED_BY``         a name for this process, sent back in an
+                            ``X-Served-By`` header (``make cluster`` only)
 ==========================  ==================================================
 
-bastion reads its own ``BASTION_SECRET_KEY`` and ``BASTION_ALLOWED_ORIGINS``.
+bastion reads its own variables (``BASTION_SECRET_KEY``, ``BASTION_ALLOWED_ORIGINS``,
+``BASTION_STORE``, ``BASTION_TRUSTED_PROXIES``, ``BASTION_HTTPS``…: ``bastion.Environment``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ class Settings:
     author_password: SecretStr | None
     """``BOARD_AUTHOR_PASSWORD``, for the author account seeded on the first start."""
 
+    served_by: str | None = None
+    """``BOARD_SERVED_BY``: which of several processes answered, for ``make cluster``."""
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         data_dir = Path(environ.get("BOARD_DATA_DIR") or "data")
@@ -55,6 +61,7 @@ class Settings:
             sessions_dir=Path(environ.get("BASTION_DATA_DIR") or data_dir),
             admin_password=_password(environ, "BOARD_ADMIN_PASSWORD"),
             author_password=_password(environ, "BOARD_AUTHOR_PASSWORD"),
+            served_by=environ.get("BOARD_SERVED_BY") or None,
         )
 
 

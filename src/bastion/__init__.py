@@ -8,7 +8,7 @@ from bastion.actions.policy import Policy, authenticated, predicate, public, req
 from bastion.actions.spec import Bound, Fragment, Redirect
 from bastion.app import Bastion
 from bastion.auth import LoginThrottle, Principal, User
-from bastion.config import Config, Limits, SessionConfig
+from bastion.config import Config, Environment, Limits, SessionConfig
 from bastion.context import Context
 from bastion.crypto.keys import Secret, generate_secret_key
 from bastion.errors import (
@@ -45,6 +45,7 @@ __all__ = [
     "ConfigurationError",
     "Context",
     "Depends",
+    "Environment",
     "Flash",
     "Forbidden",
     "Fragment",

@@ -24,7 +24,7 @@ from bastion import csrf, pipeline
 from bastion.actions.registry import Check, PolicyLike, Registry, build_spec
 from bastion.asgi import SessionMiddleware
 from bastion.auth import LoginThrottle, PasswordCheck, U, UserLoader, load_user
-from bastion.config import Config, Limits, SessionConfig, check_timeout
+from bastion.config import Config, Environment, Limits, SessionConfig, check_timeout
 from bastion.crypto.keys import KeyRing, Secret, resolve_secret
 from bastion.errors import ConfigurationError, NotFound
 from bastion.events import AuditSink, log_sink
@@ -92,7 +92,7 @@ class Bastion(Generic[U]):
         self,
         *,
         secret_key: str | bytes | Secret | None = None,
-        secret_key_fallbacks: Sequence[str | bytes | Secret] = (),
+        secret_key_fallbacks: Sequence[str | bytes | Secret] | None = None,
         debug: bool = False,
         prefix: str = "/_actions",
         limits: Limits | None = None,
@@ -102,20 +102,25 @@ class Bastion(Generic[U]):
         https: bool | None = None,
         sessions: SessionConfig | None = None,
         store: Store | None = None,
+        data_dir: str | os.PathLike[str] | None = None,
         load_user: UserLoader[U] | None = None,
         login_throttle: LoginThrottle | None = None,
         default_rate: str = "60/minute",
         refusal_rate: str | None = "300/minute",
         rate_limit_storage: str | None = None,
-        trusted_proxies: Sequence[str] = (),
+        trusted_proxies: Sequence[str] | None = None,
         audit_sinks: Sequence[AuditSink] = (log_sink,),
         unavailable_errors: tuple[type[BaseException], ...] = (ConnectionError,),
         messages: Messages | None = None,
     ) -> None:
-        """Every argument is described on ``Config``. Besides: ``secret_key`` defaults to
-        ``BASTION_SECRET_KEY``, ``allowed_origins`` to ``BASTION_ALLOWED_ORIGINS`` (comma
-        separated), and ``store`` to ``BASTION_STORE`` (``redis://…``, ``memory://``) or else
-        a ``SQLiteStore`` in ``BASTION_DATA_DIR`` (``./data``).
+        """Every argument is described on ``Config``. An argument left out is taken from
+        the environment, read once here (``bastion.Environment``): ``secret_key`` from
+        ``BASTION_SECRET_KEY``, ``secret_key_fallbacks`` from
+        ``BASTION_SECRET_KEY_FALLBACKS``, ``allowed_origins``, ``trusted_hosts`` and
+        ``trusted_proxies`` from ``BASTION_ALLOWED_ORIGINS``, ``BASTION_TRUSTED_HOSTS`` and
+        ``BASTION_TRUSTED_PROXIES`` (comma separated), ``https`` from ``BASTION_HTTPS``, and
+        ``store`` from ``BASTION_STORE`` (``redis://…``, ``memory://``), else a
+        ``SQLiteStore`` in ``data_dir`` (``BASTION_DATA_DIR``, else ``./data``).
 
         ``load_user(user_id)`` finds a signed-in user (sync or async). ``default_rate`` is
         the limit of every public action that names none. ``refusal_rate`` is how many calls
@@ -132,8 +137,18 @@ class Bastion(Generic[U]):
         way. ``messages`` replaces or translates the words of bastion's refusals
         (``bastion.messages``).
         """
-        secret, fallbacks = resolve_secret(secret_key, secret_key_fallbacks, debug=debug)
-        origins = _resolve_origins(allowed_origins, debug=debug)
+        env = Environment.read()
+        secret, fallbacks = resolve_secret(
+            secret_key if secret_key is not None else env.secret_key,
+            secret_key_fallbacks
+            if secret_key_fallbacks is not None
+            else env.secret_key_fallbacks or (),
+            debug=debug,
+        )
+        origins = _resolve_origins(
+            allowed_origins if allowed_origins is not None else env.allowed_origins,
+            debug=debug,
+        )
         self.config: Final = Config(
             secret_key=secret,
             secret_key_fallbacks=fallbacks,
@@ -142,8 +157,10 @@ class Bastion(Generic[U]):
             limits=limits or Limits(),
             timeout=timeout,
             allowed_origins=origins,
-            trusted_hosts=_resolve_hosts(trusted_hosts, origins),
-            https=https,
+            trusted_hosts=_resolve_hosts(
+                trusted_hosts if trusted_hosts is not None else env.trusted_hosts, origins
+            ),
+            https=https if https is not None else env.https,
             sessions=sessions or SessionConfig(),
         )
         self.keys: Final = KeyRing(secret, fallbacks)
@@ -151,9 +168,7 @@ class Bastion(Generic[U]):
         self.store: Final[Store] = (
             store
             if store is not None
-            else store_from_url(
-                os.environ.get("BASTION_STORE"), os.environ.get("BASTION_DATA_DIR", "data")
-            )
+            else store_from_url(env.store, os.fspath(data_dir or env.data_dir or "data"))
         )
         self.session_manager: Final = SessionManager(self.store, self.keys, self.config.sessions)
         self.load_user: Final = load_user
@@ -167,7 +182,11 @@ class Bastion(Generic[U]):
         self.password_check: Final = PasswordCheck(
             login_throttle or LoginThrottle(), self.counter.moving()
         )
-        self.trusted_proxies: Final = network.parse_networks(trusted_proxies)
+        self.trusted_proxies: Final = (
+            network.parse_networks(trusted_proxies)
+            if trusted_proxies is not None
+            else network.parse_networks(env.trusted_proxies or (), "BASTION_TRUSTED_PROXIES")
+        )
         self.audit_sinks: Final = tuple(audit_sinks)
         self.unavailable_errors: Final = tuple(unavailable_errors)
         self.taints: Final = TaintSet()
@@ -525,8 +544,7 @@ class Bastion(Generic[U]):
 
 def _resolve_origins(values: Sequence[str] | None, *, debug: bool) -> tuple[str, ...]:
     if values is None:
-        env = os.environ.get("BASTION_ALLOWED_ORIGINS", "")
-        values = [v.strip() for v in env.split(",") if v.strip()]
+        values = ()
     if isinstance(values, str):
         raise ConfigurationError("allowed_origins must be a list of origins, not one string")
     origins = []

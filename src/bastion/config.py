@@ -8,13 +8,15 @@ request.
 from __future__ import annotations
 
 import math
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bastion.crypto.keys import Secret
 from bastion.errors import ConfigurationError
 
-__all__ = ["Config", "Limits", "SessionConfig"]
+__all__ = ["Config", "Environment", "Limits", "SessionConfig"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -156,3 +158,80 @@ class Config:
                 f"(letters, digits, '-', '_', '.', '~' between slashes), not {self.prefix!r}"
             )
         check_timeout(self.timeout, "timeout")
+
+
+_TRUE: frozenset[str] = frozenset({"1", "true", "yes", "on"})
+_FALSE: frozenset[str] = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Environment:
+    """What bastion takes from the environment, read in this one place.
+
+    ``Bastion()`` reads it once (``Environment.read()``) and uses each value only for an
+    argument the app did not pass: ``Bastion(store=...)`` wins over ``BASTION_STORE``.
+    So the quickstart, the demo board and an app of your own are configured alike, and
+    a process started with the same variables behaves the same whichever app it serves.
+    Unset or empty variables are ``None``; a value that cannot mean anything stops the
+    app at start-up, naming the variable.
+    """
+
+    secret_key: str | None = None
+    """``BASTION_SECRET_KEY``: the root secret (``bastion keygen`` makes one)."""
+
+    secret_key_fallbacks: tuple[str, ...] | None = None
+    """``BASTION_SECRET_KEY_FALLBACKS``: older secrets, comma separated, newest first,
+    which still verify what they made (rotation without signing anyone out)."""
+
+    allowed_origins: tuple[str, ...] | None = None
+    """``BASTION_ALLOWED_ORIGINS``: comma separated (``https://board.example``)."""
+
+    trusted_hosts: tuple[str, ...] | None = None
+    """``BASTION_TRUSTED_HOSTS``: comma separated host names (``*`` for any); by
+    default the hosts of the allowed origins."""
+
+    trusted_proxies: tuple[str, ...] | None = None
+    """``BASTION_TRUSTED_PROXIES``: comma separated addresses or CIDR networks whose
+    ``X-Forwarded-For`` is believed (the reverse proxy in front of the app)."""
+
+    https: bool | None = None
+    """``BASTION_HTTPS``: ``true`` or ``false`` (also ``1``/``0``, ``yes``/``no``): the
+    app is served over https, behind a proxy that terminates TLS."""
+
+    store: str | None = None
+    """``BASTION_STORE``: ``redis://…`` (several processes or hosts), ``memory://``,
+    ``sqlite:///dir``; unset, SQLite in the data directory."""
+
+    data_dir: str | None = None
+    """``BASTION_DATA_DIR``: where the default SQLite store keeps its file (``data``)."""
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str] | None = None) -> Environment:
+        """The ``BASTION_*`` variables of ``environ`` (by default ``os.environ``)."""
+        env = os.environ if environ is None else environ
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def listed(name: str) -> tuple[str, ...] | None:
+            value = text(name)
+            if value is None:
+                return None
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+
+        https = text("BASTION_HTTPS")
+        if https is not None and https.lower() not in _TRUE | _FALSE:
+            raise ConfigurationError(
+                f"BASTION_HTTPS must be true or false (or 1/0, yes/no), not {https!r}"
+            )
+        return cls(
+            secret_key=text("BASTION_SECRET_KEY"),
+            secret_key_fallbacks=listed("BASTION_SECRET_KEY_FALLBACKS"),
+            allowed_origins=listed("BASTION_ALLOWED_ORIGINS"),
+            trusted_hosts=listed("BASTION_TRUSTED_HOSTS"),
+            trusted_proxies=listed("BASTION_TRUSTED_PROXIES"),
+            https=None if https is None else https.lower() in _TRUE,
+            store=text("BASTION_STORE"),
+            data_dir=text("BASTION_DATA_DIR"),
+        )

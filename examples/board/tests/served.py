@@ -13,7 +13,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -64,10 +64,18 @@ class BoardServer:
     configured by the environment alone (none of the test process's ``BASTION_*``,
     ``BOARD_*`` or ``DATABASE_URL``): a key of its own, its address as the one allowed
     origin, the seeded accounts' passwords, ``database_url``; sessions (and a SQLite
-    database, unless ``database_url`` names another) in ``directory``/data."""
+    database, unless ``database_url`` names another) in ``directory``/data. ``env`` adds
+    to that or replaces it (``BASTION_STORE``, a key shared with another server)."""
 
-    def __init__(self, directory: Path, database_url: URL) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        directory: Path,
+        database_url: URL,
+        *,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = directory / "uvicorn.log"
         inherited = {
@@ -83,6 +91,7 @@ class BoardServer:
             "BOARD_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "BOARD_AUTHOR_PASSWORD": AUTHOR_PASSWORD,
             "DATABASE_URL": database_url.render_as_string(hide_password=False),
+            **(env or {}),
         }
         command = [
             sys.executable,

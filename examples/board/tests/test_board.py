@@ -144,6 +144,8 @@ def test_database_url_from_the_environment(board: Board, tmp_path: Path) -> None
     assert (read.admin_password, read.author_password) == (None, None)
     both = settings.Settings.from_env({"BASTION_DATA_DIR": "/srv/sessions"})
     assert (both.data_dir, both.sessions_dir) == (Path("data"), Path("/srv/sessions"))
+    assert read.served_by is None
+    assert settings.Settings.from_env({"BOARD_SERVED_BY": "worker-2"}).served_by == "worker-2"
     hidden_password = settings.Settings.from_env(
         {"DATABASE_URL": "postgresql://app:hunter2-secret@db/board"}
     )

@@ -9,7 +9,6 @@ purpose keys, which still verify: the newest key makes, every key checks.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 from collections.abc import Sequence
 from typing import Final, Literal
@@ -86,7 +85,8 @@ def resolve_secret(
     *,
     debug: bool,
 ) -> tuple[Secret, tuple[Secret, ...]]:
-    """The root secret from the argument or ``BASTION_SECRET_KEY``, checked.
+    """The root secret (the argument, or ``BASTION_SECRET_KEY`` as ``Environment``
+    read it), checked.
 
     Without one, only debug mode gets an ephemeral key (action IDs and anything
     signed change at every restart); production refuses to start.
@@ -94,8 +94,6 @@ def resolve_secret(
     if isinstance(fallbacks, str | bytes):
         raise ConfigurationError("secret_key_fallbacks must be a list of keys, not one key")
     checked = tuple(_as_secret(f, "a key in secret_key_fallbacks") for f in fallbacks)
-    if secret_key is None:
-        secret_key = os.environ.get(ENV_VAR) or None
     if secret_key is None:
         if not debug:
             raise ConfigurationError(

@@ -63,13 +63,15 @@ class ForwardingRefused(ActionError):
     message = CATALOG["forwarding_refused"]
 
 
-def parse_networks(values: Sequence[str]) -> Networks:
+def parse_networks(values: Sequence[str], name: str = "trusted_proxies") -> Networks:
+    """Addresses or CIDR networks; ``name`` (the argument, or the environment variable
+    they came from) is what an error names."""
     if isinstance(values, str):
-        raise ConfigurationError("trusted_proxies must be a list of networks, not one string")
+        raise ConfigurationError(f"{name} must be a list of networks, not one string")
     try:
         return tuple(ipaddress.ip_network(v, strict=False) for v in values)
     except ValueError as exc:
-        raise ConfigurationError(f"trusted_proxies: {exc}") from None
+        raise ConfigurationError(f"{name}: {exc}") from None
 
 
 def rewritten_by_server(scope: Scope) -> bool:
