@@ -13,6 +13,7 @@ BOARD_DATA_DIR ?= data
 
 .PHONY: demo quickstart test lint typecheck audit pytest browser clean bench bench-profile wrk
 .PHONY: dist wheel-smoke lowest
+.PHONY: cluster proxies
 
 BOARD_REQUIREMENTS := examples/board/requirements.txt
 
@@ -77,6 +78,29 @@ quickstart: $(VENV)/.demo-installed .bastion-secret
 	BASTION_DATA_DIR="$${BASTION_DATA_DIR:-data}" \
 		$(BIN)/uvicorn --app-dir examples quickstart:app --host $(HOST) --port $(PORT) $(UVICORN_FLAGS)
 
+# The board on CLUSTER_WORKERS (3) uvicorn workers behind nginx (CLUSTER_PROXY=haproxy for
+# HAProxy), over TLS on https://127.0.0.1:8443/ (CLUSTER_PORT), the workers sharing one
+# Redis and one PostgreSQL (DATABASE_URL): examples/cluster/run.py, docs/cluster.md.
+# Ctrl-C stops every process it started. The workers share sessions through Redis, so
+# they need bastion's redis extra besides what `make demo` installs.
+$(VENV)/.cluster-installed: $(VENV)/.demo-installed
+	$(BIN)/python -m pip install --quiet -e '.[redis]' -r $(BOARD_REQUIREMENTS)
+	touch $@
+
+cluster: $(VENV)/.cluster-installed .bastion-secret proxies
+	@BASTION_SECRET_KEY="$$(cat .bastion-secret)" $(BIN)/python examples/cluster/run.py
+
+# nginx and HAProxy from Debian, for `make cluster` and its test (examples/board/tests/
+# test_cluster.py). Nothing to do when both are installed.
+NGINX   := /usr/sbin/nginx
+HAPROXY := /usr/sbin/haproxy
+
+proxies:
+	@test -x $(NGINX) -a -x $(HAPROXY) || { \
+		$(SUDO) apt-get update && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends nginx haproxy; }
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/ruff format --check src tests examples bench
@@ -85,7 +109,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src
 
-pytest: $(VENV)/.installed browser $(HTMX)
+pytest: $(VENV)/.installed browser proxies $(HTMX)
 	$(BIN)/pytest
 
 # The browser tests (tests/e2e, examples/board/tests/e2e) drive Debian's Chromium through

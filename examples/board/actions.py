@@ -133,6 +133,18 @@ def logout(ctx: Context[Member]) -> Notice:
 
 
 @bastion.action(policy=authenticated, rate="6/minute")
+async def sign_out_everywhere(ctx: Context[Member]) -> Notice:
+    """Every session of the caller ends, on every worker and host sharing the session
+    store (a phone left signed in, a cookie someone copied); this browser's too."""
+    ended = await ctx.end_sessions()
+    return Notice(message=f"Signed out everywhere ({_sessions(ended)} ended).")
+
+
+def _sessions(count: int) -> str:
+    return f"{count} session" if count == 1 else f"{count} sessions"
+
+
+@bastion.action(policy=authenticated, rate="6/minute")
 def export_my_data(ctx: Context[Member]) -> Export:
     """Your account and posts. The handler returns the ORM row, hash and all; only the
     fields ``Export`` declares are read from it, and the hash is tainted besides: were
@@ -168,6 +180,29 @@ def change_role(
         role=data.role,
         message=f"{name} is now {article} {data.role}.",
     )
+
+
+@bastion.action(policy=admins, rate="30/minute")
+async def end_member_sessions(ctx: Context[Member], ref: Annotated[AccountRef, Bound]) -> Notice:
+    """Admins only: sign a member out on every device (a lost laptop, a suspicion). Their
+    next click is anonymous; their role and posts are untouched."""
+    if ref.account_id == member(ctx).id:
+        raise ActionError(
+            "Use “Sign out everywhere” on your profile for your own sessions.",
+            code="own_sessions",
+            status=409,
+        )
+    name = await db.run(_account_name, ref.account_id)
+    ended = await ctx.end_sessions(ref.account_id)
+    return Notice(message=f"{name} is signed out everywhere ({_sessions(ended)} ended).")
+
+
+def _account_name(account_id: int) -> str:
+    with db.session() as session:
+        account = session.get(Account, account_id)
+        if account is None:
+            raise ActionError("This account no longer exists.", code="account_gone", status=404)
+        return account.name
 
 
 # --- posts ------------------------------------------------------------------------------------

@@ -438,6 +438,14 @@ class Bastion(Generic[U]):
         framework's own error shape."""
         app.add_exception_handler(protecting.Refused, protecting.respond)
 
+    async def end_sessions(self, user_id: str | int) -> int:
+        """End every session of ``user_id``, on every worker and host that shares the
+        store (a password reset, an account locked by an admin): each of their browsers
+        is anonymous at its next request. Returns how many sessions were ended. In an
+        action, ``ctx.end_sessions()`` does the same and signs the caller's own browser
+        out in its reply."""
+        return await self.session_manager.end_all(user_id)
+
     # --- per request -------------------------------------------------------------------
 
     async def user(self, request: Any) -> U | None:

@@ -91,7 +91,17 @@ class SessionConfig:
     absolute_timeout: float = 7 * 24 * 3600.0
     """Seconds after creation after which the session is gone, however active."""
 
+    max_per_user: int = 1000
+    """Signed-in sessions one user may have at once. Each is listed under its user so
+    that ``end_sessions`` can end them all, on every host; a sign-in past this ends the
+    user's oldest session rather than leave one that could not be ended."""
+
     def __post_init__(self) -> None:
+        value = self.max_per_user
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(
+                f"SessionConfig.max_per_user must be a positive integer, not {value!r}"
+            )
         if not (isinstance(self.cookie_name, str) and _COOKIE_NAME.fullmatch(self.cookie_name)):
             raise ConfigurationError(
                 f"SessionConfig.cookie_name must be letters, digits, '_' or '-', "

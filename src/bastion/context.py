@@ -8,12 +8,12 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 from bastion.auth import U, load_user
-from bastion.errors import ConfigurationError, Forbidden
+from bastion.errors import ConfigurationError, Forbidden, Unauthorized
 from bastion.taint import TaintSet
 
 if TYPE_CHECKING:
     from bastion.auth import PasswordCheck, UserLoader
-    from bastion.sessions import Session
+    from bastion.sessions import Session, SessionManager
 
 __all__ = ["Context"]
 
@@ -33,6 +33,7 @@ class Context(Generic[U]):
         "_load_user",
         "_password_check",
         "_scope",
+        "_sessions",
         "_user",
         "action",
         "bound",
@@ -52,8 +53,10 @@ class Context(Generic[U]):
         client: str | None,
         load_user: UserLoader[U] | None,
         password_check: PasswordCheck,
+        sessions: SessionManager | None = None,
     ) -> None:
         self._scope = scope
+        self._sessions = sessions
         self._load_user = load_user
         self._password_check = password_check
         self._user: Any = _UNLOADED
@@ -115,6 +118,21 @@ class Context(Generic[U]):
         """Sign out: the session ends."""
         self.session.logout()
         self._user = None
+
+    async def end_sessions(self, user_id: str | int | None = None) -> int:
+        """End every session of ``user_id`` (by default the signed-in caller's own), on
+        every worker and host that shares the store: each browser of theirs is signed
+        out at its next request. When that includes this call's session, this reply
+        signs this browser out too. Returns how many sessions were ended."""
+        target = self.session.user_id if user_id is None else user_id
+        if target is None:
+            raise Unauthorized()
+        if self._sessions is None:
+            raise RuntimeError("this Context was built without the app's sessions")
+        ended = await self._sessions.end_all(target)
+        if self.session.user_id == target:
+            self.logout()
+        return ended
 
     async def check_password(self, account: str, password: str, stored_hash: str | None) -> bool:
         """Whether ``password`` is right for ``account`` (``stored_hash`` is ``None`` when

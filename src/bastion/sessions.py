@@ -7,6 +7,11 @@ pages set no cookie. An ID the server did not issue is never adopted: an unknown
 expired cookie gets a fresh session (no fixation). ``rotate()`` issues a new ID and
 CSRF secret and kills the old ID; ``clear()`` ends the session.
 
+Every signed-in session is also listed under its user (``user-sessions:<id>``, the
+storage keys of its sessions and when each expires, written with compare-and-set at
+sign-in), so that ``SessionManager.end_all`` can end every session of a user, on every
+worker and host that shares the store: a "sign out everywhere", or an admin's.
+
 A session is written back only if the store still holds what this request loaded
 (``Store.compare_and_set``): a request that loaded it before a log-out, a rotation or
 another request's change can never resurrect or overwrite it; its own change is
@@ -49,6 +54,10 @@ FLASH_KEY: Final = "bastion.flash"
 _ID: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 _TOUCH_EVERY: Final = 60.0
 """Seconds between writes that only record activity (for the idle timeout)."""
+_INDEX: Final = "user-sessions:"
+_INDEX_ATTEMPTS: Final = 20
+"""Compare-and-set attempts on a user's list of sessions before giving up (only
+simultaneous sign-ins of one user contend for it)."""
 _CONFIRM_AFTER: Final = 0.1
 """Seconds after its session was loaded past which a call confirms that the session
 still exists before its handler runs (a log-out may have ended it meanwhile)."""
@@ -275,6 +284,14 @@ class SessionManager:
             expected = stored[1] if stored is not None and stored[0] == key else None
             if await store.compare_and_set(key, expected, value, max(ttl, 1.0)):
                 session._stored = (key, value)
+                if expected is None and record.get("user") is not None:
+                    # A new storage key of a signed-in session (a sign-in, or a move
+                    # from a fallback key): listed under its user, to be ended with
+                    # the user's other sessions.
+                    # Listed until it can no longer be alive: its absolute timeout
+                    # (activity extends its idle one, never that).
+                    expires = record["created"] + timeouts.absolute_timeout
+                    await self._remember(record["user"], key, expires)
             else:
                 logger.info(
                     "bastion: a session changed or ended while a request used it; "
@@ -289,6 +306,67 @@ class SessionManager:
         created: float = session._record["created"]
         max_age = int(created + self.config.absolute_timeout - time.time())
         return [(b"set-cookie", _cookie_header(name, sid, max_age, secure))]
+
+    async def end_all(self, user_id: str | int) -> int:
+        """End every session of ``user_id``, wherever it is being used: each storage key
+        listed under the user is deleted, so the next request with any of their cookies
+        is anonymous (a request in flight cannot write its session back: compare-and-set
+        finds it gone). Returns how many sessions were ended.
+
+        A sign-in that completes meanwhile is ended too: the list is emptied with
+        compare-and-set, and read again whenever a sign-in changed it first."""
+        store, index = self.store, _index_key(user_id)
+        seen: set[str] = set()
+        ended = 0
+        for _ in range(_INDEX_ATTEMPTS):
+            raw = await store.get(index)
+            if raw is None:
+                return ended
+            for key, _expires in _live(raw):
+                if key in seen:
+                    continue
+                seen.add(key)
+                # Counted only if still there: a session signed out on its own is listed
+                # until it would have expired.
+                if await store.get(key) is not None:
+                    ended += 1
+                await store.delete(key)
+            if await store.compare_and_set(index, raw, b"[]", 1.0):
+                return ended
+        raise RuntimeError(f"the sessions of user {user_id!r} changed too often to end them")
+
+    async def _remember(self, user_id: str | int, key: str, expires: float) -> None:
+        """List ``key`` under its user. Past ``max_per_user`` live sessions, the oldest
+        is ended, so that no session of the user is ever left off the list."""
+        store, index = self.store, _index_key(user_id)
+        for _ in range(_INDEX_ATTEMPTS):
+            raw = await store.get(index)
+            entries = [e for e in _live(raw) if e[0] != key] + [(key, expires)]
+            excess = len(entries) - self.config.max_per_user
+            dropped, entries = entries[: max(excess, 0)], entries[max(excess, 0) :]
+            value = json.dumps(entries).encode()
+            ttl = max(e[1] for e in entries) - time.time()
+            if await store.compare_and_set(index, raw, value, max(ttl, 1.0)):
+                for old, _expires in dropped:
+                    await store.delete(old)
+                return
+        # The session exists but could not be listed, so it could never be ended: it
+        # must not live on (the save fails; the middleware answers 503).
+        await store.delete(key)
+        raise RuntimeError(f"could not list a new session of user {user_id!r}")
+
+
+def _index_key(user_id: str | int) -> str:
+    # JSON keeps 1 and "1" apart, as the session records do.
+    return _INDEX + json.dumps(user_id)
+
+
+def _live(raw: bytes | None) -> list[tuple[str, float]]:
+    """A user's list of sessions, without those expired."""
+    if not raw:
+        return []
+    now = time.time()
+    return [(key, expires) for key, expires in json.loads(raw) if expires > now]
 
 
 def cookie_name(base: str, secure: bool) -> str:

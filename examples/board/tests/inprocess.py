@@ -131,6 +131,10 @@ class Board:
                         client.cookies.jar.set_cookie(cookie)
             yield client
 
+    def forget_sessions(self, person: Person) -> None:
+        """After every session of ``person`` was ended: the next browser signs in afresh."""
+        self._jars.pop(person.id, None)
+
     def account(self, role: str, name: str = "Test") -> Person:
         email = f"{role}-{next(_emails)}-{secrets.token_hex(3)}@board.example"
         Account = self.db_module.Account

@@ -179,6 +179,8 @@ class Form:
     button: str = ""
     within: str | None = None
     """The id of the innermost article or section around it."""
+    id: str | None = None
+    """The form's own id, if it has one."""
 
 
 class _Forms(HTMLParser):
@@ -196,7 +198,10 @@ class _Forms(HTMLParser):
         elif tag == "form":
             within = next((i for i in reversed(self._around) if i), None)
             self._form = Form(
-                attributes.get("action", ""), attributes.get("method", "get"), within=within
+                attributes.get("action", ""),
+                attributes.get("method", "get"),
+                within=within,
+                id=attributes.get("id"),
             )
             self.forms.append(self._form)
         elif self._form is None:
@@ -264,11 +269,12 @@ class Browser:
         return reply.text
 
     def form(self, *, button: str, within: str | None = None) -> Form:
-        """The one form of the current page with this button (in ``within``)."""
+        """The one form of the current page with this button (in ``within``, or whose
+        own id is ``within``)."""
         found = [
             f
             for f in forms(self.page_text)
-            if f.button == button and (within is None or f.within == within)
+            if f.button == button and (within is None or within in (f.within, f.id))
         ]
         assert len(found) == 1, f"{len(found)} forms with a {button!r} button on {self.page_path}"
         return found[0]

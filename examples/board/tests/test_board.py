@@ -45,8 +45,10 @@ ACTIONS = (
     "signup",
     "login",
     "logout",
+    "sign_out_everywhere",
     "export_my_data",
     "change_role",
+    "end_member_sessions",
     "create_post",
     "edit_post",
     "delete_post",
@@ -170,8 +172,10 @@ def test_every_action_passes_bastion_audit(board: Board) -> None:
         "signup": "10/hour",
         "login": "20/minute",
         "logout": "30/minute",
+        "sign_out_everywhere": "6/minute",
         "export_my_data": "6/minute",
         "change_role": "30/minute",
+        "end_member_sessions": "30/minute",
         "create_post": "10/minute",
         "edit_post": "30/minute",
         "delete_post": "30/minute",
@@ -179,6 +183,7 @@ def test_every_action_passes_bastion_audit(board: Board) -> None:
     }
     assert {r.name: r.bound_arguments for r in reports if r.bound_arguments} == {
         "change_role": ["account_id"],
+        "end_member_sessions": ["account_id"],
         "edit_post": ["post_id", "version"],
         "delete_post": ["post_id", "version"],
     }
@@ -193,8 +198,10 @@ STATUS: dict[str, tuple[int, int, int, int, int]] = {
     "signup": (200, 200, 200, 200, 200),
     "login": (200, 200, 200, 200, 200),
     "logout": (401, 200, 200, 200, 200),
+    "sign_out_everywhere": (401, 200, 200, 200, 200),
     "export_my_data": (401, 200, 200, 200, 200),
     "change_role": (401, 403, 403, 403, 200),
+    "end_member_sessions": (401, 403, 403, 403, 200),
     "create_post": (401, 403, 200, 200, 200),
     "edit_post": (401, 403, 200, 403, 200),
     "delete_post": (401, 403, 200, 403, 200),
@@ -221,8 +228,9 @@ def test_policy_matrix(board: Board, action: str, caller: str, status: int) -> N
     person = None
     if caller != "anonymous":
         person = owner if caller == "owner" else board.member(caller, ROLE[caller])
-    # login and logout end the session they are called in: those sign in afresh.
-    with board.browser(person, reuse=action not in ("login", "logout")) as client:
+    # These end the session they are called in: they sign in afresh.
+    ending = ("login", "logout", "sign_out_everywhere")
+    with board.browser(person, reuse=action not in ending) as client:
         newcomer = board.account("author", "Newcomer")
         data: dict[str, Any] = {
             "signup": {
@@ -235,6 +243,9 @@ def test_policy_matrix(board: Board, action: str, caller: str, status: int) -> N
                 "role": "reader",
                 "_bound": board.sealed("change_role", {"account_id": target.id}),
             },
+            "end_member_sessions": {
+                "_bound": board.sealed("end_member_sessions", {"account_id": target.id}),
+            },
             "create_post": {"title": "Matrix", "body": "A post from the matrix."},
             "edit_post": {
                 "title": "Edited",
@@ -245,6 +256,8 @@ def test_policy_matrix(board: Board, action: str, caller: str, status: int) -> N
             "report_problem": {"summary": "It broke."},
         }.get(action, {})
         reply = client.call(action, data)
+    if action == "sign_out_everywhere" and person is not None:
+        board.forget_sessions(person)  # its other browsers were signed out too
 
     assert reply.status_code == status, reply.text
     body = reply.json()
@@ -574,7 +587,7 @@ def test_an_admin_changes_a_role_and_it_applies_at_once(board: Board) -> None:
         assert authors.call("create_post", {"title": "Before", "body": "Yes."}).status_code == 200
         with board.browser(admin) as client:
             page = html(client, "/admin")
-            sealed = hidden(page.text, "_bound", within=f"account-{author.id}")
+            sealed = hidden(page.text, "_bound", within=f"role-form-{author.id}")
             reply = client.call("change_role", {"role": "reader", "_bound": sealed})
             assert reply.json() == {
                 "ok": True,
@@ -787,7 +800,7 @@ def test_public_pages_and_their_headers(board: Board) -> None:
         page = html(client, "/security").text
     assert re.findall(r'<tr id="action-(\w+)">', page) == list(ACTIONS)
     assert "<code>require(roles=[&#39;admin&#39;])</code>" in page
-    assert "9 actions, 0 violations." in page
+    assert "11 actions, 0 violations." in page
     assert "<code>password</code>: SecretStr" in page
 
 

@@ -4,6 +4,9 @@ data directory of its own, both on one PostgreSQL database and one Redis
 
 - A visitor signs in on A and goes on on B: B knows the session (the page shows who is
   signed in), takes A's form token, and the post B creates is read back on A.
+- Sign out everywhere, pressed on A, signs the visitor out on B too; an admin on A
+  signs a member out on B; a role an admin changes on A applies to the member's next
+  call on B.
 - Redis goes away: B refuses the create-post call with 503 and the generic envelope, and
   no post is written. Sessions live in Redis, not beside the processes: with Redis gone
   there is no session to check a token against, so nothing is done.
@@ -24,8 +27,15 @@ import pytest
 from services import RedisServer, free_port, redis_server
 
 from .databases import Postgres
-from .served import AUTHOR, AUTHOR_PASSWORD, BoardServer, Browser
+from .served import ADMIN, ADMIN_PASSWORD, AUTHOR, AUTHOR_PASSWORD, BoardServer, Browser
 
+NO_SESSION = {
+    "ok": False,
+    "error": {
+        "code": "no_session",
+        "message": "Your session has ended or cookies are off. Reload the page and try again.",
+    },
+}
 UNAVAILABLE = {
     "ok": False,
     "error": {"code": "unavailable", "message": "The service is unavailable. Try again later."},
@@ -105,3 +115,54 @@ def test_with_redis_gone_a_create_post_call_is_503_and_writes_nothing(
         assert body == UNAVAILABLE
     assert postgres.rows("SELECT count(*) FROM posts") == before
     assert postgres.rows("SELECT count(*) FROM posts WHERE title = %s", "Redis is gone") == [(0,)]
+
+
+def test_sign_out_everywhere_on_a_signs_out_on_b(pair: Pair) -> None:
+    """The author is signed in on two devices, one on each worker. From the first, on A,
+    "Sign out everywhere": the second, on B, is signed out at its next page."""
+    with Browser(pair.a) as phone, Browser(pair.b) as laptop:
+        phone.sign_in(AUTHOR, AUTHOR_PASSWORD)
+        laptop.sign_in(AUTHOR, AUTHOR_PASSWORD)
+        assert "Sign out" in laptop.open("/")
+        phone.open("/me")
+        page = phone.submit(phone.form(button="Sign out everywhere"), "/login")
+        assert "Signed out everywhere (2 sessions ended)." in page
+        assert "Sign out" not in laptop.open("/login")
+        assert laptop.get("/me").headers["location"].startswith("/login")
+
+
+def test_an_admin_on_a_signs_a_member_out_and_demotes_them_on_b(
+    pair: Pair, postgres: Postgres
+) -> None:
+    """An admin on A changes the author's role to reader: the author's next post, on
+    B, is refused 403. Then the admin signs the author out everywhere: the author's
+    next call on B is refused as one whose session has ended (its page's token is
+    bound to a session that no longer exists)."""
+    [(author_id,)] = postgres.rows("SELECT id FROM accounts WHERE email = %s", AUTHOR)
+    with Browser(pair.a) as admin, Browser(pair.b) as author:
+        admin.sign_in(ADMIN, ADMIN_PASSWORD)
+        author.sign_in(AUTHOR, AUTHOR_PASSWORD)
+        compose = author.form(button="Publish", within="compose")
+        before = author.call(compose, {"title": "Still an author", "body": "Yes."})
+        assert before.status_code == 200, before.text
+
+        admin.open("/admin")
+        role = admin.form(button="Save", within=f"role-form-{author_id}")
+        reply = admin.call(role, {"role": "reader", "_bound": role.hidden["_bound"]})
+        assert reply.json()["data"]["message"] == "Ada is now a reader."
+        demoted = author.call(compose, {"title": "A reader now", "body": "No."})
+        assert demoted.status_code == 403, demoted.text
+
+        admin.open("/admin")
+        end = admin.form(button="Sign out everywhere", within=f"sessions-form-{author_id}")
+        reply = admin.call(end, {"_bound": end.hidden["_bound"]})
+        assert reply.json() == {
+            "ok": True,
+            "data": {"message": "Ada is signed out everywhere (1 session ended)."},
+        }
+        gone = author.call(compose, {"title": "Signed out", "body": "No."})
+        assert (gone.status_code, gone.json()) == (403, NO_SESSION)
+        assert "Sign out" in admin.open("/admin")  # the admin's own session is untouched
+    assert postgres.rows(
+        "SELECT count(*) FROM posts WHERE title IN (%s, %s)", "A reader now", "Signed out"
+    ) == [(0,)]

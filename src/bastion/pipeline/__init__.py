@@ -438,6 +438,7 @@ def _context(call: Call, runtime: Runtime) -> Context:
             client=runtime.client_address(call.scope),
             load_user=runtime.load_user,
             password_check=runtime.password_check,
+            sessions=runtime.sessions,
         )
         call.principal = session.user_id
     return call.ctx

@@ -197,10 +197,21 @@ def _bound_attacks() -> list[tuple[str, Attack]]:
             {"role": "admin"},
             _seal("delete_post", {"post_id": 2}, bind_session=False),
         ),
+        # A role form's seal names an account too: it must not sign that account out.
+        "role-seal-to-end-sessions": (
+            "end_member_sessions",
+            {},
+            _seal("change_role", {"account_id": 2}, bind_session=False),
+        ),
+        "end-sessions-seal-of-another-session": (
+            "end_member_sessions",
+            {},
+            _another_session("end_member_sessions", {"account_id": 2}),
+        ),
     }
     cases = []
     for name, (action, fields, sealed) in seals.items():
-        caller = "admin" if action == "change_role" else "author"
+        caller = "admin" if action in ("change_role", "end_member_sessions") else "author"
         body = _with_bound(fields, sealed)
         cases.append((f"bound-{name}", Attack(action, *BOUND_INVALID, body, caller=caller)))
         form = Attack(
@@ -229,6 +240,13 @@ def _tokens() -> list[tuple[str, Attack]]:
         cases.append((f"create-post-cookie-{kind}", attack))
     role = Attack("change_role", *CSRF, b'{"role":"admin"}', token="none", caller="admin")
     cases.append(("change-role-without-a-token", role))
+    # A forged "sign out everywhere" from another site would sign a victim out of
+    # every device: the same token check as any other action.
+    for kind in ("none", "forged", "other-session"):
+        attack = Attack("sign_out_everywhere", *CSRF, b"{}", token=kind, caller="author")
+        cases.append((f"sign-out-everywhere-token-{kind}", attack))
+    ending = Attack("end_member_sessions", *CSRF, b"{}", token="none", caller="admin")
+    cases.append(("end-member-sessions-without-a-token", ending))
     return cases
 
 
@@ -239,6 +257,7 @@ BOARD: Final = [
     *json_attacks("report_problem", _structural()[::3]),
     *json_attacks("export_my_data", _structural(without_input=True)[::4], caller="author"),
     *json_attacks("change_role", _structural()[::5], caller="admin"),
+    *json_attacks("sign_out_everywhere", _structural(without_input=True)[::4], caller="author"),
     *form_attacks("login", _adapted(corpus.FORM_ENTRIES)),
     *form_attacks("signup", _adapted(corpus.FORM_ENTRIES[::2])),
     *_bound_attacks(),
