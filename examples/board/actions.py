@@ -208,7 +208,7 @@ def _account_name(account_id: int) -> str:
 # --- posts ------------------------------------------------------------------------------------
 
 
-@bastion.action(policy=authors, rate="10/minute")
+@bastion.action(policy=authors, rate="10/minute", idempotent=True)
 def create_post(ctx: Context[Member], data: Draft) -> PostSaved:
     """Authors and admins: 401 for visitors, 403 for readers."""
     with db.transaction() as session:

@@ -228,6 +228,7 @@ class Bastion(Generic[U]):
         max_body_bytes: int | None = None,
         max_files: int | None = None,
         max_file_bytes: int | None = None,
+        idempotent: bool = False,
     ) -> Callable[[F], F]:
         """Register a function as an action. It is returned unchanged.
 
@@ -242,6 +243,9 @@ class Bastion(Generic[U]):
         ``Depends``), or it takes ``(ctx, data)``; anything but ``True`` answers 403.
         ``fragment`` names the template htmx requests get back, rendered with ``data``
         (the result as the return type reads it), ``user`` and ``request``.
+        ``idempotent=True`` runs a call once per idempotency key (the ``Idempotency-Key``
+        header, or the key ``action_form()`` puts in each rendered form): a repeat gets
+        the first call's reply, a concurrent one 409, the key with another body 422.
         """
         overrides = {
             key: value
@@ -275,6 +279,7 @@ class Bastion(Generic[U]):
                 fragment=fragment,
                 file_cap_declared=max_file_bytes is not None,
                 body_cap_declared=max_body_bytes is not None,
+                idempotent=idempotent,
                 limits=limits,
                 timeout=check_timeout(
                     self.config.timeout if timeout is None else timeout,

@@ -117,6 +117,8 @@ def _text(reports: list[ActionReport]) -> str:
             if r.max_file_bytes is not None:
                 lines.append(f"             files {r.max_file_bytes} B each")
             lines.append(f"  bound      {', '.join(r.bound_arguments) or 'none'}")
+            if r.idempotent:
+                lines.append("  once       per idempotency key (idempotent=True)")
             for f in r.fields:
                 shown = {k: v for k, v in f.bounds.items() if k != "unbounded"}
                 bounds = ", ".join(f"{k}={v}" for k, v in shown.items()) or "no bounds"

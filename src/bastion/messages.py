@@ -46,6 +46,9 @@ CATALOG: Final[Mapping[str, str]] = MappingProxyType(
         "cross_origin": "This request did not come from an allowed origin.",
         "forwarding_refused": "This request's forwarding headers are not accepted here.",
         "bound_invalid": "This form is no longer valid. Reload the page and try again.",
+        "idempotency_in_progress": "This request is already being processed. Try again shortly.",
+        "idempotency_key_reused": "This idempotency key was used for another request.",
+        "idempotency_key_invalid": "This form is no longer valid. Reload the page and try again.",
         "untrusted_host": "Invalid host header",
         # Field messages of a 422 that bastion writes (pydantic writes the others).
         "invalid_value": "Invalid value.",

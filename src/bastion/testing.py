@@ -49,7 +49,7 @@ except ImportError as missing:  # pragma: no cover - depends on what is installe
         "pip install 'bastion[testing]'"
     ) from missing
 
-from bastion import csrf, passwords
+from bastion import csrf, idempotency, passwords
 from bastion.app import Bastion
 from bastion.pipeline.flash import Flash
 from bastion.pipeline.stages.binding import DEFAULT_TTL
@@ -146,6 +146,14 @@ class ActionClient(TestClient):
         with self._portal_factory() as portal:
             session = portal.call(self._ensure_session)
         return csrf.issue(session, self.bastion.keys)
+
+    def idempotency_key(self, action: Callable[..., Any] | str) -> str:
+        """The ``_idem`` value ``action_form()`` renders for an ``idempotent=True`` action
+        in a page for this client (its session is created if needed): send it in a form,
+        twice for a double click."""
+        with self._portal_factory() as portal:
+            session = portal.call(self._ensure_session)
+        return idempotency.issue(self.bastion.keys, self.bastion.registry.get(action), session)
 
     async def _ensure_session(self) -> Session:
         """This client's session; created (and its cookie taken) if it has none."""

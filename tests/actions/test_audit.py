@@ -78,6 +78,7 @@ REPORT_KEYS = {
     "max_body_bytes",
     "max_file_bytes",
     "bound_arguments",
+    "idempotent",
     "fields",
     "violations",
 }
@@ -1160,3 +1161,24 @@ def test_the_tighter_of_two_checked_caps_is_reported(bastion: Bastion) -> None:
     report = report_of(bastion, M)
     assert report.fields == [FieldReport("name", "str", {"max_length": 10})]
     assert report.violations == []
+
+
+class Order(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: int
+
+
+def test_an_idempotent_action_says_so(bastion: Bastion) -> None:
+    """``idempotent=True`` is in the inventory and in the text report's own line."""
+    from bastion.cli import _text
+
+    @bastion.action(policy=public, idempotent=True)
+    def order(data: Order) -> None: ...
+
+    @bastion.action(policy=public)
+    def other(data: Order) -> None: ...
+
+    reports = {r.name: r for r in inventory(bastion)}
+    assert (reports["order"].idempotent, reports["other"].idempotent) == (True, False)
+    text = _text([reports["order"], reports["other"]])
+    assert text.count("  once       per idempotency key (idempotent=True)") == 1

@@ -264,7 +264,7 @@ def test_key_ring_repr_shows_no_key_material() -> None:
     """repr(KeyRing) names purposes and generations only."""
     ring = KeyRing(Secret(SECRET.encode()), [Secret(OTHER_SECRET.encode())])
     assert repr(ring) == (
-        "KeyRing(purposes=['action-id', 'csrf', 'session', 'bound'], generations=2)"
+        "KeyRing(purposes=['action-id', 'csrf', 'session', 'bound', 'idempotency'], generations=2)"
     )
 
 

@@ -79,6 +79,7 @@ def test_templates_installs_its_globals_on_an_environment(bastion: Bastion) -> N
         "csrf_meta",
         "flash",
         "htmx_config",
+        "idempotency_input",
     }
 
 

@@ -21,9 +21,13 @@ def numbered() -> list[tuple[int, str, str]]:
 
 def test_the_stages_run_checks_then_the_reply_then_guard_and_audit() -> None:
     """The refusing checks first, the count of an early refusal, the release of
-    dependencies whatever happened, the reply once, the taint guard and the audit last."""
+    dependencies whatever happened, the reply once, then the taint guard, the keeping of
+    an idempotent reply (after the guard: a reply it refused is never replayed) and the
+    audit last."""
     whens = [stage.when for stage in pipeline.STAGES]
-    assert whens == ["checks"] * 14 + ["refused", "release", "reply", "always", "always"]
+    assert whens == ["checks"] * 14 + ["refused", "release", "reply"] + ["always"] * 3
+    names = [stage.name for stage in pipeline.STAGES][-3:]
+    assert names == ["taint guard", "idempotency", "audit"]
     assert [stage.name for stage in pipeline.STAGES][:3] == ["session", "route", "origin"]
 
 

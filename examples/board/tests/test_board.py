@@ -840,3 +840,32 @@ def test_profile_page_and_unknown_pages(board: Board) -> None:
         assert missing.status_code == 404
         assert "There is no page here." in missing.text
         assert html(client, "/posts/999999/edit").status_code == 404
+
+
+# --- exactly once -----------------------------------------------------------------------------
+
+
+@on_both_databases
+def test_a_double_clicked_post_form_creates_one_post(board: Board) -> None:
+    """A browser without JavaScript sends the compose form twice (a double click, or a
+    reload that re-posts): the form's ``_idem`` key makes create-post run once. Both
+    posts land on the board; one post exists, written once in the database."""
+    author = board.account("author")
+    title = f"Once {secrets.token_hex(4)}"
+    with board.browser(author) as client:
+        page = html(client, "/").text
+        fields = {
+            "title": title,
+            "body": "Clicked twice.",
+            "_csrf": hidden(page, "_csrf", within="compose"),
+            "_idem": hidden(page, "_idem", within="compose"),
+            "_next": "/",
+        }
+        replies = [client.submit("create_post", fields, token=None) for _ in range(2)]
+        assert [(r.status_code, r.headers["location"]) for r in replies] == [(303, "/")] * 2
+        # A new page renders a new key: the next post is a post of its own.
+        again = hidden(html(client, "/").text, "_idem", within="compose")
+        assert again != fields["_idem"]
+    Post = board.db_module.Post
+    with board.core.db.session() as session:
+        assert session.scalar(select(func.count()).where(Post.title == title)) == 1

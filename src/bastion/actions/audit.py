@@ -68,6 +68,8 @@ class ActionReport:
     max_body_bytes: int | None
     max_file_bytes: int | None
     bound_arguments: list[str]
+    idempotent: bool = False
+    """Declared ``idempotent=True``: runs once per idempotency key."""
     fields: list[FieldReport] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
 
@@ -117,6 +119,7 @@ def _report(spec: ActionSpec) -> ActionReport:
         max_body_bytes=spec.limits.max_body_bytes,
         max_file_bytes=spec.limits.max_file_bytes if spec.accepts_uploads else None,
         bound_arguments=list(spec.bound.model_fields) if spec.bound is not None else [],
+        idempotent=spec.idempotent,
         fields=list(
             _fields(
                 spec.input_model,

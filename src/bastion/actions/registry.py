@@ -78,6 +78,7 @@ def build_spec(
     fragment: str | None = None,
     file_cap_declared: bool = False,
     body_cap_declared: bool = False,
+    idempotent: bool = False,
 ) -> ActionSpec:
     where = f"action {name!r}"
     if policy is None:
@@ -90,6 +91,8 @@ def build_spec(
         policy = predicate(policy)  # a plain callable of the context
     if check is not None and not callable(check):
         raise ConfigurationError(f"{where}: check must be callable, not {check!r}")
+    if not isinstance(idempotent, bool):
+        raise ConfigurationError(f"{where}: idempotent must be True or False, not {idempotent!r}")
     if not callable(fn) or not (inspect.isfunction(fn) or inspect.iscoroutinefunction(fn)):
         raise ConfigurationError(f"{where}: an action must be a plain function, not {fn!r}")
     try:
@@ -192,6 +195,7 @@ def build_spec(
         redirects=redirects,
         renders=renders,
         check_arguments=check_arguments,
+        idempotent=idempotent,
         takes_dependencies=any(
             a.dependency is not None for a in (*arguments, *(check_arguments or ()))
         ),

@@ -154,6 +154,9 @@ class ActionSpec:
     takes_dependencies: bool = False
     """Whether the handler or its check names a ``Depends``: stages 11 and 16 do
     nothing for an action that does not."""
+    idempotent: bool = False
+    """Declared ``idempotent=True``: a call with an idempotency key runs once, and its
+    repeats get the first reply (``bastion.idempotency``)."""
     check_arguments: tuple[Argument, ...] | None = None
     """``check=``'s parameters, read from its annotations; ``None`` for a check taking
     ``(ctx, data)`` by position."""

@@ -25,10 +25,10 @@ logger = logging.getLogger("bastion")
 MIN_SECRET_BYTES: Final = 32
 ENV_VAR: Final = "BASTION_SECRET_KEY"
 
-Purpose = Literal["action-id", "csrf", "session", "bound"]
+Purpose = Literal["action-id", "csrf", "session", "bound", "idempotency"]
 """What a derived key is for. Each purpose is one ``info`` string for HKDF."""
 
-_PURPOSES: Final[tuple[Purpose, ...]] = ("action-id", "csrf", "session", "bound")
+_PURPOSES: Final[tuple[Purpose, ...]] = ("action-id", "csrf", "session", "bound", "idempotency")
 
 
 class Secret:

@@ -37,7 +37,7 @@ from jinja2.runtime import Context
 from jinja2.utils import htmlsafe_json_dumps
 from markupsafe import Markup, escape
 
-from bastion import csrf
+from bastion import csrf, idempotency
 from bastion.http.headers import NONCE_KEY
 from bastion.http.responses import safe_next
 from bastion.pipeline.flash import Flash
@@ -122,6 +122,18 @@ def install(runtime: Runtime, target: Any) -> None:
         return Markup('<input type="hidden" name="_bound" value="{}">').format(sealed)
 
     @pass_context
+    def idempotency_input(context: Context, action: str) -> Markup:
+        """The hidden ``_idem`` input of an ``idempotent=True`` action's form: a key made
+        for this render, so a second submit of the same page runs nothing twice."""
+        request = context.get("request")
+        if request is None:
+            raise RuntimeError("bastion's form helpers need `request` in the template context")
+        key = idempotency.issue(
+            runtime.keys, runtime.registry.get(action), get_session(request.scope)
+        )
+        return Markup('<input type="hidden" name="{}" value="{}">').format(idempotency.FIELD, key)
+
+    @pass_context
     def action_form(
         context: Context,
         action: str,
@@ -144,6 +156,7 @@ def install(runtime: Runtime, target: Any) -> None:
             )
             + bastion_fields(context, next)
             + (bound_input(context, action, bind) if bind is not None else Markup(""))
+            + (idempotency_input(context, action) if spec.idempotent else Markup(""))
             # The call block's body is template source, rendered (and escaped) by Jinja.
             + Markup(caller() if caller is not None else "")  # noqa: S704
             + Markup("</form>")
@@ -199,6 +212,7 @@ def install(runtime: Runtime, target: Any) -> None:
         csrf_meta=csrf_meta,
         flash=flash,
         htmx_config=htmx_config,
+        idempotency_input=idempotency_input,
     )
 
 

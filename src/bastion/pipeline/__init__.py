@@ -24,7 +24,8 @@ first line and the security model's table to one order.)
     10 bound values     binding          sealed values opened                    400
     11 dependencies     depends          Depends(...) values, within the timeout 504
     12 object check     policy           the action's check= on the call         403
-    13 execute          execute          the handler, within its timeout         504
+    13 execute          execute          the handler, within its timeout; once   504 409 422
+                                         per idempotency key
     14 output           output           through the return type (and fragment)  500
     15 refusals         ratelimit        a call refused before stage 6, counted  429
                                          per address (refusal_rate)
@@ -32,7 +33,9 @@ first line and the security model's table to one order.)
                                          output and before the reply
     17 respond          responses        JSON, 303 + flash, or htmx              200 303
     18 taint guard      taint            no tainted value in reply, flash, URL   500
-    19 audit            events           one AuditEvent per call
+    19 idempotency      idempotency      an idempotent call's reply kept for its
+                                         repeats (or its key released)
+    20 audit            events           one AuditEvent per call
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from bastion import csrf, events
+from bastion import csrf, events, idempotency
 from bastion.actions import policy
 from bastion.actions.spec import ActionSpec, BodyKind
 from bastion.context import Context
@@ -113,6 +116,10 @@ class Call:
     principal: Any = None
     counted: bool = False
     """Whether the rate-limit stage was reached (a refusal after it is not counted again)."""
+    claim: idempotency.Claim | None = None
+    """The idempotency key this call holds (an ``idempotent=True`` action's)."""
+    ran: bool = False
+    """Whether the handler returned: from then on, running it again could write twice."""
 
 
 StageFn = Callable[[Call, "Runtime"], Awaitable[None]]
@@ -222,9 +229,21 @@ async def _object_check(call: Call, runtime: Runtime) -> None:
 
 
 async def _execute(call: Call, runtime: Runtime) -> None:
-    ctx = _context(call, runtime)
+    spec, ctx = _spec(call), _context(call, runtime)
+    if spec.idempotent:
+        body = _body_of(call)
+        key = idempotency.key_of(runtime.keys, spec, ctx.session, call.headers, body.reserved)
+        if key is not None:
+            held = await idempotency.claim(
+                runtime.store, runtime.keys, spec, ctx.session, key, body.data, body.reserved
+            )
+            if isinstance(held, Response):
+                call.response = held  # a repeat: the first call's reply, and nothing runs
+                return
+            call.claim = held
     values = call.resources.handler if call.resources is not None else {}
-    call.result = await execute.run(_spec(call), ctx, call.data, values)
+    call.result = await execute.run(spec, ctx, call.data, values)
+    call.ran = True
 
 
 async def _output(call: Call, runtime: Runtime) -> None:
@@ -286,6 +305,18 @@ async def _taint_guard(call: Call, runtime: Runtime) -> None:
         call.response = _guard(runtime, call, call.response)
 
 
+async def _idempotency(call: Call, runtime: Runtime) -> None:
+    held = call.claim
+    if held is None:
+        return
+    try:
+        await idempotency.keep(runtime.store, held, call.response, call.error, call.ran, call.flash)
+    except Exception:
+        # The reply stands; the claim stays until it expires, so a repeat gets 409 and
+        # never a second run.
+        logger.exception("bastion: the store failed to keep an idempotent call's reply")
+
+
 async def _audit(call: Call, runtime: Runtime) -> None:
     spec, ctx = call.spec, call.ctx
     session_user = call.session.user_id if call.session is not None else None
@@ -325,6 +356,7 @@ STAGES: Final[tuple[Stage, ...]] = (
     Stage("release", "pipeline.stages.depends", _release, "release"),
     Stage("respond", "http.responses", _respond, "reply"),
     Stage("taint guard", "taint", _taint_guard, "always"),
+    Stage("idempotency", "idempotency", _idempotency, "always"),
     Stage("audit", "events", _audit, "always"),
 )
 """Every call, in this order (the table above)."""
@@ -352,6 +384,8 @@ async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
     try:
         for stage in groups["checks"]:
             await stage.run(call, runtime)
+            if call.response is not None:
+                break  # the stage answered the call itself: an idempotent repeat
     except Exception as exc:
         _fail(call, runtime, exc)
     finally:

@@ -36,7 +36,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["Body", "read", "read_form_start", "validate"]
 
-RESERVED: Final = frozenset({CSRF_FIELD, "_next", "_bound"})
+RESERVED: Final = frozenset({CSRF_FIELD, "_next", "_bound", "_idem"})
 """Form fields bastion reads itself; every other ``_``-name is an ordinary (unknown) field."""
 
 MAX_REPORTED_ERRORS: Final = 50
