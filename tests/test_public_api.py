@@ -35,6 +35,7 @@ PUBLIC = [
     "Policy",
     "Principal",
     "RateLimited",
+    "ReauthenticationRequired",
     "Redirect",
     "SQLiteStore",
     "Secret",
@@ -57,6 +58,7 @@ PUBLIC = [
     "needs_rehash",
     "predicate",
     "public",
+    "recent_login",
     "require",
     "verify_password",
 ]

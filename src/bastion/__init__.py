@@ -4,7 +4,14 @@ Everything public is named here; the modules behind it are the pipeline's stages
 """
 
 from bastion.actions.depends import Depends
-from bastion.actions.policy import Policy, authenticated, predicate, public, require
+from bastion.actions.policy import (
+    Policy,
+    authenticated,
+    predicate,
+    public,
+    recent_login,
+    require,
+)
 from bastion.actions.spec import Bound, Fragment, Redirect
 from bastion.app import Bastion
 from bastion.auth import LoginThrottle, Principal, User
@@ -21,6 +28,7 @@ from bastion.errors import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    ReauthenticationRequired,
     ServiceUnavailable,
     Timeout,
     Unauthorized,
@@ -61,6 +69,7 @@ __all__ = [
     "Policy",
     "Principal",
     "RateLimited",
+    "ReauthenticationRequired",
     "Redirect",
     "SQLiteStore",
     "Secret",
@@ -83,6 +92,7 @@ __all__ = [
     "needs_rehash",
     "predicate",
     "public",
+    "recent_login",
     "require",
     "verify_password",
 ]

@@ -41,6 +41,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RateLimited",
+    "ReauthenticationRequired",
     "ServiceUnavailable",
     "Timeout",
     "Unauthorized",
@@ -101,6 +102,20 @@ class Unauthorized(ActionError):
     status = 401
     code = "unauthorized"
     message = CATALOG["unauthorized"]
+
+
+class ReauthenticationRequired(ActionError):
+    """The action needs a recent log-in (``recent_login(...)``) and this session's is
+    older: the caller confirms who they are (signs in again), then retries. A plain form
+    is sent to ``page`` (with ``?next=`` the page it came from) when the policy names one."""
+
+    status = 401
+    code = "reauthentication_required"
+    message = CATALOG["reauthentication_required"]
+
+    def __init__(self, page: str | None = None) -> None:
+        super().__init__()
+        self.page = page
 
 
 class Forbidden(ActionError):

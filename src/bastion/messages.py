@@ -30,6 +30,7 @@ CATALOG: Final[Mapping[str, str]] = MappingProxyType(
         "bad_request": "The request could not be processed.",
         "malformed": "The request body is malformed.",
         "unauthorized": "Please sign in first.",
+        "reauthentication_required": "Please confirm it is you: sign in again to do this.",
         "forbidden": "You are not allowed to do that.",
         "not_found": "Not found.",
         "method_not_allowed": "Actions are called with POST.",

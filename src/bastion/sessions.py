@@ -140,12 +140,22 @@ class Session(MutableMapping[str, Any]):
 
     def login(self, user_id: str | int) -> None:
         """Sign in: rotate first (a session ID known before log-in dies), then remember
-        the user. The CSRF secret is new, so tokens rendered before are refused."""
+        the user and when they proved who they are. The CSRF secret is new, so tokens
+        rendered before are refused. Signing the same user in again is how a re-
+        authentication (``recent_login``) is recorded."""
         if isinstance(user_id, bool) or not isinstance(user_id, str | int):
             raise TypeError(f"a user ID is a str or an int, not {type(user_id).__name__}")
         self.rotate()
         self._record["user"] = user_id
+        self._record["auth"] = time.time()
         self.modified = True
+
+    @property
+    def authenticated_at(self) -> float | None:
+        """When the signed-in user last proved who they are (their log-in), as a Unix
+        time; ``None`` for an anonymous visitor."""
+        at = self._record.get("auth") if self.user_id is not None else None
+        return float(at) if isinstance(at, int | float) else None
 
     def logout(self) -> None:
         """Sign out: the whole session ends (its data and its ID)."""

@@ -8,6 +8,7 @@ import time, not at request time). The vocabulary::
     authenticated                       any signed-in user
     require("post:create")              a user with every listed permission
     require(roles={"author", "admin"})  a user with at least one of the roles
+    recent_login(max_age=600)           a user who signed in (again) in the last 10 min
     predicate(fn)                       fn(ctx) -> bool, sync or async
     a & b,  a | b                       both, either (evaluated left to right)
 
@@ -20,10 +21,12 @@ is about ("owns this post") come after validation: ``@bastion.action(check=...)`
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from bastion.errors import Forbidden, Unauthorized
+from bastion.errors import Forbidden, ReauthenticationRequired, Unauthorized
 
 if TYPE_CHECKING:
     from bastion.context import Context
@@ -34,6 +37,7 @@ __all__ = [
     "authorize",
     "predicate",
     "public",
+    "recent_login",
     "require",
 ]
 
@@ -181,6 +185,43 @@ def require(*permissions: str, roles: Iterable[str] = ()) -> Policy:
     if not perms and not wanted:
         raise TypeError("require() needs at least one permission or role")
     return _Require(perms, wanted)
+
+
+class _RecentLogin(Policy):
+    wants_sign_in = True
+    admits_anonymous = False
+
+    def __init__(self, max_age: float, page: str | None) -> None:
+        self.max_age = max_age
+        self.page = page
+
+    def allows(self, ctx: Context) -> bool:
+        if ctx.user is None:
+            return False
+        at = ctx.session.authenticated_at
+        if at is None or not 0 <= time.time() - at <= self.max_age:
+            # Not "forbidden": the same user, signed in again, may go on.
+            raise ReauthenticationRequired(self.page)
+        return True
+
+    def describe(self) -> str:
+        return f"recent_login(max_age={self.max_age:g}s)"
+
+
+def recent_login(max_age: float | timedelta = 600.0, *, page: str | None = None) -> Policy:
+    """A signed-in user whose log-in is at most ``max_age`` old (seconds, or a
+    ``timedelta``): step-up for what a stolen session must not do on its own (change the
+    password or e-mail, create an API token, delete the account). An older log-in is
+    ``401 reauthentication_required``, not 403: the same user signs in again
+    (``ctx.login()`` rotates the session and records the time) and retries. A plain form
+    refused so is sent to ``page`` (``?next=`` its own page) when given. Combine it with
+    ``&`` (``require(roles={"admin"}) & recent_login()``)."""
+    seconds = max_age.total_seconds() if isinstance(max_age, timedelta) else max_age
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise TypeError(f"recent_login() takes a positive max_age, not {max_age!r}")
+    if page is not None and not (page.startswith("/") and not page.startswith("//")):
+        raise TypeError(f"recent_login(page=...) is a path of this site, not {page!r}")
+    return _RecentLogin(float(seconds), page)
 
 
 def predicate(fn: Callable[[Context], bool | Awaitable[bool]]) -> Policy:

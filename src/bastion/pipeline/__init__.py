@@ -48,6 +48,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import urlencode
 
 from starlette.datastructures import Headers
 from starlette.responses import Response
@@ -57,7 +58,13 @@ from bastion import csrf, events, idempotency
 from bastion.actions import policy
 from bastion.actions.spec import ActionSpec, BodyKind
 from bastion.context import Context
-from bastion.errors import ActionError, Internal, RateLimited, ServiceUnavailable
+from bastion.errors import (
+    ActionError,
+    Internal,
+    RateLimited,
+    ReauthenticationRequired,
+    ServiceUnavailable,
+)
 from bastion.events import AuditEvent
 from bastion.http import network, origin, responses
 from bastion.http.incoming import RequestHeaders
@@ -543,5 +550,9 @@ def _refuse(call: Call, runtime: Runtime, exc: ActionError, debug: object = None
     if responses.wants_redirect(call.headers, call.form_post):
         # A plain form goes back to the page it came from, which shows the flash.
         _flash(call, flash.failure(call.spec, exc, call.body, call.digest, message))
-        return responses.redirect(responses.referer_path(call.headers) or "/")
+        back = responses.referer_path(call.headers) or "/"
+        if isinstance(exc, ReauthenticationRequired) and exc.page is not None:
+            # First to the page where the user signs in again, which sends them back.
+            return responses.redirect(f"{exc.page}?{urlencode({'next': back})}")
+        return responses.redirect(back)
     return responses.error(exc, digest=call.digest, debug=debug, message=message)
