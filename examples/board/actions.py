@@ -10,7 +10,8 @@ and send their queries to a thread with ``db.run``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import timedelta
+from typing import Annotated, Final
 
 from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.exc import IntegrityError, ProgrammingError
@@ -25,6 +26,7 @@ from bastion import (
     hash_password,
     needs_rehash,
     public,
+    recent_login,
     require,
 )
 
@@ -35,11 +37,13 @@ from .schemas import (
     Credentials,
     Draft,
     Export,
+    NewPassword,
     Notice,
     PostDeleted,
     PostRef,
     PostSaved,
     ProblemReport,
+    Reauthentication,
     RoleChanged,
     RoleChoice,
     SignedIn,
@@ -48,6 +52,7 @@ from .schemas import (
 )
 
 __all__ = [
+    "change_password",
     "change_role",
     "create_post",
     "delete_post",
@@ -55,6 +60,7 @@ __all__ = [
     "export_my_data",
     "login",
     "logout",
+    "reauthenticate",
     "report_problem",
     "signup",
 ]
@@ -130,6 +136,42 @@ async def login(ctx: Context[Member], data: Credentials) -> SignedIn:
 def logout(ctx: Context[Member]) -> Notice:
     ctx.logout()
     return Notice(message="You are signed out.")
+
+
+STEP_UP: Final = recent_login(max_age=timedelta(minutes=10), page="/reauth")
+"""What a session left open, or a copied cookie, must not do alone: within ten minutes
+of a log-in only; later, the member types their password again on /reauth."""
+
+
+@bastion.action(policy=authenticated, rate="20/minute")
+async def reauthenticate(ctx: Context[Member], data: Reauthentication) -> Notice:
+    """The member's password again: a log-in of the same member (throttled as log-in is,
+    the session rotated), which opens the step-up window."""
+    me = member(ctx)
+    account = await db.run(_find_account, me.email)
+    if account is not None:
+        ctx.taint(account.password_hash, "password hash")
+    stored = account.password_hash if account is not None else None
+    password = data.password.get_secret_value()
+    if not await ctx.check_password(me.email, password, stored) or account is None:
+        raise ActionError("Wrong password.", code="login_failed", status=401)
+    await ctx.login(Member.of(account))
+    return Notice(message="Thank you. You may go on.")
+
+
+@bastion.action(policy=STEP_UP, rate="6/minute")
+async def change_password(ctx: Context[Member], data: NewPassword) -> Notice:
+    """A new password, only soon after a log-in; every other session of the member
+    ends (a thief's among them), and this browser stays signed in, in a new session."""
+    me = member(ctx)
+    await db.run(_store_hash, me.id, data.password.get_secret_value())
+    ended = await ctx.end_sessions()  # this one too: it signs straight back in below
+    await ctx.login(me)
+    others = ended - 1
+    return Notice(
+        message=f"Your password is changed. {others} other session"
+        f"{'' if others == 1 else 's'} signed out."
+    )
 
 
 @bastion.action(policy=authenticated, rate="6/minute")

@@ -207,6 +207,12 @@ async def login(request: Request) -> Response:
     return render(request, "login.html", None, next=after)
 
 
+@members_only
+async def reauth(request: Request, member: Member) -> Response:
+    """Where a form refused for an old log-in lands: the password again, then back."""
+    return render(request, "reauth.html", member, next=next_path(request.query_params.get("next")))
+
+
 async def signup(request: Request) -> Response:
     if await signed_in(request) is not None:
         return RedirectResponse("/", status_code=303)
@@ -300,6 +306,7 @@ ROUTES: Final = [
     ("/", board),
     ("/posts/{post_id:row_id}/edit", edit),
     ("/login", login),
+    ("/reauth", reauth),
     ("/signup", signup),
     ("/me", me),
     ("/admin", admin),

@@ -65,6 +65,16 @@ class SignUp(Input):
     password: Annotated[SecretStr, Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)]
 
 
+class NewPassword(Input):
+    password: Annotated[SecretStr, Field(min_length=MIN_PASSWORD_LENGTH, max_length=1024)]
+
+
+class Reauthentication(Input):
+    """The signed-in member's own password, once more, for what needs a recent log-in."""
+
+    password: SecretStr = Field(min_length=1, max_length=1024)
+
+
 class Credentials(Input):
     # Not EmailStr: a log-in says nothing about which addresses are well-formed accounts.
     # The same spelling as sign-up's, so it finds the account and shares its throttle.

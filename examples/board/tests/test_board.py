@@ -11,6 +11,7 @@ kind of caller.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import re
 import secrets
@@ -18,9 +19,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import anyio
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import URL
+
+from bastion.testing import ActionClient
 
 from .inprocess import (
     ADMIN_PASSWORD,
@@ -45,6 +49,8 @@ ACTIONS = (
     "signup",
     "login",
     "logout",
+    "reauthenticate",
+    "change_password",
     "sign_out_everywhere",
     "export_my_data",
     "change_role",
@@ -172,6 +178,8 @@ def test_every_action_passes_bastion_audit(board: Board) -> None:
         "signup": "10/hour",
         "login": "20/minute",
         "logout": "30/minute",
+        "reauthenticate": "20/minute",
+        "change_password": "6/minute",
         "sign_out_everywhere": "6/minute",
         "export_my_data": "6/minute",
         "change_role": "30/minute",
@@ -198,6 +206,8 @@ STATUS: dict[str, tuple[int, int, int, int, int]] = {
     "signup": (200, 200, 200, 200, 200),
     "login": (200, 200, 200, 200, 200),
     "logout": (401, 200, 200, 200, 200),
+    "reauthenticate": (401, 200, 200, 200, 200),
+    "change_password": (401, 200, 200, 200, 200),
     "sign_out_everywhere": (401, 200, 200, 200, 200),
     "export_my_data": (401, 200, 200, 200, 200),
     "change_role": (401, 403, 403, 403, 200),
@@ -229,7 +239,7 @@ def test_policy_matrix(board: Board, action: str, caller: str, status: int) -> N
     if caller != "anonymous":
         person = owner if caller == "owner" else board.member(caller, ROLE[caller])
     # These end the session they are called in: they sign in afresh.
-    ending = ("login", "logout", "sign_out_everywhere")
+    ending = ("login", "logout", "reauthenticate", "change_password", "sign_out_everywhere")
     with board.browser(person, reuse=action not in ending) as client:
         newcomer = board.account("author", "Newcomer")
         data: dict[str, Any] = {
@@ -239,6 +249,8 @@ def test_policy_matrix(board: Board, action: str, caller: str, status: int) -> N
                 "password": PASSWORD,
             },
             "login": {"email": newcomer.email, "password": newcomer.password},
+            "reauthenticate": {"password": PASSWORD},
+            "change_password": {"password": PASSWORD},  # the same: later sign-ins work
             "change_role": {
                 "role": "reader",
                 "_bound": board.sealed("change_role", {"account_id": target.id}),
@@ -256,7 +268,7 @@ def test_policy_matrix(board: Board, action: str, caller: str, status: int) -> N
             "report_problem": {"summary": "It broke."},
         }.get(action, {})
         reply = client.call(action, data)
-    if action == "sign_out_everywhere" and person is not None:
+    if action in ("sign_out_everywhere", "change_password") and person is not None:
         board.forget_sessions(person)  # its other browsers were signed out too
 
     assert reply.status_code == status, reply.text
@@ -800,7 +812,7 @@ def test_public_pages_and_their_headers(board: Board) -> None:
         page = html(client, "/security").text
     assert re.findall(r'<tr id="action-(\w+)">', page) == list(ACTIONS)
     assert "<code>require(roles=[&#39;admin&#39;])</code>" in page
-    assert "11 actions, 0 violations." in page
+    assert "13 actions, 0 violations." in page
     assert "<code>password</code>: SecretStr" in page
 
 
@@ -869,3 +881,48 @@ def test_a_double_clicked_post_form_creates_one_post(board: Board) -> None:
     Post = board.db_module.Post
     with board.core.db.session() as session:
         assert session.scalar(select(func.count()).where(Post.title == title)) == 1
+
+
+# --- step-up ----------------------------------------------------------------------------------
+
+
+def age_login(board: Board, client: ActionClient, seconds: float) -> None:
+    """Move the session's log-in ``seconds`` into the past, in the board's store."""
+    store, manager = board.bastion.store, board.bastion.session_manager
+    key = manager.store_keys(client.session_id or "")[0]
+    record = json.loads(anyio.run(store.get, key) or b"{}")
+    record["auth"] -= seconds
+    anyio.run(store.set, key, json.dumps(record).encode(), 3600.0)
+
+
+def test_changing_the_password_needs_a_recent_log_in(board: Board) -> None:
+    """A session signed in an hour ago (left open, or copied) tries to change the
+    password: without JavaScript it lands on /reauth, which sends it back to /me; as a
+    script it gets 401 reauthentication_required. The password again, and the change
+    goes through; the member's other session is signed out, this one is not."""
+    author = board.account("author", "Ada")
+    with board.browser(author) as here, board.browser(author) as elsewhere:
+        age_login(board, here, 3600)
+        html(here, "/me")
+        new = "a brand new password for Ada"
+        reply = here.submit("change_password", {"password": new}, referer="/me")
+        assert (reply.status_code, reply.headers["location"]) == (303, "/reauth?next=%2Fme")
+        page = html(here, "/reauth?next=%2Fme").text
+        assert hidden(page, "_next", within="reauth") == "/me"
+        script = here.call("change_password", {"password": new})
+        assert script.status_code == 401
+        assert script.json()["error"]["code"] == "reauthentication_required"
+        wrong = here.call("reauthenticate", {"password": "not the password"})
+        assert (wrong.status_code, wrong.json()["error"]["code"]) == (401, "login_failed")
+        assert here.call("reauthenticate", {"password": author.password}).status_code == 200
+        changed = here.call("change_password", {"password": new})
+        assert changed.json() == {
+            "ok": True,
+            "data": {"message": "Your password is changed. 1 other session signed out."},
+        }
+        assert here.call("export_my_data").status_code == 200
+        assert elsewhere.call("export_my_data").status_code in (401, 403)
+    with board.client() as fresh:
+        old = fresh.call("login", {"email": author.email, "password": author.password})
+        assert old.status_code == 401
+        assert fresh.call("login", {"email": author.email, "password": new}).status_code == 200

@@ -433,12 +433,12 @@ def test_an_admin_edits_and_deletes_anyones_post_and_changes_roles(
         row = page.locator("tr", has=page.get_by_role("rowheader", name="Mallory"))
         row.get_by_label("Role of Mallory").select_option("reader")
         row.get_by_role("button", name="Save").click()
-        expect(row.locator("output")).to_have_text("Mallory is now a reader.")
+        expect(row.locator(".role-form output")).to_have_text("Mallory is now a reader.")
         shot(page, screenshots, "admin")
         assert 'id="compose"' not in mallory.page("/")
         row.get_by_label("Role of Mallory").select_option("author")
         row.get_by_role("button", name="Save").click()
-        expect(row.locator("output")).to_have_text("Mallory is now an author.")
+        expect(row.locator(".role-form output")).to_have_text("Mallory is now an author.")
     assert 'id="compose"' in mallory.page("/")
 
 
@@ -573,11 +573,11 @@ def test_security_page_lists_every_action(
 ) -> None:
     with browsing(browser, board, True, as_=people["ada"]) as page:
         page.goto(board.url + "/security")
-        expect(page.locator("table.inventory tbody tr")).to_have_count(9)
+        expect(page.locator("table.inventory tbody tr")).to_have_count(13)
         expect(page.locator("#action-create_post")).to_contain_text(
             "require(roles=['admin', 'author'])"
         )
-        expect(page.locator(".summary")).to_contain_text("9 actions, 0 violations.")
+        expect(page.locator(".summary")).to_contain_text("13 actions, 0 violations.")
         shot(page, screenshots, "security")
         page.goto(board.url + "/me")
         shot(page, screenshots, "profile")

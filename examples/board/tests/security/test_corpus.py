@@ -258,6 +258,8 @@ BOARD: Final = [
     *json_attacks("export_my_data", _structural(without_input=True)[::4], caller="author"),
     *json_attacks("change_role", _structural()[::5], caller="admin"),
     *json_attacks("sign_out_everywhere", _structural(without_input=True)[::4], caller="author"),
+    *json_attacks("reauthenticate", _structural()[::4], caller="author"),
+    *json_attacks("change_password", _structural()[::4], caller="author"),
     *form_attacks("login", _adapted(corpus.FORM_ENTRIES)),
     *form_attacks("signup", _adapted(corpus.FORM_ENTRIES[::2])),
     *_bound_attacks(),
