@@ -66,6 +66,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis Cluster of the tests (``redis+cluster://…``): ``REDIS_CLUSTER_URL``, else
+    a throwaway three-master cluster for the whole run, else the test is skipped with that
+    reason (see tests/services.py). Tests that stop a node start a cluster of their own."""
+    with services.redis_cluster_for_tests(tmp_path_factory.mktemp("redis-cluster")) as url:
+        yield url
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The count of distinct test functions (tests/summary.py), once per run."""
     summary.register(config)

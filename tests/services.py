@@ -5,6 +5,9 @@
   Redis are skipped, with that reason shown in the summary.
 - ``RedisServer`` is a ``redis-server`` of a test's own, on a spare loopback port and
   without persistence, that the test may kill, freeze and restart.
+- ``RedisClusterServers`` is a Redis Cluster of a test's own (three masters, with or
+  without a replica each) made of such servers; ``REDIS_CLUSTER_URL`` names the cluster
+  the tests share instead (else one is started for the run, else they are skipped).
 - ``AppServer`` is ``tests/fixtures/shared_app.py`` under uvicorn in its own process.
 
 Everything listens on 127.0.0.1 only, and every process started here is stopped by the
@@ -13,6 +16,7 @@ fixture or ``with`` block that started it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -23,10 +27,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2 as httpx
 import pytest
+import redis
+import redis.cluster
+
+from bastion.stores.redis import CLUSTER_SCHEME, cluster_nodes
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_APP = "tests.fixtures.shared_app:app"
@@ -82,13 +91,17 @@ class RedisServer:
     """A ``redis-server`` of the test's own: loopback only, no RDB, no AOF, its files in
     ``directory``. ``stop`` kills it; ``start`` again serves on the same port (empty)."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         binary = redis_server_binary()
         if binary is None:
             pytest.skip("redis-server is not installed: the test needs a Redis of its own")
         self.binary = binary
         self.directory = directory
         self.port = port or free_port()
+        self.args = args
+        """More of redis-server's options (a cluster node's)."""
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = directory / "redis-server.log"
 
@@ -115,6 +128,7 @@ class RedisServer:
                     str(self.directory),
                     "--daemonize",
                     "no",
+                    *self.args,
                 ],
                 cwd=self.directory,
                 stdout=log,
@@ -149,6 +163,12 @@ class RedisServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def command(self, *args: str) -> Any:
+        """One command's reply, decoded (``CLUSTER INFO`` as text, ``INFO`` as a dict,
+        ``ROLE`` as a list), on a connection of its own."""
+        with redis.Redis(port=self.port, socket_timeout=2, decode_responses=True) as client:
+            return client.execute_command(*args)
+
 
 @contextmanager
 def redis_server(directory: Path, port: int | None = None) -> Iterator[RedisServer]:
@@ -172,6 +192,182 @@ def redis_for_tests(directory: Path) -> Iterator[str]:
         pytest.skip("no Redis: REDIS_URL is unset and redis-server is not installed")
     with redis_server(directory) as server:
         yield server.url
+
+
+# --- a Redis Cluster -------------------------------------------------------------------------
+
+
+def redis_cli_binary() -> str | None:
+    return shutil.which("redis-cli")
+
+
+class RedisClusterServers:
+    """A Redis Cluster of the test's own: ``masters`` masters, with ``replicas`` replicas
+    each, every node a ``RedisServer`` (loopback, no persistence) in a directory of its own
+    under ``directory``. ``node_timeout`` (ms) is how long a silent node has until it is
+    marked failed and, if it was a master with a replica, replaced by that replica."""
+
+    def __init__(
+        self, directory: Path, masters: int = 3, replicas: int = 0, node_timeout: int = 15000
+    ) -> None:
+        cli = redis_cli_binary()
+        if cli is None:
+            pytest.skip("redis-cli is not installed: the test needs a Redis Cluster of its own")
+        self.cli = cli
+        self.replicas = replicas
+        self.nodes: list[RedisServer] = []
+        ports: set[int] = set()
+        for _ in range(masters * (1 + replicas)):
+            # Each node listens on two ports: clients' and the cluster bus.
+            port, bus = _spare_port(ports), _spare_port(ports)
+            args = (
+                "--cluster-enabled",
+                "yes",
+                "--cluster-port",
+                str(bus),
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+                "--cluster-node-timeout",
+                str(node_timeout),
+                # A replica's first sync at once, not after redis-server's 5 s of waiting
+                # for other replicas to share it.
+                "--repl-diskless-sync-delay",
+                "0",
+            )
+            self.nodes.append(RedisServer(directory / f"node-{port}", port, args))
+
+    @property
+    def url(self) -> str:
+        """bastion's spelling: ``redis+cluster://`` and every node's address."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self) -> None:
+        """Start every node, join them into one cluster with the slots split evenly among
+        the masters, and wait until every node says the cluster is ok (and every replica
+        has synchronised with its master)."""
+        for node in self.nodes:
+            node.start()
+        created = subprocess.run(
+            [
+                self.cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                "--cluster-replicas",
+                str(self.replicas),
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        if created.returncode != 0:
+            pytest.fail(f"redis-cli --cluster create failed:\n{created.stdout.decode()}")
+        if not wait_for(self.ready, 20.0, interval=0.1):
+            logs = "\n".join(node.log() for node in self.nodes)
+            pytest.fail(f"the Redis Cluster did not become ready:\n{logs}")
+
+    def ready(self) -> bool:
+        """Whether every node says ``cluster_state:ok`` and every replica's link to its
+        master is up."""
+        try:
+            for node in self.nodes:
+                if "cluster_state:ok" not in node.command("CLUSTER", "INFO"):
+                    return False
+                replication = node.command("INFO", "replication")
+                if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                    return False
+        except redis.exceptions.RedisError:
+            return False
+        return True
+
+    def masters(self) -> list[RedisServer]:
+        """The live nodes that are masters now (a failover changes which)."""
+        return [
+            node
+            for node in self.nodes
+            if not node.process_exited() and node.command("ROLE")[0] == "master"
+        ]
+
+    def owner(self, key: str) -> RedisServer:
+        """The master that serves ``key`` now: the one whose own line of CLUSTER NODES
+        lists a slot range holding the key's slot."""
+        for node in self.masters():
+            slot = int(node.command("CLUSTER", "KEYSLOT", key))
+            for line in node.command("CLUSTER", "NODES").splitlines():
+                fields = line.split()
+                if "myself" in fields[2] and any(
+                    int(span.partition("-")[0]) <= slot <= int(span.rpartition("-")[2])
+                    for span in fields[8:]
+                    if span[0].isdigit()
+                ):
+                    return node
+        raise AssertionError(f"no master serves the slot of {key!r}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop(signal.SIGKILL)
+
+
+def _spare_port(taken: set[int]) -> int:
+    """A free loopback port not in ``taken`` (which it joins)."""
+    while (port := free_port()) in taken:
+        pass
+    taken.add(port)
+    return port
+
+
+@contextmanager
+def redis_cluster(
+    directory: Path, masters: int = 3, replicas: int = 0, node_timeout: int = 15000
+) -> Iterator[RedisClusterServers]:
+    """A started ``RedisClusterServers``, every node killed when the block ends (however
+    it ends)."""
+    cluster = RedisClusterServers(directory, masters, replicas, node_timeout)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@contextmanager
+def redis_cluster_for_tests(directory: Path) -> Iterator[str]:
+    """``REDIS_CLUSTER_URL`` (``redis+cluster://host:port,…``); else a throwaway three-master
+    cluster; else a skip that says why."""
+    url = os.environ.get("REDIS_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    if redis_server_binary() is None or redis_cli_binary() is None:
+        pytest.skip(
+            "no Redis Cluster: REDIS_CLUSTER_URL is unset and redis-server or "
+            "redis-cli is not installed"
+        )
+    with redis_cluster(directory) as cluster:
+        yield cluster.url
+
+
+def redis_client(url: str) -> redis.Redis | redis.RedisCluster:
+    """A plain (synchronous) client on ``url``, a single Redis or a cluster, to look around
+    the stores; on a cluster, SCAN reads every master and DEL splits its keys by slot."""
+    if url.startswith(CLUSTER_SCHEME):
+        nodes, username, password = cluster_nodes(url)
+        return redis.RedisCluster(
+            startup_nodes=[redis.cluster.ClusterNode(host, port) for host, port in nodes],
+            username=username,
+            password=password,
+            socket_timeout=5,
+        )
+    return redis.Redis.from_url(url, socket_timeout=5)
+
+
+def delete_matching(url: str, pattern: str) -> None:
+    """Delete every key that matches ``pattern`` (a SCAN pattern), on every master."""
+    with contextlib.closing(redis_client(url)) as client:
+        stale = list(client.scan_iter(match=pattern, count=1000))
+        if stale:
+            client.delete(*stale)
 
 
 # --- the app under uvicorn --------------------------------------------------------------------

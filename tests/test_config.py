@@ -417,3 +417,24 @@ def test_trusted_proxies_that_are_not_networks_name_the_variable(
         Bastion(secret_key=SECRET, allowed_origins=["https://app.example"])
     assert str(caught.value).startswith("BASTION_TRUSTED_PROXIES: ")
     assert "proxy.internal" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("redis:/cache:6379", "a value without a scheme"),
+        ("postgres://user:hunter2@db/sessions", "postgres://"),
+        ("rediss+cluster://a:1", "rediss+cluster://"),
+    ],
+)
+def test_a_store_url_bastion_does_not_know_stops_the_app(
+    clean_env: pytest.MonkeyPatch, value: str, named: str
+) -> None:
+    """A typo in BASTION_STORE used to mean SQLite beside each worker: sessions that
+    quietly do not cross hosts. Now the app refuses to start, naming the scheme only
+    (the rest of the URL may hold a password)."""
+    clean_env.setenv("BASTION_STORE", value)
+    with pytest.raises(ConfigurationError) as caught:
+        Bastion(secret_key=SECRET, allowed_origins=["https://app.example"])
+    assert str(caught.value).startswith(f"BASTION_STORE: {named} is not a store bastion knows")
+    assert "hunter2" not in str(caught.value)

@@ -1,14 +1,16 @@
 """Scale-out: two uvicorn processes of tests/fixtures/shared_app.py, on two ports, share
-one Redis (``BASTION_STORE=redis://…/11``) and one secret key.
+one Redis (``BASTION_STORE=redis://…/11``) or one three-master Redis Cluster
+(``BASTION_STORE=redis+cluster://…``), and one secret key: every test runs on both.
 
 A visitor signs in on A and then uses B: the session, the CSRF token and a sealed bound
 argument issued by A are accepted by B; a limit of 5 calls a minute holds across both
 (5 in total, not 10); and all of it still holds after both processes are restarted.
 Each process keeps its SQLite directory apart, so only Redis can be what they share.
 
-Isolation on a shared Redis: the servers use database 11, a secret key made for this
-run (so session keys are this run's own), and user IDs holding a token of this run (so
-rate-limit keys are too); every key the run made is deleted at the end.
+Isolation on a shared Redis: the servers use database 11 (a cluster has only database 0),
+a secret key made for this run (so session keys are this run's own), and user IDs holding
+a token of this run (so rate-limit keys are too); every key the run made, on every master
+of a cluster, is deleted at the end.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-import redis
-from services import AppServer, app_servers, free_port, start_all, with_db
+from services import AppServer, app_servers, free_port, redis_client, start_all, with_db
 
 from bastion import Bastion
 from bastion.stores import MemoryStore
 
 DB = 11
-"""The Redis database the two processes share."""
+"""The Redis database the two processes share (on a single Redis)."""
 COOKIE = "bastion_session"
 SID = re.compile(r"[A-Za-z0-9_-]{43}")
 CSRF_FAILED = {
@@ -65,14 +66,20 @@ class Cluster:
         start_all([self.a, self.b])
 
 
-@pytest.fixture(scope="module")
-def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """Processes A and B, sharing the tests' Redis (database 11) or their Redis Cluster."""
     directory = tmp_path_factory.mktemp("scaleout")
     port_a = free_port()
     port_b = free_port()
     while port_b == port_a:
         port_b = free_port()
-    store_url = with_db(redis_url, DB)
+    if request.param == "redis":
+        store_url = with_db(request.getfixturevalue("redis_url"), DB)
+    else:
+        store_url = request.getfixturevalue("redis_cluster_url")
     secret = secrets.token_urlsafe(48)
     env = {
         "BASTION_STORE": store_url,
@@ -90,9 +97,10 @@ def cluster(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 
 def clean_up(cluster: Cluster) -> None:
-    """Delete this run's keys: the sessions it made and its rate-limit counters."""
+    """Delete this run's keys: the sessions it made and its rate-limit counters (on a
+    cluster, SCAN reads every master and DEL goes to each key's own)."""
     keys = session_keys(cluster.secret, cluster.sids)
-    client = redis.Redis.from_url(cluster.store_url, socket_timeout=5)
+    client = redis_client(cluster.store_url)
     try:
         keys += list(client.scan_iter(match=f"*{cluster.run}*", count=1000))
         if keys:
@@ -215,11 +223,11 @@ def test_a_session_made_on_a_is_used_on_b(cluster: Cluster, visitor: Visitor) ->
 
 
 def test_the_session_lives_in_redis_not_in_a_process(cluster: Cluster, visitor: Visitor) -> None:
-    """The session is a key in Redis database 11 with an expiry, and neither process made
-    an SQLite store of its own."""
+    """The session is a key in Redis (database 11, or the cluster) with an expiry, and
+    neither process made an SQLite store of its own."""
     assert visitor.sid is not None
     [key] = session_keys(cluster.secret, {visitor.sid})
-    client = redis.Redis.from_url(cluster.store_url, socket_timeout=5)
+    client = redis_client(cluster.store_url)
     try:
         assert client.exists(key) == 1
         assert client.pttl(key) > 0

@@ -25,6 +25,7 @@ certificate, every PID and port) for tools and tests, and removes it when it sto
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import http.client
 import ipaddress
@@ -144,12 +145,16 @@ def _number(environ: Mapping[str, str], name: str, default: int) -> int:
 
 @dataclass
 class Child:
-    """A process the launcher started: stopped by its PID, its output in ``log``."""
+    """A process the launcher started: stopped by its PID, its output in ``log``; how it
+    was started (``command``, ``env``, ``cwd``) is kept, so that it can be started again."""
 
     name: str
     process: subprocess.Popen[bytes]
     log: Path
     port: int
+    command: list[str]
+    env: Mapping[str, str] | None
+    cwd: Path
 
     @property
     def pid(self) -> int:
@@ -169,9 +174,11 @@ class Child:
 class Cluster:
     """Every process started, in order, so that ``stop`` finds each one by its PID."""
 
-    def __init__(self, directory: Path, signals: Signals) -> None:
+    def __init__(self, directory: Path, signals: Signals | None = None) -> None:
         self.directory = directory
         self.signals = signals
+        """``None`` for a cluster run from other code (examples/cluster/faults.py), which
+        keeps its own signal handlers."""
         self.children: list[Child] = []
 
     def start(
@@ -184,21 +191,72 @@ class Cluster:
         cwd: Path | None = None,
     ) -> Child:
         log = self.directory / f"{name}.log"
-        with log.open("wb") as out, self.signals.held_back():
+        return self._spawn(name, command, log, port=port, env=env, cwd=cwd or self.directory)
+
+    def restart(self, child: Child, *, env: Mapping[str, str] | None = None) -> Child:
+        """``child`` stopped (if it still runs) and started again: the same command line,
+        directory and port, its environment updated with ``env``, its log appended to. It
+        takes the old one's place in ``children``, so ``stop`` keeps its order."""
+        self.stop_child(child)
+        changed = {**(child.env or os.environ), **(env or {})}
+        return self._spawn(
+            child.name,
+            child.command,
+            child.log,
+            port=child.port,
+            env=changed,
+            cwd=child.cwd,
+            replacing=child,
+        )
+
+    def _spawn(
+        self,
+        name: str,
+        command: list[str],
+        log: Path,
+        *,
+        port: int,
+        env: Mapping[str, str] | None,
+        cwd: Path,
+        replacing: Child | None = None,
+    ) -> Child:
+        held = self.signals.held_back() if self.signals else contextlib.nullcontext()
+        with log.open("ab" if replacing else "wb") as out, held:
             # A session of its own: Ctrl-C reaches the launcher only, which then stops the
             # children in order (the proxy first, its own Redis last).
             process = subprocess.Popen(  # noqa: S603 - our own command lines, no shell
                 command,
-                cwd=cwd or self.directory,
+                cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-            child = Child(name, process, log, port)
-            self.children.append(child)
+            child = Child(name, process, log, port, command, env, cwd)
+            if replacing is None:
+                self.children.append(child)
+            else:
+                self.children[self.children.index(replacing)] = child
         return child
+
+    def child(self, name: str) -> Child:
+        """The child named ``name`` (after a restart, the process started again)."""
+        return next(c for c in self.children if c.name == name)
+
+    def stop_child(self, child: Child, *, kill: bool = False) -> None:
+        """SIGTERM (or SIGKILL) to ``child``, by its PID, and its exit waited for; killed
+        if it has not exited in ``STOP_TIMEOUT``."""
+        if not child.exited():
+            if kill:
+                child.process.kill()
+            else:
+                child.process.terminate()
+        try:
+            child.process.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
 
     def wait_until(self, children: list[Child], answers: Callable[[Child], bool]) -> None:
         """Until each child answers; ``Failed`` if one exits or time runs out."""

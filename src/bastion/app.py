@@ -511,8 +511,11 @@ class Bastion(Generic[U]):
             )
 
     async def shutdown(self) -> None:
-        """Release the store's connections and files."""
-        await self.store.close()
+        """Release the store's and the rate-limit counters' connections and files."""
+        try:
+            await self.store.close()
+        finally:
+            await self.counter.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """Served on its own (not mounted): the same checks at start-up, the store closed

@@ -209,8 +209,9 @@ class Environment:
     app is served over https, behind a proxy that terminates TLS."""
 
     store: str | None = None
-    """``BASTION_STORE``: ``redis://…`` (several processes or hosts), ``memory://``,
-    ``sqlite:///dir``; unset, SQLite in the data directory."""
+    """``BASTION_STORE``: ``redis://…`` or ``redis+cluster://host:port[,…]`` (several
+    processes or hosts), ``memory://``, ``sqlite:///dir``; unset, SQLite in the data
+    directory. Anything else stops the app."""
 
     data_dir: str | None = None
     """``BASTION_DATA_DIR``: where the default SQLite store keeps its file (``data``)."""

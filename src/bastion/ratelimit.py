@@ -74,9 +74,14 @@ Strategy = Literal["sliding", "moving"]
 
 
 class Counter:
-    """Counters in a ``limits`` storage (memory by default; Redis to share them between
-    workers and hosts): the sliding-window counter, or with ``strategy="moving"`` the
-    exact moving window (``moving()`` gives one over the same storage).
+    """Counters in a ``limits`` storage (memory by default; Redis or a Redis Cluster,
+    ``redis+cluster://host:port[,host:port…]``, to share them between workers and hosts):
+    the sliding-window counter, or with ``strategy="moving"`` the exact moving window
+    (``moving()`` gives one over the same storage).
+
+    On a cluster, limits keeps a sliding window's two counters under one hash tag
+    (``LIMITS:{key}`` and ``LIMITS:{key}/-1``, one slot for the script that reads both)
+    and a moving window in one key, whatever the key parts bastion passes in.
 
     A storage that fails or does not answer in time fails closed: the call is refused
     with 503, never let through uncounted.
@@ -93,6 +98,7 @@ class Counter:
 
         uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
         options: dict[str, Any] = {}
+        cluster = uri.startswith("async+redis+cluster://")
         if uri.startswith(("async+redis://", "async+rediss://")):
             # redis-py (the redis extra), with bounded waits on every call, and a
             # connection that Redis dropped (a restart) replaced at once, not a 503.
@@ -104,7 +110,12 @@ class Counter:
                 "socket_connect_timeout": timeout,
                 "retry": reconnect_once(),
             }
+        elif cluster:
+            # redis-py too; its client is then replaced by one like the store's.
+            options = {"implementation": "redispy"}
         self.storage = storage_from_string(uri, **options)
+        if cluster:
+            _use_store_client(self.storage, uri.removeprefix("async+"), timeout)
         self.strategy: Strategy = strategy
         self.limiter: RateLimiter = _limiter(strategy, self.storage)
 
@@ -114,6 +125,14 @@ class Counter:
         other.storage, other.strategy = self.storage, "moving"
         other.limiter = _limiter("moving", self.storage)
         return other
+
+    async def close(self) -> None:
+        """Release the storage's connections (the app's shutdown). limits has no close of
+        its own: its Redis client is closed directly."""
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        closing = getattr(client, "aclose", None)
+        if closing is not None:
+            await closing()
 
     async def hit(self, rate: RateLimitItem, *key: str) -> None:
         """Count one call; 429 with ``Retry-After`` once the window is full."""
@@ -173,6 +192,19 @@ def sliding_wait(
         return 0.0
     # previous * (previous_ttl - t) / expiry < limit - current
     return max(0.0, previous_ttl - (limit - current) * expiry / previous)
+
+
+def _use_store_client(storage: Any, url: str, timeout: float) -> None:
+    """Put the store's own cluster client (``RedisStore``'s: same timeouts, a dropped
+    connection retried once, a timeout not retried) in a ``limits`` Redis Cluster storage.
+
+    limits builds redis-py's cluster client itself and retries a timeout there, so a node
+    that stopped answering would cost every call two timeouts. Its client has connected
+    to nothing yet; its scripts are registered again on this one."""
+    from bastion.stores.redis import cluster_client
+
+    storage.bridge.storage = cluster_client(url, timeout)
+    storage.bridge.register_scripts()
 
 
 def _limiter(strategy: Strategy, storage: Any) -> RateLimiter:

@@ -1,5 +1,6 @@
-"""RedisStore against a real Redis (``REDIS_URL``, else a throwaway redis-server), and the
-rate-limit counters in that Redis.
+"""RedisStore against a real Redis (``REDIS_URL``, else a throwaway redis-server) and a real
+Redis Cluster (``REDIS_CLUSTER_URL``, else three throwaway masters), and the rate-limit
+counters there.
 
 Each test writes under a key prefix of its own (``bastion-test-<random>:``) and deletes
 every key under it afterwards, so a shared Redis is left as it was and runs in parallel
@@ -10,6 +11,7 @@ Redis that refuses or does not answer fails every call fast (< 1 s) with an exce
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import signal
@@ -23,12 +25,22 @@ import pytest
 import redis
 import redis.asyncio
 from conftest import SECRET
-from services import free_port, redis_server
+from services import (
+    RedisClusterServers,
+    delete_matching,
+    free_port,
+    redis_client,
+    redis_cluster,
+    redis_server,
+    wait_for,
+)
 
 from bastion import Bastion
-from bastion.errors import RateLimited, ServiceUnavailable
+from bastion.errors import ConfigurationError, RateLimited, ServiceUnavailable
 from bastion.ratelimit import Counter, parse_rate
+from bastion.sessions import Session
 from bastion.stores import RedisStore, Store, store_from_url
+from bastion.stores.redis import cluster_client
 
 pytestmark = pytest.mark.anyio
 
@@ -340,3 +352,443 @@ def test_bastion_store_env_selects_redis_for_state_and_counters(
     assert app.store.url == redis_url
     assert type(app.counter.storage).__name__ == "RedisStorage"
     anyio.run(app.store.close)
+
+
+# --- Redis Cluster ----------------------------------------------------------------------------
+#
+# The tests' three-master cluster (redis_cluster_url) for what leaves it as it was; a cluster
+# of the test's own for what stops, freezes or fails over one of its nodes.
+
+
+@pytest.fixture
+def cluster_raw(redis_cluster_url: str, prefix: str) -> Iterator[redis.RedisCluster]:
+    """A plain client on the tests' cluster, to look around the store; every key under the
+    test's prefix, on every master, is deleted when the test ends."""
+    client = redis_client(redis_cluster_url)
+    assert isinstance(client, redis.RedisCluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        delete_matching(redis_cluster_url, f"*{prefix}*")
+
+
+@pytest.fixture
+async def cluster_store(
+    redis_cluster_url: str, prefix: str, cluster_raw: redis.RedisCluster
+) -> AsyncIterator[RedisStore]:
+    made = RedisStore(redis_cluster_url, prefix=prefix)
+    yield made
+    await made.close()
+
+
+def one_key_per_master(raw: redis.RedisCluster, prefix: str) -> dict[int, str]:
+    """Store keys (without the prefix) that the cluster spreads over its masters: one for
+    each master, by port."""
+    found: dict[int, str] = {}
+    masters = {node.port for node in raw.get_primaries()}
+    for i in range(1000):
+        port = raw.get_node_from_key(f"{prefix}k{i}").port
+        found.setdefault(port, f"k{i}")
+        if set(found) == masters:
+            return found
+    raise AssertionError(f"no keys found on every master: {found}")
+
+
+def test_store_from_url_makes_a_cluster_store(redis_cluster_url: str) -> None:
+    """redis+cluster://host:port,… (what BASTION_STORE says) selects RedisStore on a
+    cluster, and the counters default to the same cluster, spelled as limits spells it."""
+    made = store_from_url(redis_cluster_url)
+    assert isinstance(made, RedisStore)
+    assert made.url == redis_cluster_url
+    assert made.rate_limit_storage == redis_cluster_url
+    anyio.run(made.close)
+
+
+def test_cluster_repr_shows_the_nodes_not_the_password() -> None:
+    """repr() of a cluster store names its nodes only; building it connects to nothing."""
+    made = RedisStore("redis+cluster://:hunter2@127.0.0.1:7000,127.0.0.1:7001")
+    assert repr(made) == "RedisStore(cluster='127.0.0.1:7000,127.0.0.1:7001')"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("redis+cluster://", "a Redis Cluster URL names host:port pairs"),
+        ("redis+cluster://127.0.0.1", "a Redis Cluster URL names host:port pairs"),
+        ("redis+cluster://127.0.0.1:7000,", "a Redis Cluster URL names host:port pairs"),
+        ("redis+cluster://127.0.0.1:port", "a Redis Cluster URL names host:port pairs"),
+        ("redis+cluster://127.0.0.1:7000/2", "a Redis Cluster URL has no database or options"),
+        (
+            "redis+cluster://127.0.0.1:7000?ssl=true",
+            "a Redis Cluster URL has no database or options",
+        ),
+    ],
+)
+def test_a_cluster_url_without_nodes_is_refused_at_start_up(url: str, message: str) -> None:
+    """A cluster URL that names no usable node, a database (a cluster has only 0) or
+    options is a ConfigurationError when the store is built, saying what the form is."""
+    with pytest.raises(ConfigurationError) as refused:
+        RedisStore(url)
+    assert str(refused.value) == (
+        f"{message}: redis+cluster://[[user]:password@]host:port[,host:port…]"
+    )
+
+
+async def test_cluster_keys_are_prefix_and_key_as_on_one_redis(
+    cluster_store: RedisStore, cluster_raw: redis.RedisCluster, prefix: str
+) -> None:
+    """On a cluster a key is stored as prefix + key, exactly as on one Redis (no hash tag
+    added: keys copied from one Redis keep their sessions), on the master serving the slot
+    that CLUSTER KEYSLOT gives that name."""
+    await cluster_store.set("session:abc", b"value", TTL)
+    name = prefix + "session:abc"
+    assert sorted(cluster_raw.scan_iter(match=prefix + "*")) == [name.encode()]
+    owner = cluster_raw.get_node_from_key(name)
+    assert cluster_raw.keyslot(name) == cluster_raw.cluster_keyslot(name)
+    with redis.Redis(host=owner.host, port=owner.port, socket_timeout=5) as node:
+        assert node.get(name) == b"value"  # that master holds it itself (no MOVED)
+
+
+async def test_a_signed_in_session_on_the_cluster_is_one_key_commands_only(
+    cluster_store: RedisStore, cluster_raw: redis.RedisCluster, prefix: str
+) -> None:
+    """A signed-in session is its record plus its user's list of sessions: separate keys,
+    each in the slot its own name gives (CLUSTER KEYSLOT), and read and written only by
+    one-key commands, so no command spans two slots. Two sessions of one user, the list,
+    their loading and ending them all work across the masters."""
+    app = Bastion(secret_key=SECRET, store=cluster_store, allowed_origins=["http://x.test"])
+    manager = app.session_manager
+    sids = []
+    for _ in range(2):
+        session = Session()
+        session.login("alice")
+        session["note"] = "kept"
+        await manager.save(session, "bastion_session", secure=False)
+        assert session.id is not None
+        sids.append(session.id)
+    records = [prefix + manager.store_keys(sid)[0] for sid in sids]
+    index = prefix + 'user-sessions:"alice"'
+    assert sorted(cluster_raw.scan_iter(match=prefix + "*")) == sorted(
+        name.encode() for name in [*records, index]
+    )
+    for name in [*records, index]:
+        assert cluster_raw.exists(name) == 1
+        assert cluster_raw.keyslot(name) == cluster_raw.cluster_keyslot(name)
+    for sid in sids:
+        loaded = await manager.load(sid)
+        assert (loaded.user_id, loaded["note"]) == ("alice", "kept")
+    assert await manager.end_all("alice") == 2
+    assert [(await manager.load(sid)).user_id for sid in sids] == [None, None]
+    assert sorted(cluster_raw.scan_iter(match=prefix + "session:*")) == []
+
+
+async def test_compare_and_set_works_on_every_master(
+    cluster_store: RedisStore, cluster_raw: redis.RedisCluster, prefix: str
+) -> None:
+    """The compare-and-set script runs on whichever master holds its key, including after
+    every master forgot it (SCRIPT FLUSH, as a restarted or newly promoted master has):
+    the expected value wins, a stale one is refused, nothing spans two masters."""
+    keys = one_key_per_master(cluster_raw, prefix)
+    assert len(keys) == 3
+    for key in keys.values():
+        await cluster_store.set(key, b"v1", TTL)
+    for node in cluster_raw.get_primaries():
+        assert cluster_raw.execute_command("SCRIPT FLUSH", target_nodes=node) is True
+    for key in keys.values():
+        assert await cluster_store.compare_and_set(key, b"v1", b"v2", TTL) is True
+        assert await cluster_store.compare_and_set(key, b"v1", b"stale", TTL) is False
+        assert await cluster_store.compare_and_set(key, None, b"new", TTL) is False
+        assert await cluster_store.get(key) == b"v2"
+    assert {cluster_raw.get_node_from_key(prefix + k).port for k in keys.values()} == set(keys)
+
+
+async def test_concurrent_first_calls_of_a_fresh_cluster_client_all_succeed(
+    redis_cluster_url: str, prefix: str, cluster_raw: redis.RedisCluster
+) -> None:
+    """An app's first requests arrive together, before the client knows the cluster's
+    slots: fifty first set() calls at once on a fresh store, and twenty first hits at
+    once on fresh counters, all succeed, five times over (redis-py alone would route them
+    to random masters and, on their MOVED replies, drop the connections of the others)."""
+    rate = parse_rate("100/minute", "test")
+    assert rate is not None
+    for run in range(5):
+        store = RedisStore(redis_cluster_url, prefix=f"{prefix}{run}:")
+        counter = Counter(redis_cluster_url)
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(50):
+                    tg.start_soon(store.set, f"k{i}", b"v", TTL)
+                for i in range(20):
+                    tg.start_soon(counter.hit, rate, "action", "limited", f"{prefix}{run}:{i}")
+            assert [await store.get(f"k{i}") for i in range(50)] == [b"v"] * 50
+        finally:
+            await store.close()
+            await close_counter(counter)
+
+
+@pytest.mark.parametrize("listening", [False, True], ids=["refused", "never-answers"])
+@pytest.mark.parametrize("name", list(CALLS))
+async def test_a_cluster_that_cannot_be_reached_fails_fast(
+    name: str, listening: bool, black_hole: int
+) -> None:
+    """No node of the URL can be asked for the cluster's slots (nothing listens, or it
+    never answers): every call raises redis-py's RedisClusterException within a second."""
+    port = black_hole if listening else free_port()
+    store = RedisStore(f"redis+cluster://127.0.0.1:{port}")
+    try:
+        await assert_fails_fast(store, CALLS[name], redis.exceptions.RedisClusterException)
+    finally:
+        await store.close()
+
+
+async def test_health_asks_every_master(cluster_store: RedisStore) -> None:
+    """health() returns while every master answers PING."""
+    assert await cluster_store.health() is None
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[RedisClusterServers]:
+    """Three masters of the test's own, which it may stop or freeze."""
+    with redis_cluster(tmp_path / "cluster") as cluster:
+        yield cluster
+
+
+def spread_over(cluster: RedisClusterServers, prefix: str) -> dict[int, str]:
+    with contextlib.closing(redis_client(cluster.url)) as raw:
+        assert isinstance(raw, redis.RedisCluster)
+        return one_key_per_master(raw, prefix)
+
+
+async def test_a_stopped_master_is_refused_fast_and_recovers_when_back(
+    own_cluster: RedisClusterServers, prefix: str
+) -> None:
+    """One master of three is killed: calls for its keys, and health(), raise a
+    ConnectionError within a second (no hang, no long retry); keys on the other masters
+    are still served. Once it is back on its port (its slots, no data), the same store
+    serves its keys again: no restart of the app. Killed and back again while the store
+    and the counters hold pooled connections to it, their very first calls succeed (the
+    dropped connection is replaced at once, not answered 503)."""
+    rate = parse_rate("100/minute", "test")
+    assert rate is not None
+    keys = spread_over(own_cluster, prefix)
+    [dead] = [node for node in own_cluster.nodes if node.port == next(iter(keys))]
+    dead_key = keys[dead.port]
+    with contextlib.closing(redis_client(own_cluster.url)) as raw:
+        parts = next(
+            ("action", "limited", f"{prefix}{i}")
+            for i in range(1000)
+            if raw.get_node_from_key(
+                f"LIMITS:{{{rate.key_for('action', 'limited', f'{prefix}{i}')}}}"
+            ).port
+            == dead.port
+        )
+    store, counter = RedisStore(own_cluster.url, prefix=prefix), Counter(own_cluster.url)
+    try:
+        for key in keys.values():
+            await store.set(key, b"v", TTL)
+        dead.stop(signal.SIGKILL)
+        for call in (lambda s: s.get(dead_key), lambda s: s.set(dead_key, b"x", TTL)):
+            await assert_fails_fast(store, call, redis.exceptions.ConnectionError)
+        await assert_fails_fast(store, CALLS["health"], redis.exceptions.ConnectionError)
+        for port, key in keys.items():
+            if port != dead.port:
+                assert await store.get(key) == b"v"
+
+        dead.start()
+        assert wait_for(own_cluster.ready, 10.0, interval=0.1)
+        assert await store.get(dead_key) is None  # back empty: no persistence
+        await store.set(dead_key, b"again", TTL)
+        await counter.hit(rate, *parts)
+        assert await store.health() is None
+
+        dead.stop(signal.SIGKILL)
+        dead.start()
+        assert wait_for(own_cluster.ready, 10.0, interval=0.1)
+        await store.set(dead_key, b"after a restart", TTL)
+        await counter.hit(rate, *parts)
+        assert await store.get(dead_key) == b"after a restart"
+    finally:
+        await store.close()
+        await close_counter(counter)
+
+
+async def test_a_frozen_master_costs_one_timeout_for_sessions_and_counters(
+    own_cluster: RedisClusterServers, prefix: str
+) -> None:
+    """A master that stops answering (SIGSTOP): the first call for one of its keys raises
+    a TimeoutError after the store's timeout (0.5 s), once, not retried into a second one,
+    and the counters fail closed (503) as fast. Each later call first refreshes the map of
+    the cluster, from a node picked at random, so it may ask the frozen one first: one
+    timeout or two, never more. Thawed, the master serves both again."""
+    rate = parse_rate("5/minute", "test")
+    assert rate is not None
+    parts = ("action", "limited", prefix)
+    frozen = own_cluster.owner(f"LIMITS:{{{rate.key_for(*parts)}}}")
+    key = spread_over(own_cluster, prefix)[frozen.port]
+    store, counter = RedisStore(own_cluster.url, prefix=prefix), Counter(own_cluster.url)
+
+    async def seconds(call: Awaitable[object], error: type[Exception]) -> float:
+        started = time.perf_counter()
+        with pytest.raises(error):
+            await call
+        return time.perf_counter() - started
+
+    try:
+        await store.set(key, b"v", TTL)
+        await counter.hit(rate, *parts)
+        frozen.send(signal.SIGSTOP)
+        try:
+            first = await seconds(store.get(key), redis.exceptions.TimeoutError)
+            counted = await seconds(counter.hit(rate, *parts), ServiceUnavailable)
+            later = [await seconds(store.get(key), redis.exceptions.TimeoutError) for _ in range(3)]
+        finally:
+            frozen.send(signal.SIGCONT)
+        assert 0.4 <= first < FAST, first
+        assert 0.4 <= counted < FAST, counted
+        assert all(0.4 <= each < 2 * 0.5 + 0.3 for each in later), later
+        assert await store.get(key) == b"v"
+        await counter.hit(rate, *parts)
+    finally:
+        await store.close()
+        await close_counter(counter)
+
+
+async def test_a_session_survives_a_master_failover(tmp_path: Path, prefix: str) -> None:
+    """Three masters with a replica each; the master holding a session is killed. Until
+    its replica has taken over (about 2 s with a 1 s node timeout), calls for the session
+    fail fast with a Redis error (what the app answers 503); then the same store, not
+    restarted, reads the session from the new master, and writes it (the script reloaded
+    there), and the counters count there too."""
+    rate = parse_rate("5/minute", "test")
+    assert rate is not None
+    with redis_cluster(tmp_path / "cluster", replicas=1, node_timeout=1000) as cluster:
+        store, counter = RedisStore(cluster.url, prefix=prefix), Counter(cluster.url)
+        try:
+            await store.set("session:a", b"kept", TTL)
+            await store.compare_and_set("session:a", b"kept", b"kept", TTL)  # script loaded
+            owner = cluster.owner(prefix + "session:a")
+            assert owner.command("WAIT", "1", "2000") == 1  # its replica has the session
+            owner.stop(signal.SIGKILL)
+
+            failures: list[tuple[str, float]] = []
+            started = time.perf_counter()
+            while True:
+                before = time.perf_counter()
+                try:
+                    value = await store.get("session:a")
+                    break
+                except redis.exceptions.RedisError as exc:
+                    failures.append((type(exc).__name__, time.perf_counter() - before))
+                assert time.perf_counter() - started < 15, failures
+                await anyio.sleep(0.1)
+            assert value == b"kept"
+            assert failures, "the session was read before the failover: nothing was tested"
+            assert {name for name, _ in failures} <= {"ConnectionError", "ClusterDownError"}
+            assert max(seconds for _, seconds in failures) < FAST, failures
+            assert len(cluster.masters()) == 3  # the replica is the master now
+
+            assert await store.compare_and_set("session:a", b"kept", b"after", TTL) is True
+            assert await store.get("session:a") == b"after"
+            assert await store.health() is None
+            await counter.hit(rate, "action", "limited", prefix)
+        finally:
+            await store.close()
+            await close_counter(counter)
+
+
+async def test_counters_on_the_cluster_share_a_limit_and_keep_a_window_in_one_slot(
+    redis_cluster_url: str, prefix: str, cluster_raw: redis.RedisCluster
+) -> None:
+    """Two Counters on one cluster share 2/second (2 in total, then 429). When the window
+    moves on, the sliding-window script reads both its counters in one call: limits names
+    them LIMITS:{key} and LIMITS:{key}/-1, one hash tag, so they are in one slot (no
+    CROSSSLOT) whatever the key parts."""
+    rate = parse_rate("2/second", "test")
+    assert rate is not None
+    parts = ("action", "limited", prefix + "{user}")  # braces of the caller's own
+    first, second = Counter(redis_cluster_url), Counter(redis_cluster_url)
+    try:
+        await first.hit(rate, *parts)
+        await second.hit(rate, *parts)
+        with pytest.raises(RateLimited):
+            await first.hit(rate, *parts)
+        await anyio.sleep(1.05)  # the next window: this one becomes the previous one
+        await second.hit(rate, *parts)
+        current = f"LIMITS:{{{rate.key_for(*parts)}}}"
+        assert sorted(cluster_raw.scan_iter(match=f"*{prefix}*")) == [
+            current.encode(),
+            f"{current}/-1".encode(),
+        ]
+        assert cluster_raw.cluster_keyslot(current) == cluster_raw.cluster_keyslot(f"{current}/-1")
+    finally:
+        await close_counter(first)
+        await close_counter(second)
+
+
+async def test_the_moving_window_on_the_cluster_is_one_key(
+    redis_cluster_url: str, prefix: str, cluster_raw: redis.RedisCluster
+) -> None:
+    """The log-in throttle's moving window (3/minute here): three failures counted, the
+    fourth check refused with a Retry-After, all in one list key on one master."""
+    rate = parse_rate("3/minute", "test")
+    assert rate is not None
+    counter = Counter(redis_cluster_url).moving()
+    parts = ("login", prefix)
+    try:
+        for _ in range(3):
+            await counter.count(rate, *parts)
+        with pytest.raises(RateLimited) as refused:
+            await counter.check(rate, *parts)
+        assert 1 <= int(refused.value.headers["Retry-After"]) <= 60
+        key = f"LIMITS:{rate.key_for(*parts)}"
+        assert sorted(cluster_raw.scan_iter(match=f"*{prefix}*")) == [key.encode()]
+        assert cluster_raw.llen(key) == 3
+    finally:
+        await close_counter(counter)
+
+
+def test_bastion_store_env_selects_the_cluster_for_state_and_counters(
+    redis_cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BASTION_STORE=redis+cluster://… makes the store a cluster RedisStore and puts the
+    counters in limits' cluster storage on the same nodes, with the store's own kind of
+    client (its timeouts and retry: a timeout is not retried)."""
+    monkeypatch.setenv("BASTION_STORE", redis_cluster_url)
+    app = Bastion(secret_key=SECRET)
+    assert isinstance(app.store, RedisStore)
+    assert app.store.url == redis_cluster_url
+    assert type(app.counter.storage).__name__ == "RedisClusterStorage"
+    client = app.counter.storage.bridge.storage  # type: ignore[attr-defined]
+    assert type(client) is type(cluster_client(redis_cluster_url, 0.5))
+    assert client.connection_kwargs["socket_timeout"] == 0.5
+    assert redis.exceptions.TimeoutError not in client.ERRORS_ALLOW_RETRY
+    anyio.run(app.store.close)
+
+
+def test_shutdown_closes_the_counters_connections_too(redis_url: str) -> None:
+    """An app on Redis that counted a call and shut down leaves no connection open:
+    neither the store's nor the rate-limit counters' (limits' own client, which it
+    never closes itself). Before, each app left its counter connections to the garbage
+    collector, with a ResourceWarning each."""
+    import gc
+    import warnings
+
+    from limits import parse
+
+    from bastion import Bastion
+
+    async def run() -> None:
+        app = Bastion(
+            secret_key=SECRET,
+            allowed_origins=["https://app.example"],
+            store=RedisStore(redis_url),
+        )
+        await app.counter.hit(parse("5/minute"), "shutdown-test", secrets.token_hex(4))
+        await app.shutdown()
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        anyio.run(run)
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []

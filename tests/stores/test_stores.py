@@ -1,8 +1,9 @@
 """Stores: one conformance suite, run against every backend that runs here.
 
-``MemoryStore`` and ``SQLiteStore`` are used for real; each test states the contract
-of ``bastion.stores.Store`` that it checks. The two tests on expiry sleep a little
-longer than a tiny time to live: they check that values expire, not how fast.
+``MemoryStore``, ``SQLiteStore`` and ``RedisStore`` (on one Redis and on a Redis Cluster)
+are used for real; each test states the contract of ``bastion.stores.Store`` that it
+checks. The two tests on expiry sleep a little longer than a tiny time to live: they check
+that values expire, not how fast.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-import redis
 from conftest import SECRET
+from services import delete_matching
 
 from bastion import Bastion
 from bastion.stores import MemoryStore, RedisStore, SQLiteStore, Store
@@ -34,31 +35,27 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """Each backend, fresh for the test and closed after it. Redis: the tests' Redis
-    (REDIS_URL, else a throwaway server, else skipped), under a prefix of the test's own
-    whose keys are deleted afterwards."""
+    (REDIS_URL, else a throwaway server, else skipped) and the tests' three-master Redis
+    Cluster (REDIS_CLUSTER_URL, else a throwaway one), under a prefix of the test's own
+    whose keys (on every master) are deleted afterwards."""
     url = prefix = None
     if request.param == "memory":
         made: Store = MemoryStore()
     elif request.param == "sqlite":
         made = SQLiteStore(tmp_path / "data")
     else:
-        url = request.getfixturevalue("redis_url")
+        url = request.getfixturevalue(
+            "redis_url" if request.param == "redis" else "redis_cluster_url"
+        )
         prefix = f"bastion-test-{secrets.token_hex(8)}:"
         made = RedisStore(url, prefix=prefix)
     yield made
     await made.close()
     if url is not None and prefix is not None:
-        _delete_prefix(url, prefix)
-
-
-def _delete_prefix(url: str, prefix: str) -> None:
-    with contextlib.closing(redis.Redis.from_url(url, socket_timeout=5)) as client:
-        stale = list(client.scan_iter(match=prefix + "*", count=1000))
-        if stale:
-            client.delete(*stale)
+        delete_matching(url, prefix + "*")
 
 
 def sqlite_keys(path: Path) -> list[str]:

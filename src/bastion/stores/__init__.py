@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from bastion.errors import ConfigurationError
+
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
@@ -68,9 +70,11 @@ class Store(Protocol):
 
 
 def store_from_url(url: str | None, data_dir: str = "data") -> Store:
-    """``redis://…`` → ``RedisStore``, ``memory://`` → ``MemoryStore``, anything else
-    (or nothing) → ``SQLiteStore`` in ``data_dir`` (``sqlite:///path/dir`` names the dir)."""
-    if url and url.startswith(("redis://", "rediss://", "unix://")):
+    """``redis://…`` (or ``redis+cluster://host:port[,host:port…]``, a Redis Cluster) →
+    ``RedisStore``, ``memory://`` → ``MemoryStore``, ``sqlite:///path/dir`` or nothing →
+    ``SQLiteStore`` (in ``data_dir`` when no dir is named). Anything else is refused: a
+    typo in ``BASTION_STORE`` must not quietly keep each worker's sessions to itself."""
+    if url and url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://")):
         from .redis import RedisStore
 
         return RedisStore(url)
@@ -78,4 +82,11 @@ def store_from_url(url: str | None, data_dir: str = "data") -> Store:
         return MemoryStore()
     if url and url.startswith("sqlite:///"):
         return SQLiteStore(url.removeprefix("sqlite:///") or data_dir)
+    if url:
+        # Only the scheme: the rest may hold a password.
+        scheme = url.split("://", 1)[0] + "://" if "://" in url else "a value without a scheme"
+        raise ConfigurationError(
+            f"BASTION_STORE: {scheme} is not a store bastion knows; use redis://…, "
+            "rediss://…, redis+cluster://host:port[,…], unix://…, memory:// or sqlite:///dir"
+        )
     return SQLiteStore(data_dir)

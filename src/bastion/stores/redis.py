@@ -1,16 +1,29 @@
-"""Shared state for several workers or hosts: Redis (redis-py's asyncio client).
+"""Shared state for several workers or hosts: Redis or a Redis Cluster (redis-py's asyncio
+clients).
 
 Every call has a timeout (half a second by default) so that a Redis that stops
 answering turns into a prompt 503 rather than requests piling up; the pipeline then
 fails closed. Keys live under a prefix, so one Redis can serve several apps.
+
+``redis+cluster://[[user]:password@]host:port[,host:port…]`` names a Redis Cluster by one
+or more of its nodes (``limits`` spells its cluster storage the same way, so the counters
+follow the sessions there); the client asks them for the others and for who owns which
+slot. Keys are ``prefix + key`` there too, without a hash tag: every command the store
+sends names one key (the compare-and-set script included), so none can span two slots,
+and keys copied from a single Redis into a cluster keep their sessions valid.
 """
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
 try:
     import redis.asyncio as redis
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.exceptions import ClusterDownError, SlotNotCoveredError
     from redis.exceptions import ConnectionError as RedisConnectionError
 except ImportError as missing:  # pragma: no cover - depends on what is installed
     raise ImportError(
@@ -18,7 +31,12 @@ except ImportError as missing:  # pragma: no cover - depends on what is installe
         "pip install 'bastion[redis]'"
     ) from missing
 
-__all__ = ["RedisStore", "reconnect_once"]
+from bastion.errors import ConfigurationError
+
+__all__ = ["CLUSTER_SCHEME", "RedisStore", "cluster_client", "cluster_nodes", "reconnect_once"]
+
+CLUSTER_SCHEME = "redis+cluster://"
+"""How a URL names a Redis Cluster rather than one Redis (``limits``' spelling)."""
 
 # Compare and set in one step on the server: one key, so it holds on Redis Cluster too.
 _REPLACE = """
@@ -43,19 +61,101 @@ def reconnect_once() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
+class _Cluster(RedisCluster):
+    """redis-py's cluster client, retrying what ``reconnect_once`` retries, and routing a
+    command only once it knows who serves which slot.
+
+    The cluster client takes only the number of retries from its ``Retry`` and retries
+    every error in this tuple: by default a timeout too, so a node that stopped answering
+    would cost two timeouts per call. Without it, one; the call after a timeout may still
+    cost two, as the client first asks a node picked at random for the cluster's map
+    again, and that may be the silent one. A dropped connection is still retried (after
+    asking a live node who owns the slot now: a failover), and so is a cluster that
+    reports itself down while it elects a new master.
+    """
+
+    # redis-py types the tuple as exactly its own four members.
+    ERRORS_ALLOW_RETRY = (  # type: ignore[assignment]
+        RedisConnectionError,
+        ClusterDownError,
+        SlotNotCoveredError,
+    )
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        # Learn the slots before routing the command, not while: redis-py sends a command
+        # that arrives before it knows them (a fresh client, or one that dropped its map
+        # while the cluster was down) to a random master, and every fifth MOVED reply
+        # drops every connection, those of calls in flight too: concurrent first calls
+        # fail with "Connection closed". Once the slots are known this returns at once.
+        await self.initialize()
+        return await super().execute_command(*args, **kwargs)
+
+
+def cluster_nodes(url: str) -> tuple[list[tuple[str, int]], str | None, str | None]:
+    """The ``host:port`` pairs, user name and password of a ``redis+cluster://`` URL.
+    A URL that is not one is a ``ConfigurationError`` that shows the form, never the URL
+    (it may hold a password)."""
+    form = "redis+cluster://[[user]:password@]host:port[,host:port…]"
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    # A cluster has one database (0), and no option is read from the URL.
+    if parts.path not in ("", "/", "/0") or parts.query or parts.fragment:
+        raise ConfigurationError(f"a Redis Cluster URL has no database or options: {form}")
+    nodes = []
+    for location in hosts.split(","):
+        try:
+            node = urlsplit("//" + location.strip())
+            host, port = node.hostname, node.port
+        except ValueError:
+            host = port = None
+        if not host or port is None:
+            raise ConfigurationError(f"a Redis Cluster URL names host:port pairs: {form}")
+        nodes.append((host, port))
+    user, has_password, password = userinfo.partition(":")
+    return nodes, unquote(user) or None, unquote(password) if has_password else None
+
+
+def cluster_client(url: str, timeout: float) -> RedisCluster:
+    """A cluster client on the nodes of ``url`` with the store's timeouts and retry (the
+    rate-limit counters use one too)."""
+    nodes, username, password = cluster_nodes(url)
+    return _Cluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+        username=username,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=reconnect_once(),
+        health_check_interval=30,
+        # Connections per node: past them a call fails at once (it does not queue), so as
+        # many as ``limits`` allows its own cluster client; a single Redis has no bound.
+        max_connections=1000,
+    )
+
+
 class RedisStore:
-    """State in Redis at ``url`` (``redis://host:port/db``)."""
+    """State in Redis at ``url``: ``redis://host:port/db`` (one Redis) or
+    ``redis+cluster://host:port[,host:port…]`` (a Redis Cluster)."""
 
     def __init__(self, url: str, *, timeout: float = 0.5, prefix: str = "bastion:") -> None:
         self.url = url
         self.prefix = prefix
-        self._redis = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=reconnect_once(),
-            health_check_interval=30,
-        )
+        self._redis: redis.Redis | RedisCluster
+        if url.startswith(CLUSTER_SCHEME):
+            self._redis = cluster_client(url, timeout)
+            nodes = ",".join(f"{host}:{port}" for host, port in cluster_nodes(url)[0])
+            self._where = f"cluster={nodes!r}"
+        else:
+            self._redis = redis.Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=reconnect_once(),
+                health_check_interval=30,
+            )
+            # The URL may hold a password: show where, not how.
+            kwargs = self._redis.connection_pool.connection_kwargs
+            self._where = f"host={kwargs.get('host', '?')!r}, port={kwargs.get('port', '?')!r}"
         # EVALSHA; redis-py loads the script again when a restarted Redis no longer has it.
         self._replace = self._redis.register_script(_REPLACE)
 
@@ -79,19 +179,22 @@ class RedisStore:
 
     @property
     def rate_limit_storage(self) -> str:
-        """Where the rate-limit counters go by default: this same Redis (a ``limits``
-        storage URI), so that they are shared like the sessions."""
+        """Where the rate-limit counters go by default: this same Redis or cluster (a
+        ``limits`` storage URI: both spell it as the store does), so that they are shared
+        like the sessions."""
         return self.url
 
     async def health(self) -> None:
-        if not await self._redis.ping():
+        # On a cluster, every master: each holds a share of the sessions.
+        if isinstance(self._redis, RedisCluster):
+            answered = await self._redis.ping(target_nodes=RedisCluster.PRIMARIES)
+        else:
+            answered = await self._redis.ping()
+        if not answered:
             raise ConnectionError("Redis did not answer PING")
 
     async def close(self) -> None:
         await self._redis.aclose()
 
     def __repr__(self) -> str:
-        # The URL may hold a password: show where, not how.
-        host = self._redis.connection_pool.connection_kwargs.get("host", "?")
-        port = self._redis.connection_pool.connection_kwargs.get("port", "?")
-        return f"RedisStore(host={host!r}, port={port!r})"
+        return f"RedisStore({self._where})"
