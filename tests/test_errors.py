@@ -23,6 +23,7 @@ from bastion import (
     NotFound,
     PayloadTooLarge,
     RateLimited,
+    ReauthenticationRequired,
     ServiceUnavailable,
     Timeout,
     Unauthorized,
@@ -70,6 +71,12 @@ def record_for(caplog: pytest.LogCaptureFixture, digest: str) -> logging.LogReco
 REFUSALS: list[tuple[type[ActionError], int, str, str]] = [
     (BadRequest, 400, "malformed", "The request body is malformed."),
     (Unauthorized, 401, "unauthorized", "Please sign in first."),
+    (
+        ReauthenticationRequired,
+        401,
+        "reauthentication_required",
+        "Please confirm it is you: sign in again to do this.",
+    ),
     (Forbidden, 403, "forbidden", "You are not allowed to do that."),
     (NotFound, 404, "not_found", "Not found."),
     (MethodNotAllowed, 405, "method_not_allowed", "Actions are called with POST."),

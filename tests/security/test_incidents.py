@@ -595,6 +595,7 @@ READ_HEADERS: Final = frozenset(
         "cookie",
         "host",
         "hx-request",
+        "idempotency-key",  # an idempotent action's key, only ever compared and hashed
         "origin",
         "referer",
         "sec-fetch-site",
