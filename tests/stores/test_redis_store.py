@@ -219,7 +219,9 @@ def black_hole() -> Iterator[int]:
         yield port
 
 
-async def assert_fails_fast(store: RedisStore, call: Call, error: type[Exception]) -> float:
+async def assert_fails_fast(
+    store: RedisStore, call: Call, error: type[Exception] | tuple[type[Exception], ...]
+) -> float:
     """The call raises ``error`` within FAST seconds (twice: a second call does not wait
     for the first one's connection); the slower of the two durations."""
     slowest = 0.0
@@ -590,7 +592,9 @@ async def test_a_stopped_master_is_refused_fast_and_recovers_when_back(
         dead.stop(signal.SIGKILL)
         for call in (lambda s: s.get(dead_key), lambda s: s.set(dead_key, b"x", TTL)):
             await assert_fails_fast(store, call, redis.exceptions.ConnectionError)
-        await assert_fails_fast(store, CALLS["health"], redis.exceptions.ConnectionError)
+        # redis-py 6 reports a master it cannot reach for the map with its base class.
+        unreachable = (redis.exceptions.ConnectionError, redis.exceptions.RedisClusterException)
+        await assert_fails_fast(store, CALLS["health"], unreachable)
         for port, key in keys.items():
             if port != dead.port:
                 assert await store.get(key) == b"v"
