@@ -226,3 +226,37 @@ async def test_close_releases_both_connections_and_reads_reopen(tmp_path: Path) 
     assert await store.get("k") == b"w"
     await store.close()
     assert [p.name for p in store.path.parent.iterdir()] == ["bastion.sqlite3"]
+
+
+def test_stores_opening_one_new_file_at_once_all_open(tmp_path: Path) -> None:
+    """Several workers started together on one new data directory: each opens the file,
+    switches it to WAL and creates the table at the same moment. SQLite refuses some of
+    them with "database is locked" at once, without waiting; every store still opens and
+    writes (no worker fails its first call)."""
+    rounds, workers = 100, 8
+    failures: list[BaseException] = []
+    for n in range(rounds):
+        stores = [SQLiteStore(tmp_path / f"data{n}") for _ in range(workers)]
+        start = threading.Barrier(workers)
+
+        def open_and_write(store: SQLiteStore, who: int) -> None:
+            start.wait()
+            try:
+                store._set(f"k{who}", b"v", TTL)
+            except BaseException as error:  # noqa: BLE001 - collected and asserted below
+                failures.append(error)
+
+        threads = [
+            threading.Thread(target=open_and_write, args=(store, who))
+            for who, store in enumerate(stores)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for store in stores:
+            anyio.run(store.close)
+    assert failures == []
+    check = SQLiteStore(tmp_path / f"data{rounds - 1}")
+    assert [anyio.run(check.get, f"k{who}") for who in range(workers)] == [b"v"] * workers
+    anyio.run(check.close)

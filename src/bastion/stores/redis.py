@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlsplit
 
 try:
     import redis.asyncio as redis
+    from redis._parsers.commands import AsyncCommandsParser
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
@@ -61,6 +62,21 @@ def reconnect_once() -> Retry:
     return Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
 
 
+class _CommandTableOnce(AsyncCommandsParser):
+    """The table of Redis commands (``COMMAND``), fetched once per client.
+
+    redis-py 6 fetches it again from the first master each time the client relearns the
+    cluster's map, which it does after any failed call: while that master is down, every
+    call then fails, those for keys on the live masters too. The table does not change
+    with the topology (later redis-py releases fetch it once as well)."""
+
+    async def initialize(self, node: ClusterNode | None = None) -> None:
+        if not self.commands:
+            await super().initialize(node)
+        elif node is not None:
+            self.node = node
+
+
 class _Cluster(RedisCluster):
     """redis-py's cluster client, retrying what ``reconnect_once`` retries, and routing a
     command only once it knows who serves which slot.
@@ -80,6 +96,27 @@ class _Cluster(RedisCluster):
         ClusterDownError,
         SlotNotCoveredError,
     )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.commands_parser = _CommandTableOnce()
+        self._seeds = [(node.host, node.port) for node in self.nodes_manager.startup_nodes.values()]
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> _Cluster:
+        # redis-py (6.0 at least) drops a node from the nodes it starts from whenever a
+        # command to it fails to connect, and then closes every connection: calls in
+        # flight to the other masters (health() pings them all at once) fail as well and
+        # drop their nodes too. With none left the client can never find the cluster
+        # again, even once every master is back. So every seed the URL named is put back
+        # before the client looks for the cluster.
+        if self._initialize:
+            known = self.nodes_manager.startup_nodes
+            for host, port in self._seeds:
+                if f"{host}:{port}" not in known:
+                    node = ClusterNode(host, port, **self.nodes_manager.connection_kwargs)
+                    known[node.name] = node
+        await super().initialize(*args, **kwargs)
+        return self
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         # Learn the slots before routing the command, not while: redis-py sends a command

@@ -51,6 +51,30 @@ _READ_BUSY_TIMEOUT = 0.1
 """Seconds a read on the event loop may wait for a lock before it fails."""
 
 
+_OPEN_ATTEMPTS = 50
+"""Tries at preparing a new write connection while another one prepares the same file."""
+
+
+def _prepare(db: sqlite3.Connection) -> None:
+    """WAL mode and the schema on a new write connection.
+
+    Two processes (or two stores) opening one new file at once both switch it to WAL and
+    create the table; SQLite may refuse one of them with SQLITE_BUSY at once, without
+    waiting on the busy timeout (it does so where waiting could deadlock). Both steps
+    are idempotent, so the loser tries again shortly, a bounded number of times."""
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(_SCHEMA)
+            return
+        except sqlite3.OperationalError as error:
+            busy = (error.sqlite_errorcode & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+            if not busy or attempt == _OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(0.01)
+
+
 class SQLiteStore:
     """State in ``{directory}/bastion.sqlite3``; the directory is created when first used."""
 
@@ -73,9 +97,7 @@ class SQLiteStore:
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute(_SCHEMA)
+                _prepare(db)
             except BaseException:
                 db.close()
                 raise
