@@ -239,15 +239,15 @@ def test_stores_opening_one_new_file_at_once_all_open(tmp_path: Path) -> None:
         stores = [SQLiteStore(tmp_path / f"data{n}") for _ in range(workers)]
         start = threading.Barrier(workers)
 
-        def open_and_write(store: SQLiteStore, who: int) -> None:
+        def open_and_write(store: SQLiteStore, who: int, start: threading.Barrier) -> None:
             start.wait()
             try:
                 store._set(f"k{who}", b"v", TTL)
-            except BaseException as error:  # noqa: BLE001 - collected and asserted below
+            except BaseException as error:  # collected, and asserted below
                 failures.append(error)
 
         threads = [
-            threading.Thread(target=open_and_write, args=(store, who))
+            threading.Thread(target=open_and_write, args=(store, who, start))
             for who, store in enumerate(stores)
         ]
         for thread in threads:
