@@ -182,6 +182,7 @@ def expect(
         "outcome": outcome,
         "status": status,
         "digest": digest,
+        "token_id": None,
     }
 
 
@@ -506,6 +507,7 @@ def test_log_sink_writes_the_event_as_one_json_line(
         "status",
         "duration_ms",
         "digest",
+        "token_id",
     ]
 
 
@@ -523,7 +525,8 @@ def test_as_json_is_exact() -> None:
     )
     assert event.as_json() == (
         '{"timestamp":1.5,"action":"save","action_id":"abc","principal":"7",'
-        '"client":"192.0.2.1","outcome":"ok","status":200,"duration_ms":2.25,"digest":null}'
+        '"client":"192.0.2.1","outcome":"ok","status":200,"duration_ms":2.25,"digest":null,'
+        '"token_id":null}'
     )
 
 

@@ -11,6 +11,7 @@ import bastion.testing
 
 PUBLIC = [
     "ActionError",
+    "ApiToken",
     "BadRequest",
     "Bastion",
     "BastionError",
@@ -44,6 +45,7 @@ PUBLIC = [
     "SessionConfig",
     "Store",
     "Timeout",
+    "Tokens",
     "Unauthorized",
     "UnsupportedMediaType",
     "Upload",

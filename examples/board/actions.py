@@ -250,7 +250,7 @@ def _account_name(account_id: int) -> str:
 # --- posts ------------------------------------------------------------------------------------
 
 
-@bastion.action(policy=authors, rate="10/minute", idempotent=True)
+@bastion.action(policy=authors, rate="10/minute", idempotent=True, tokens="posts:write")
 def create_post(ctx: Context[Member], data: Draft) -> PostSaved:
     """Authors and admins: 401 for visitors, 403 for readers."""
     with db.transaction() as session:

@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import actions, pages  # noqa: F401 - actions: imported to register them
+from . import actions, api_tokens, pages  # noqa: F401 - actions: imported to register them
 from .core import bastion, db, settings
 from .db import DATABASE_DOWN, SeedAccount
 

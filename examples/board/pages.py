@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -24,6 +24,7 @@ from starlette.templating import Jinja2Templates
 from bastion import ServiceUnavailable
 from bastion.actions.audit import inventory
 
+from . import api_tokens
 from .core import Member, bastion, db
 from .db import DATABASE_DOWN, MAX_ROW_ID, ROLES, Account, Post
 from .schemas import PostRef
@@ -59,7 +60,13 @@ def post_ref(post: Post) -> dict[str, Any]:
     return PostRef(post_id=post.id, version=post.version).model_dump()
 
 
+def unix_time(seconds: float) -> datetime:
+    """A Unix time (an API token's expiry or last use) as the pages show times."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
 templates.env.filters["when"] = when
+templates.env.filters["unix_time"] = unix_time
 templates.env.globals["ROLES"] = ROLES
 templates.env.globals["post_ref"] = post_ref
 
@@ -238,7 +245,10 @@ async def me(request: Request, member: Member) -> Response:
     profile = await db.run(_profile, member.id)
     if profile is None:
         return refuse(request, member, 404, "Your account no longer exists.")
-    return render(request, "me.html", member, profile=profile)
+    tokens = await api_tokens.tokens_of(member.id)
+    return render(
+        request, "me.html", member, profile=profile, tokens=tokens, scopes=api_tokens.SCOPES
+    )
 
 
 @dataclass(frozen=True, slots=True)

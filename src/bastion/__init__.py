@@ -42,9 +42,11 @@ from bastion.passwords import hash_password, needs_rehash, verify_password
 from bastion.pipeline.flash import Flash
 from bastion.sessions import Session, get_session
 from bastion.stores import MemoryStore, SQLiteStore, Store
+from bastion.tokens import ApiToken, Tokens
 
 __all__ = [
     "ActionError",
+    "ApiToken",
     "BadRequest",
     "Bastion",
     "BastionError",
@@ -78,6 +80,7 @@ __all__ = [
     "SessionConfig",
     "Store",
     "Timeout",
+    "Tokens",
     "Unauthorized",
     "UnsupportedMediaType",
     "Upload",

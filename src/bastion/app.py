@@ -7,7 +7,15 @@ import dataclasses
 import functools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextvars import ContextVar
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -41,6 +49,7 @@ from bastion.ratelimit import Counter, parse_rate
 from bastion.sessions import Session, SessionManager, get_session
 from bastion.stores import Store, store_from_url
 from bastion.taint import TaintSet, redactor, taint_env
+from bastion.tokens import Tokens
 
 if TYPE_CHECKING:
     pass
@@ -107,6 +116,7 @@ class Bastion(Generic[U]):
         login_throttle: LoginThrottle | None = None,
         default_rate: str = "60/minute",
         refusal_rate: str | None = "300/minute",
+        token_rate: str = "600/minute",  # noqa: S107 - a rate limit, not a secret
         rate_limit_storage: str | None = None,
         trusted_proxies: Sequence[str] | None = None,
         audit_sinks: Sequence[AuditSink] = (log_sink,),
@@ -127,6 +137,8 @@ class Bastion(Generic[U]):
         one client address may have refused before the action's own limit counts them (an
         unknown action, a wrong method or content type, another origin, a missing or forged
         CSRF token): past it, those refusals are 429 too (``None``: not counted).
+        ``token_rate`` is how many calls one API token may make, whatever it calls (each
+        action's own limit counts its user as well).
         ``rate_limit_storage`` is a
         ``limits`` storage URI (``memory://``, ``redis://…``); by default the store's Redis,
         else memory. ``trusted_proxies`` are the
@@ -174,6 +186,11 @@ class Bastion(Generic[U]):
         self.load_user: Final = load_user
         self.default_rate: Final = parse_rate(default_rate, "default_rate")
         self.refusal_rate: Final = parse_rate(refusal_rate, "refusal_rate")
+        token_limit = parse_rate(token_rate, "token_rate")
+        if token_limit is None:
+            raise ConfigurationError("token_rate is a limit such as '600/minute', not None")
+        self.tokens: Final = Tokens(self.store)
+        """The users' API tokens: ``await bastion.tokens.create(user_id, ...)``."""
         if rate_limit_storage is None:
             # Counters live where the state does: shared when the store is Redis.
             rate_limit_storage = getattr(self.store, "rate_limit_storage", "memory://")
@@ -200,6 +217,8 @@ class Bastion(Generic[U]):
             sessions=self.session_manager,
             counter=self.counter,
             refusal_rate=self.refusal_rate,
+            tokens=self.tokens,
+            token_rate=token_limit,
             password_check=self.password_check,
             load_user=self.load_user,
             trusted_proxies=self.trusted_proxies,
@@ -229,6 +248,7 @@ class Bastion(Generic[U]):
         max_files: int | None = None,
         max_file_bytes: int | None = None,
         idempotent: bool = False,
+        tokens: bool | str | Iterable[str] = False,
     ) -> Callable[[F], F]:
         """Register a function as an action. It is returned unchanged.
 
@@ -246,6 +266,9 @@ class Bastion(Generic[U]):
         ``idempotent=True`` runs a call once per idempotency key (the ``Idempotency-Key``
         header, or the key ``action_form()`` puts in each rendered form): a repeat gets
         the first call's reply, a concurrent one 409, the key with another body 422.
+        ``tokens`` lets scripts call it with an API token (``Authorization: Bearer``, no
+        cookie, no CSRF token): ``True`` for a token holding the action's name as a
+        scope, or the scopes (one string or several) that grant it as well.
         """
         overrides = {
             key: value
@@ -280,6 +303,7 @@ class Bastion(Generic[U]):
                 file_cap_declared=max_file_bytes is not None,
                 body_cap_declared=max_body_bytes is not None,
                 idempotent=idempotent,
+                tokens=tokens,
                 limits=limits,
                 timeout=check_timeout(
                     self.config.timeout if timeout is None else timeout,

@@ -119,15 +119,22 @@ def _text(reports: list[ActionReport]) -> str:
             lines.append(f"  bound      {', '.join(r.bound_arguments) or 'none'}")
             if r.idempotent:
                 lines.append("  once       per idempotency key (idempotent=True)")
+            if r.tokens is not None:
+                lines.append(f"  tokens     API tokens with a scope of: {', '.join(r.tokens)}")
+            if r.step_up is not None:
+                lines.append(f"  step-up    a log-in at most {r.step_up:g} s old")
             for f in r.fields:
                 shown = {k: v for k, v in f.bounds.items() if k != "unbounded"}
                 bounds = ", ".join(f"{k}={v}" for k, v in shown.items()) or "no bounds"
                 lines.append(f"  field      {f.path}: {f.type} ({bounds})")
+        for warning in r.warnings:
+            lines.append(f"  WARNING    {warning}")
         for violation in r.violations:
             lines.append(f"  VIOLATION  {violation}")
         lines.append("")
     count = sum(len(r.violations) for r in reports)
-    lines.append(f"{len(reports)} actions, {count} violations")
+    warned = sum(len(r.warnings) for r in reports)
+    lines.append(f"{len(reports)} actions, {count} violations, {warned} warnings")
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,10 @@
-"""Pipeline stage 5: the CSRF token, always required.
+"""Pipeline stage 6: the CSRF token, required on every call a cookie authenticates.
 
 Browser headers (stage 3, the origin check) are one layer; this is the other, and it
 does not depend on them. Every action call, public ones and anonymous visitors
-included, must carry a token bound to the caller's session:
+included, must carry a token bound to the caller's session (the one exception: a
+script's call made with an API token, stage 4, which sends no cookie for a cross-site
+page to ride on):
 
     token = mask || (HMAC(csrf key, session's CSRF secret) XOR mask)
 

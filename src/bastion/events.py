@@ -1,4 +1,4 @@
-"""Pipeline stage 20: the audit trail, one structured event per action call.
+"""Pipeline stage 21: the audit trail, one structured event per action call.
 
 Every call, whatever its outcome, produces one ``AuditEvent``: when, which action, who
 (principal ID and client address), how it ended, the status, how long it took, and the
@@ -42,6 +42,8 @@ class AuditEvent:
     status: int
     duration_ms: float
     digest: str | None = None
+    token_id: str | None = None
+    """The ID of the API token the call was made with (never its secret)."""
 
     def as_dict(self) -> dict[str, object]:
         # By hand: dataclasses.asdict deep-copies every field, on every call.

@@ -1,4 +1,4 @@
-"""Pipeline stage 19, with the claim stage 13 makes: exactly-once calls, for actions
+"""Pipeline stage 20, with the claim stage 14 makes: exactly-once calls, for actions
 declared ``idempotent=True``.
 
 A call carries an idempotency key: a script in an ``Idempotency-Key`` header (the IETF
@@ -166,7 +166,7 @@ def key_of(
     return value
 
 
-# --- the claim, before the handler (stage 13) -------------------------------------------
+# --- the claim, before the handler (stage 14) -------------------------------------------
 
 
 async def claim(
@@ -219,7 +219,7 @@ def _replay(record: dict[str, Any], session: Session) -> Response:
     return response
 
 
-# --- the reply, kept (stage 19) ---------------------------------------------------------
+# --- the reply, kept (stage 20) ---------------------------------------------------------
 
 
 async def keep(

@@ -50,6 +50,11 @@ CATALOG: Final[Mapping[str, str]] = MappingProxyType(
         "idempotency_in_progress": "This request is already being processed. Try again shortly.",
         "idempotency_key_reused": "This idempotency key was used for another request.",
         "idempotency_key_invalid": "This form is no longer valid. Reload the page and try again.",
+        "invalid_token": "The API token is not valid: it is unknown, expired or revoked.",
+        "insufficient_scope": "The API token's scopes do not include this action.",
+        "token_not_accepted": "This action cannot be called with an API token.",
+        "token_with_cookie": "Send an API token or a session cookie, not both.",
+        "token_in_url": "API tokens go in the Authorization header, never in the URL.",
         "untrusted_host": "Invalid host header",
         # Field messages of a 422 that bastion writes (pydantic writes the others).
         "invalid_value": "Invalid value.",

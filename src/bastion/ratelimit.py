@@ -1,4 +1,4 @@
-"""Pipeline stages 6 and 15: how often one caller may call one action, and how often one
+"""Pipeline stages 7 and 16: how often one caller may call one action, and how often one
 address may be refused (the ``limits`` library).
 
 Limits are counted per action and per caller: the signed-in user when there is one,

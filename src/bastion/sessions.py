@@ -80,6 +80,19 @@ class Session(MutableMapping[str, Any]):
         self._loaded_at = time.monotonic()
         self._csrf: tuple[str, bytes] | None = None
 
+    @classmethod
+    def for_token(cls, token_id: str, user_id: str | int) -> Session:
+        """The session of a call made with an API token: its user, never a log-in time
+        (``recent_login`` refuses it), a CSRF secret of the token's own (idempotency
+        keys are scoped to it), and never saved: the middleware saves only the session
+        of the request's cookie, and a token call has none."""
+        secret = base64.urlsafe_b64encode(
+            hashlib.sha256(b"api-token\0" + token_id.encode()).digest()
+        )
+        now = time.time()
+        record = {"user": user_id, "created": now, "seen": now, "csrf": secret.decode()}
+        return cls(f"token:{token_id}", record)
+
     # --- identity --------------------------------------------------------------------
 
     @property
@@ -399,3 +412,15 @@ def session_cookie(headers: Headers, name: str) -> str | None:
             if sep and key == name:
                 found.append(value)
     return found[0] if len(found) == 1 else None
+
+
+def sends_cookie(headers: Headers, base: str) -> bool:
+    """Whether the call sends a session cookie named after ``base``, once or more, with
+    or without the ``__Host-`` prefix: an API token call must send none."""
+    names = (base, cookie_name(base, True))
+    for header in headers.getlist("cookie"):
+        for pair in header.split(";"):
+            key, sep, _value = pair.strip().partition("=")
+            if sep and key in names:
+                return True
+    return False

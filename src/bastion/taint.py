@@ -1,4 +1,4 @@
-"""Pipeline stage 18, the taint guard: values that must never leave the server.
+"""Pipeline stage 19, the taint guard: values that must never leave the server.
 
 ``bastion.taint(value, reason)`` marks a process-wide secret (an API key, a signing
 key); ``ctx.taint(value, reason)`` marks one for the current call (a password hash the

@@ -65,7 +65,9 @@ BAD_KEY = "bad-app-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
 
 FORBID = ConfigDict(extra="forbid")
 HEADER = re.compile(r"(?P<name>\S+)  \[(?P<id>[^\]]+)\]")
-SUMMARY = re.compile(r"(?P<actions>\d+) actions, (?P<violations>\d+) violations")
+SUMMARY = re.compile(
+    r"(?P<actions>\d+) actions, (?P<violations>\d+) violations, (?P<warnings>\d+) warnings"
+)
 ACCEPTS = "accepts    application/json, application/x-www-form-urlencoded"
 LIMITS = "limits     body 1048576 B, timeout 30 s"
 REPORT_KEYS = {
@@ -79,8 +81,11 @@ REPORT_KEYS = {
     "max_file_bytes",
     "bound_arguments",
     "idempotent",
+    "tokens",
+    "step_up",
     "fields",
     "violations",
+    "warnings",
 }
 FORM_TYPES = ["application/json", "application/x-www-form-urlencoded"]
 
@@ -153,7 +158,9 @@ def parse(output: str) -> tuple[dict[str, Block], tuple[int, int]]:
             assert summary is None, "two summary lines"
             summary = (int(counted["actions"]), int(counted["violations"]))
     assert summary is not None, "no summary line"
-    assert output.endswith(f"{summary[0]} actions, {summary[1]} violations\n")
+    assert output.endswith(
+        f"{summary[0]} actions, {summary[1]} violations, {counted['warnings']} warnings\n"
+    )
     return blocks, summary
 
 
@@ -219,9 +226,10 @@ def quickstart_json(tmp_path_factory: pytest.TempPathFactory) -> subprocess.Comp
 
 
 def test_quickstart_passes(quickstart_text: subprocess.CompletedProcess[str]) -> None:
-    """The quickstart audits clean: exit 0, nothing on stderr, "8 actions, 0 violations"."""
+    """The quickstart audits clean: exit 0, nothing on stderr, "8 actions, 0 violations,
+    0 warnings"."""
     assert (quickstart_text.returncode, quickstart_text.stderr) == (0, "")
-    assert quickstart_text.stdout.endswith("\n8 actions, 0 violations\n")
+    assert quickstart_text.stdout.endswith("\n8 actions, 0 violations, 0 warnings\n")
     assert "VIOLATION" not in quickstart_text.stdout
 
 

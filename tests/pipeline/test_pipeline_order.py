@@ -25,7 +25,7 @@ def test_the_stages_run_checks_then_the_reply_then_guard_and_audit() -> None:
     an idempotent reply (after the guard: a reply it refused is never replayed) and the
     audit last."""
     whens = [stage.when for stage in pipeline.STAGES]
-    assert whens == ["checks"] * 14 + ["refused", "release", "reply"] + ["always"] * 3
+    assert whens == ["checks"] * 15 + ["refused", "release", "reply"] + ["always"] * 3
     names = [stage.name for stage in pipeline.STAGES][-3:]
     assert names == ["taint guard", "idempotency", "audit"]
     assert [stage.name for stage in pipeline.STAGES][:3] == ["session", "route", "origin"]

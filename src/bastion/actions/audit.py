@@ -3,6 +3,14 @@
 ``bastion audit MODULE:ATTR`` prints it and exits 1 on any violation, so CI can hold an
 app to the rules below; ``inventory(bastion)`` gives the same data to a page.
 
+Warnings (shown, but not a failure: each may be a choice):
+
+- an action that accepts API tokens (``tokens=True``) without scopes of its own, so a
+  token can call it only by naming it, one action at a time, or was given its name
+  without thought;
+- an action whose name looks sensitive (password, e-mail, token, role, delete) without a
+  step-up policy (``recent_login``): a stolen session could do it.
+
 Violations:
 
 - a public action without a rate limit;
@@ -48,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = ["ActionReport", "FieldReport", "inventory"]
 
 _SIZED_SCALARS = (str, bytes, bytearray, SecretStr, SecretBytes)
+_SENSITIVE = re.compile(r"password|e_?mail|token|role|delete", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +79,13 @@ class ActionReport:
     bound_arguments: list[str]
     idempotent: bool = False
     """Declared ``idempotent=True``: runs once per idempotency key."""
+    tokens: list[str] | None = None
+    """The scopes that let an API token call it (``None``: no token may)."""
+    step_up: float | None = None
+    """How recent a log-in its policy wants, in seconds (``recent_login``)."""
     fields: list[FieldReport] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +134,8 @@ def _report(spec: ActionSpec) -> ActionReport:
         max_file_bytes=spec.limits.max_file_bytes if spec.accepts_uploads else None,
         bound_arguments=list(spec.bound.model_fields) if spec.bound is not None else [],
         idempotent=spec.idempotent,
+        tokens=sorted(spec.tokens) if spec.tokens is not None else None,
+        step_up=spec.policy.step_up,
         fields=list(
             _fields(
                 spec.input_model,
@@ -136,6 +152,10 @@ def _report(spec: ActionSpec) -> ActionReport:
             report.violations.append(f"field {f.path!r} ({f.type}) has no maximum length")
     if spec.accepts_uploads and not spec.file_cap_declared:
         report.violations.append("accepts uploads without a declared max_file_bytes")
+    if spec.tokens is not None and spec.tokens == {spec.name}:
+        report.warnings.append("accepts API tokens without scopes of its own (tokens=True)")
+    if _SENSITIVE.search(spec.name) and spec.policy.step_up is None:
+        report.warnings.append("looks sensitive but needs no recent log-in (recent_login)")
 
     return report
 

@@ -1,4 +1,4 @@
-"""Pipeline stages 7 and 12: who may call an action, and the object check.
+"""Pipeline stages 8 and 13: who may call an action, and the object check.
 
 A policy answers allow (``True``) or deny for the call's ``Context``. Every action must
 name one: an action without a policy does not register (deny by default, decided at
@@ -54,6 +54,10 @@ class Policy:
     admits_anonymous: bool = True
     """Whether it may let an anonymous caller through: such actions get the app's
     ``default_rate`` unless they name one, and ``bastion audit`` wants them limited."""
+
+    step_up: float | None = None
+    """The longest a log-in may be old for every call it allows (``recent_login``), in
+    seconds; ``None`` when some call needs no recent log-in (``bastion audit`` shows it)."""
 
     def allows(self, ctx: Context) -> bool | Awaitable[bool]:
         raise NotImplementedError
@@ -140,6 +144,8 @@ class _AllOf(Policy):
         self.needs_user = any(p.needs_user for p in parts)
         self.wants_sign_in = any(p.wants_sign_in for p in parts)
         self.admits_anonymous = all(p.admits_anonymous for p in parts)
+        windows = [p.step_up for p in parts if p.step_up is not None]
+        self.step_up = min(windows) if windows else None  # every part must allow
 
     async def allows(self, ctx: Context) -> bool:
         for part in self.parts:
@@ -157,6 +163,9 @@ class _AnyOf(Policy):
         self.needs_user = any(p.needs_user for p in parts)
         self.wants_sign_in = any(p.wants_sign_in for p in parts)
         self.admits_anonymous = any(p.admits_anonymous for p in parts)
+        windows = [p.step_up for p in parts]
+        # One part is enough: a part without a window lets calls through without one.
+        self.step_up = None if None in windows else max(w for w in windows if w is not None)
 
     async def allows(self, ctx: Context) -> bool:
         for part in self.parts:
@@ -194,6 +203,7 @@ class _RecentLogin(Policy):
     def __init__(self, max_age: float, page: str | None) -> None:
         self.max_age = max_age
         self.page = page
+        self.step_up = max_age
 
     def allows(self, ctx: Context) -> bool:
         if ctx.user is None:

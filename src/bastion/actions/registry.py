@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import inspect
 import typing
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, SecretBytes, SecretStr, TypeAdapter
@@ -79,6 +79,7 @@ def build_spec(
     file_cap_declared: bool = False,
     body_cap_declared: bool = False,
     idempotent: bool = False,
+    tokens: bool | str | Iterable[str] = False,
 ) -> ActionSpec:
     where = f"action {name!r}"
     if policy is None:
@@ -93,6 +94,7 @@ def build_spec(
         raise ConfigurationError(f"{where}: check must be callable, not {check!r}")
     if not isinstance(idempotent, bool):
         raise ConfigurationError(f"{where}: idempotent must be True or False, not {idempotent!r}")
+    scopes = _token_scopes(where, name, tokens)
     if not callable(fn) or not (inspect.isfunction(fn) or inspect.iscoroutinefunction(fn)):
         raise ConfigurationError(f"{where}: an action must be a plain function, not {fn!r}")
     try:
@@ -196,10 +198,31 @@ def build_spec(
         renders=renders,
         check_arguments=check_arguments,
         idempotent=idempotent,
+        tokens=scopes,
         takes_dependencies=any(
             a.dependency is not None for a in (*arguments, *(check_arguments or ()))
         ),
     )
+
+
+def _token_scopes(
+    where: str, name: str, tokens: bool | str | Iterable[str]
+) -> frozenset[str] | None:
+    """``tokens=``: ``False``, no API token; ``True``, a token holding the action's name
+    as a scope; scopes (a string or several), a token holding the name or one of them."""
+    if tokens is False:
+        return None
+    if tokens is True:
+        return frozenset((name,))
+    if isinstance(tokens, str):
+        listed: tuple[object, ...] = (tokens,)
+    else:
+        listed = tuple(tokens) if isinstance(tokens, Iterable) else ()
+    if not listed or not all(isinstance(scope, str) and scope for scope in listed):
+        raise ConfigurationError(
+            f"{where}: tokens is True, False or the scopes a token needs, not {tokens!r}"
+        )
+    return frozenset((name, *(str(scope) for scope in listed)))
 
 
 class Registry:

@@ -152,11 +152,14 @@ class ActionSpec:
     renders: bool = False
     """Declared ``-> Fragment``: the handler chooses the template htmx gets."""
     takes_dependencies: bool = False
-    """Whether the handler or its check names a ``Depends``: stages 11 and 16 do
+    """Whether the handler or its check names a ``Depends``: stages 12 and 17 do
     nothing for an action that does not."""
     idempotent: bool = False
     """Declared ``idempotent=True``: a call with an idempotency key runs once, and its
     repeats get the first reply (``bastion.idempotency``)."""
+    tokens: frozenset[str] | None = None
+    """The scopes that let an API token call it: its own name and what ``tokens=``
+    listed; ``None`` when it accepts no token (the default)."""
     check_arguments: tuple[Argument, ...] | None = None
     """``check=``'s parameters, read from its annotations; ``None`` for a check taking
     ``(ctx, data)`` by position."""

@@ -9,7 +9,8 @@ In this order:
    host and port). ``null`` (sandboxed frames, some redirects) and anything malformed
    are 403, never a 500 and never "missing".
 3. No ``Origin`` but a ``Referer`` → the Referer's origin must be allowed.
-4. Neither → allowed here; the CSRF token (stage 4) is still required.
+4. Neither → allowed here; the CSRF token (stage 6) is still required (a script's call
+   may bring an API token, stage 4, instead).
 
 ``Host`` and ``X-Forwarded-*`` decide nothing: origins are compared with the
 configured list, never with what the request says it was sent to.

@@ -1,4 +1,4 @@
-"""Pipeline stage 17: the reply, in the form the caller asked for.
+"""Pipeline stage 18: the reply, in the form the caller asked for.
 
 Scripts get the JSON envelope; a plain HTML form (no JavaScript) gets ``303 See
 Other`` so the browser lands on a page, never on raw JSON. Every reply carries

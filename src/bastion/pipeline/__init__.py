@@ -13,29 +13,32 @@ first line and the security model's table to one order.)
     2  route            transport        action, method, forwarding, content     404 405 400
                                          type, declared length                   415 413
     3  origin           origin           Sec-Fetch-Site, Origin, Referer         403
-    4  form fields      decoding         a plain form's body as far as its       400 408 413
+    4  API token        tokens           a Bearer token: not in the URL, no      400 401 403
+                                         cookie too, accepted and scoped, live   429 503
+    5  form fields      decoding         a plain form's body as far as its       400 408 413
                                          token (the pre-token cap)
-    5  CSRF token       csrf             bound to the session, always            403
-    6  rate limit       ratelimit        per address and per user                429
-    7  policy           policy           who may call (loads the user if needed) 401 403
-    8  body             decoding         a script's capped body; the session     400 408 413
+    6  CSRF token       csrf             bound to the session (every call with   403
+                                         a cookie)
+    7  rate limit       ratelimit        per address and per user                429
+    8  policy           policy           who may call (loads the user if needed) 401 403
+    9  body             decoding         a script's capped body; the session     400 408 413
                                          still exists after a slow one           403
-    9  validation       decoding         into the action's pydantic model        422
-    10 bound values     binding          sealed values opened                    400
-    11 dependencies     depends          Depends(...) values, within the timeout 504
-    12 object check     policy           the action's check= on the call         403
-    13 execute          execute          the handler, within its timeout; once   504 409 422
+    10 validation       decoding         into the action's pydantic model        422
+    11 bound values     binding          sealed values opened                    400
+    12 dependencies     depends          Depends(...) values, within the timeout 504
+    13 object check     policy           the action's check= on the call         403
+    14 execute          execute          the handler, within its timeout; once   504 409 422
                                          per idempotency key
-    14 output           output           through the return type (and fragment)  500
-    15 refusals         ratelimit        a call refused before stage 6, counted  429
+    15 output           output           through the return type (and fragment)  500
+    16 refusals         ratelimit        a call refused before stage 7, counted  429
                                          per address (refusal_rate)
-    16 release          depends          generator dependencies closed, after    500 503
+    17 release          depends          generator dependencies closed, after    500 503
                                          output and before the reply
-    17 respond          responses        JSON, 303 + flash, or htmx              200 303
-    18 taint guard      taint            no tainted value in reply, flash, URL   500
-    19 idempotency      idempotency      an idempotent call's reply kept for its
+    18 respond          responses        JSON, 303 + flash, or htmx              200 303
+    19 taint guard      taint            no tainted value in reply, flash, URL   500
+    20 idempotency      idempotency      an idempotent call's reply kept for its
                                          repeats (or its key released)
-    20 audit            events           one AuditEvent per call
+    21 audit            events           one AuditEvent per call
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import Receive, Scope
 
-from bastion import csrf, events, idempotency
+from bastion import csrf, events, idempotency, tokens
 from bastion.actions import policy
 from bastion.actions.spec import ActionSpec, BodyKind
 from bastion.context import Context
@@ -127,6 +130,8 @@ class Call:
     """The idempotency key this call holds (an ``idempotent=True`` action's)."""
     ran: bool = False
     """Whether the handler returned: from then on, running it again could write twice."""
+    token: tokens.ApiToken | None = None
+    """The API token the call is made with (no cookie, no CSRF token)."""
 
 
 StageFn = Callable[[Call, "Runtime"], Awaitable[None]]
@@ -167,6 +172,23 @@ async def _origin(call: Call, runtime: Runtime) -> None:
     origin.check(call.headers, runtime.origins_for(call.scope), _spec(call).name)
 
 
+async def _api_token(call: Call, runtime: Runtime) -> None:
+    spec = _spec(call)
+    token = await tokens.check(
+        runtime.tokens,
+        call.headers,
+        call.scope.get("query_string", b""),
+        runtime.config.sessions.cookie_name,
+        spec.tokens,
+        spec.name,
+    )
+    if token is not None:
+        # Counted before anything else is done for it: a leaked token in a loop.
+        await runtime.counter.hit(runtime.token_rate, "token", token.id)
+        call.token = token
+        call.session = Session.for_token(token.id, token.user_id)
+
+
 async def _form_fields(call: Call, runtime: Runtime) -> None:
     # A plain form's token is one of its flat fields: its body is read as far as the
     # token, within the smaller pre-token cap; the rest waits for the token to pass.
@@ -177,6 +199,8 @@ async def _form_fields(call: Call, runtime: Runtime) -> None:
 
 
 async def _csrf(call: Call, runtime: Runtime) -> None:
+    if call.token is not None:
+        return  # no cookie, so nothing a cross-site page could make the browser send
     form_token = call.body.reserved.get(csrf.FIELD) if call.body is not None else None
     csrf.verify(_session_of(call), call.headers, form_token, runtime.keys, _spec(call).name)
 
@@ -340,6 +364,7 @@ async def _audit(call: Call, runtime: Runtime) -> None:
         status=call.response.status_code if call.response is not None else 500,
         duration_ms=round((time.perf_counter() - call.clock) * 1000, 3),
         digest=call.digest,
+        token_id=call.token.id if call.token is not None else None,
     )
     await events.emit(runtime.audit_sinks, event)
 
@@ -348,6 +373,7 @@ STAGES: Final[tuple[Stage, ...]] = (
     Stage("session", "sessions", _session),
     Stage("route", "pipeline.stages.transport", _route),
     Stage("origin", "http.origin", _origin),
+    Stage("API token", "tokens", _api_token),
     Stage("form fields", "pipeline.stages.decoding", _form_fields),
     Stage("CSRF token", "csrf", _csrf),
     Stage("rate limit", "ratelimit", _rate_limit),
@@ -488,7 +514,7 @@ def _context(call: Call, runtime: Runtime) -> Context:
 async def _count(
     runtime: Runtime, spec: ActionSpec, rate: RateLimitItem, session: Session, client: str | None
 ) -> None:
-    """Stage 5: one call counted per signed-in user, and per client address for every
+    """Stage 7: one call counted per signed-in user, and per client address for every
     anonymous call and every call of an action anyone may call: signing in (with any
     account) must not lift a public action's limit for an address that spent it."""
     user_id = session.user_id

@@ -30,6 +30,7 @@ from bastion.ratelimit import Counter
 from bastion.sessions import SessionManager
 from bastion.stores import Store
 from bastion.taint import TaintSet
+from bastion.tokens import Tokens
 
 if TYPE_CHECKING:
     import jinja2
@@ -80,6 +81,9 @@ class Runtime:
     counter: Counter
     refusal_rate: RateLimitItem | None
     """Refused calls per client address before 429 (``Bastion(refusal_rate=...)``)."""
+    tokens: Tokens
+    token_rate: RateLimitItem
+    """Calls per API token, whatever it calls (``Bastion(token_rate=...)``)."""
     password_check: PasswordCheck
     load_user: UserLoader | None
     trusted_proxies: network.Networks

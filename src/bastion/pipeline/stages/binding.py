@@ -1,4 +1,4 @@
-"""Pipeline stage 10: values the server put into a form come back sealed.
+"""Pipeline stage 11: values the server put into a form come back sealed.
 
 A page that renders "edit post 42" must not let the visitor edit post 43 by changing a
 hidden input. Such values are *bound* when the form is rendered and travel in one

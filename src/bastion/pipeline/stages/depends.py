@@ -1,11 +1,11 @@
-"""Pipeline stages 11 and 16: the dependencies a call takes, opened and released.
+"""Pipeline stages 12 and 17: the dependencies a call takes, opened and released.
 
-Stage 11 runs every dependency the handler and its ``check=`` name, after the policy,
+Stage 12 runs every dependency the handler and its ``check=`` name, after the policy,
 validation and bound values have passed — so nothing is opened for a call that is
 refused earlier — and within the action's time limit. Each runs once per call (unless
 declared ``use_cache=False``); sync ones run in a worker thread, as the handler would.
 
-Stage 16 runs after output whatever happened: the code after each generator's
+Stage 17 runs after output whatever happened: the code after each generator's
 ``yield`` runs, newest first, with the handler's exception thrown in if it raised. It
 runs before the reply is made, so that a commit failing there is the call's failure
 (500 with a digest, or 503 for a backend that is down), never a success the database
@@ -47,8 +47,8 @@ class Resources:
 
 
 async def open_all(spec: ActionSpec, ctx: Context[Any], resources: Resources) -> None:
-    """Stage 11: the values of every dependency parameter of the handler and the check,
-    into ``resources`` (which stage 16 releases, whatever opened before a failure)."""
+    """Stage 12: the values of every dependency parameter of the handler and the check,
+    into ``resources`` (which stage 17 releases, whatever opened before a failure)."""
     try:
         await within(spec.timeout, functools.partial(_open, spec, ctx, resources))
     except DeadlinePassed:
@@ -102,7 +102,7 @@ async def _exit_in_thread(
 
 
 async def release(resources: Resources, raised: BaseException | None) -> None:
-    """Stage 16: close what stage 11 opened, handing the call's exception in."""
+    """Stage 17: close what stage 12 opened, handing the call's exception in."""
     if raised is None:
         await resources.stack.aclose()
     else:

@@ -1,4 +1,4 @@
-"""Pipeline stage 13: run the handler, within its time limit (once per idempotency key,
+"""Pipeline stage 14: run the handler, within its time limit (once per idempotency key,
 for an idempotent action: ``bastion.idempotency``)."""
 
 from __future__ import annotations

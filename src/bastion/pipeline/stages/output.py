@@ -1,4 +1,4 @@
-"""Pipeline stage 14: only what the return type declares leaves the server.
+"""Pipeline stage 15: only what the return type declares leaves the server.
 
 The result goes through the declared type's validator (reading attributes, so an
 ORM row or any object works) and then its serialiser: an attribute the model does
