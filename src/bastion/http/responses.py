@@ -15,7 +15,7 @@ from urllib.parse import quote, urlsplit
 from starlette.datastructures import Headers
 from starlette.responses import Response
 
-from bastion.errors import ActionError, ValidationFailed
+from bastion.errors import ActionError, ReauthenticationRequired, ValidationFailed
 
 __all__ = [
     "error",
@@ -103,6 +103,9 @@ def error(
         body["digest"] = digest
     if isinstance(exc, ValidationFailed):
         body["fields"] = exc.fields
+    elif isinstance(exc, ReauthenticationRequired) and exc.page is not None:
+        # Where the caller signs in again (recent_login(page=...)); bastion.js goes there.
+        body["page"] = exc.page
     envelope: dict[str, Any] = {"ok": False, "error": body}
     if debug is not None:
         envelope["debug"] = debug

@@ -10,7 +10,10 @@
 //   - forms htmx sends (hx-post) are left to htmx;
 //   - <... data-bastion-error="name"> receives the message for field `name`, and the
 //     field is marked aria-invalid;
-//   - errors are announced in an aria-live region.
+//   - errors are announced in an aria-live region;
+//   - a step-up refusal (401 reauthentication_required, recent_login(page=...)) goes to
+//     that page, ?next= this one, unless a listener of "bastion:reauthenticate" calls
+//     preventDefault() to prompt its own way.
 // Everything is written with textContent: a reply can never inject markup.
 //
 // A page's own scripts call actions with bastion.call(action, data): a Promise of the
@@ -96,7 +99,7 @@
       if (result) result.textContent = text(reply.data);
       // Dispatched once the result is shown, so a listener can restyle it.
       form.dispatchEvent(new CustomEvent("bastion:ok", { detail: reply.data, bubbles: true }));
-      if (!result && next && next.value) window.location.assign(next.value);
+      if (!result && next && next.value) follow(next.value);
       return;
     }
     var err = reply.error || { message: "Something went wrong." };
@@ -120,6 +123,33 @@
     slot.textContent = message;
     announce(message);
     form.dispatchEvent(new CustomEvent("bastion:error", { detail: err, bubbles: true }));
+    if (err.code === "reauthentication_required") reauthenticate(form, err);
+  }
+
+  // Where the plain post would land: a 303 there loads the page. Assigning a URL that
+  // differs from this one by its #fragment only scrolls, and would leave what the call
+  // changed (a revoked token still listed) on the screen: this page is loaded again.
+  function follow(next) {
+    var target = new URL(next, window.location.href);
+    var here = window.location;
+    if (target.origin === here.origin && target.pathname === here.pathname && target.search === here.search) {
+      window.history.replaceState(null, "", target.href);
+      window.location.reload();
+    } else {
+      window.location.assign(target.href);
+    }
+  }
+
+  // A step-up action (recent_login) refused an older log-in: the page that asks for
+  // the password again, which sends the member back here. A page's own script may show
+  // its own prompt instead: preventDefault() on "bastion:reauthenticate".
+  function reauthenticate(form, err) {
+    var go = form.dispatchEvent(
+      new CustomEvent("bastion:reauthenticate", { detail: err, bubbles: true, cancelable: true })
+    );
+    if (go && typeof err.page === "string" && err.page.charAt(0) === "/" && err.page.charAt(1) !== "/") {
+      window.location.assign(err.page + "?next=" + encodeURIComponent(window.location.pathname));
+    }
   }
 
   document.addEventListener("submit", function (event) {
