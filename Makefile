@@ -213,10 +213,10 @@ lowest: $(VENV)/.installed
 	rm -rf $(LOWEST_VENV)
 	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST_VENV)
 	VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip install --quiet --resolution lowest-direct \
-		-e '.[testing,redis,standard,probe]'
+		-e '.[testing,redis,standard,probe,passkeys,totp]'
 	VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip install --quiet pytest hypothesis
 	@VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip freeze | grep -i -E \
-		'^(starlette|anyio|pydantic|pydantic-core|python-multipart|cryptography|argon2-cffi|limits|jinja2|markupsafe|confusable-homoglyphs|redis|hiredis|httpx2|uvicorn)=='
+		'^(starlette|anyio|pydantic|pydantic-core|python-multipart|cryptography|argon2-cffi|limits|jinja2|markupsafe|confusable-homoglyphs|redis|hiredis|httpx2|uvicorn|webauthn|pyotp|segno)=='
 	$(LOWEST_VENV)/bin/python -m pytest -p no:cacheprovider -q $(LOWEST_TESTS)
 
 test: lint typecheck audit browser pytest wheel-smoke lowest probe fuzz-ci

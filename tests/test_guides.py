@@ -94,6 +94,15 @@ def test_fastapi_guide(tmp_path: Path) -> None:
     assert_passed(run_pytest(tmp_path), 9)
 
 
+def test_tokens_guide(tmp_path: Path) -> None:
+    """tokens.md: a step-up action makes a read-only token, a script reads with it and
+    may neither write nor make tokens, revoked it is refused, in the URL it is refused;
+    five tests pass."""
+    files = write_guide("tokens.md", tmp_path)
+    assert files == ["app.py", "script.py", "conftest.py", "test_tokens.py"]
+    assert_passed(run_pytest(tmp_path), 5)
+
+
 def test_scripts_guide(tmp_path: Path) -> None:
     """scripts.md: a page whose own script calls an action with bastion.call, the token
     from csrf_meta() and a value sealed for the visitor; five tests pass."""

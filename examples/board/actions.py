@@ -50,6 +50,7 @@ from .schemas import (
     SignUp,
     Welcome,
 )
+from .second_factor import SecondStep, has_totp, start_second_step
 
 __all__ = [
     "change_password",
@@ -115,9 +116,10 @@ def _store_hash(account_id: int, password: str) -> None:
 
 
 @bastion.action(policy=public, rate="20/minute")
-async def login(ctx: Context[Member], data: Credentials) -> SignedIn:
+async def login(ctx: Context[Member], data: Credentials) -> SignedIn | SecondStep:
     """Throttled per account and address (``ctx.check_password``: 429 past five failures),
-    the same answer and the same time for an unknown address, and a new session ID."""
+    the same answer and the same time for an unknown address, and a new session ID. With
+    codes on, the password alone signs no one in: a code must follow (``login_totp``)."""
     email = data.email  # canonical (``LoginName``): sign-up stored this same spelling
     password = data.password.get_secret_value()
     account = await db.run(_find_account, email)
@@ -128,6 +130,8 @@ async def login(ctx: Context[Member], data: Credentials) -> SignedIn:
         raise ActionError("Wrong email or password.", code="login_failed", status=401)
     if needs_rehash(account.password_hash):
         await db.run(_store_hash, account.id, password)
+    if await db.run(has_totp, account.id):
+        return start_second_step(ctx, account.id)  # a new session, signed in to no one
     await ctx.login(Member.of(account))  # rotates the session: a planted ID dies here
     return SignedIn(name=account.name, message=f"Signed in as {account.name}.")
 

@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import actions, api_tokens, pages  # noqa: F401 - actions: imported to register them
+from . import actions, api_tokens, mfa, pages, passkeys  # noqa: F401 - imported to register them
 from .core import bastion, db, settings
 from .db import DATABASE_DOWN, SeedAccount
 
@@ -122,7 +122,7 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
 
 app = Starlette(
     routes=[
-        *(Route(path, endpoint) for path, endpoint in pages.ROUTES),
+        *(Route(path, endpoint) for path, endpoint in (*pages.ROUTES, *mfa.ROUTES)),
         Mount("/static", StaticFiles(directory=pages.HERE / "static"), name="static"),
     ],
     exception_handlers={404: pages.not_found, **dict.fromkeys(DATABASE_DOWN, pages.unavailable)},

@@ -24,7 +24,7 @@ from starlette.templating import Jinja2Templates
 from bastion import ServiceUnavailable
 from bastion.actions.audit import inventory
 
-from . import api_tokens
+from . import api_tokens, passkeys, second_factor
 from .core import Member, bastion, db
 from .db import DATABASE_DOWN, MAX_ROW_ID, ROLES, Account, Post
 from .schemas import PostRef
@@ -69,6 +69,7 @@ templates.env.filters["when"] = when
 templates.env.filters["unix_time"] = unix_time
 templates.env.globals["ROLES"] = ROLES
 templates.env.globals["post_ref"] = post_ref
+templates.env.globals["passkeys_enabled"] = passkeys.RELYING_PARTY is not None
 
 
 def numbers_up_to(limit: int) -> str:
@@ -149,7 +150,10 @@ def members_only(page: MemberPage) -> Endpoint:
         if member is None:
             path = request.url.path
             query = "" if path == "/" else "?" + urlencode({"next": path})
-            return RedirectResponse(f"/login{query}", status_code=303)
+            # Between the password and the code: on to the code, not the password again.
+            halfway = second_factor.second_step_pending(request.scope)
+            start = second_factor.SECOND_STEP_PAGE if halfway else "/login"
+            return RedirectResponse(f"{start}{query}", status_code=303)
         return await page(request, member)
 
     return endpoint
@@ -246,8 +250,17 @@ async def me(request: Request, member: Member) -> Response:
     if profile is None:
         return refuse(request, member, 404, "Your account no longer exists.")
     tokens = await api_tokens.tokens_of(member.id)
+    keys = await db.run(passkeys.passkeys_of, member.id)
+    totp = await db.run(second_factor.totp_state, member.id)
     return render(
-        request, "me.html", member, profile=profile, tokens=tokens, scopes=api_tokens.SCOPES
+        request,
+        "me.html",
+        member,
+        profile=profile,
+        tokens=tokens,
+        scopes=api_tokens.SCOPES,
+        passkeys=keys,
+        totp=totp,
     )
 
 

@@ -59,6 +59,18 @@ ACTIONS = (
     "edit_post",
     "delete_post",
     "report_problem",
+    "create_api_token",
+    "revoke_api_token",
+    "list_posts",
+    "begin_passkey_registration",
+    "finish_passkey_registration",
+    "delete_passkey",
+    "begin_passkey_sign_in",
+    "finish_passkey_sign_in",
+    "totp_begin",
+    "totp_confirm",
+    "totp_disable",
+    "login_totp",
 )
 REFUSED = {
     401: {"ok": False, "error": {"code": "unauthorized", "message": "Please sign in first."}},
@@ -188,12 +200,25 @@ def test_every_action_passes_bastion_audit(board: Board) -> None:
         "edit_post": "30/minute",
         "delete_post": "30/minute",
         "report_problem": "5/minute",
+        "create_api_token": "6/minute",
+        "revoke_api_token": "30/minute",
+        "list_posts": "60/minute",
+        "begin_passkey_registration": "10/minute",
+        "finish_passkey_registration": "10/minute",
+        "delete_passkey": "30/minute",
+        "begin_passkey_sign_in": "20/minute",
+        "finish_passkey_sign_in": "20/minute",
+        "totp_begin": "6/minute",
+        "totp_confirm": "10/minute",
+        "totp_disable": "6/minute",
+        "login_totp": "10/minute",
     }
     assert {r.name: r.bound_arguments for r in reports if r.bound_arguments} == {
         "change_role": ["account_id"],
         "end_member_sessions": ["account_id"],
         "edit_post": ["post_id", "version"],
         "delete_post": ["post_id", "version"],
+        "delete_passkey": ["passkey_id"],
     }
 
 
@@ -812,7 +837,7 @@ def test_public_pages_and_their_headers(board: Board) -> None:
         page = html(client, "/security").text
     assert re.findall(r'<tr id="action-(\w+)">', page) == list(ACTIONS)
     assert "<code>require(roles=[&#39;admin&#39;])</code>" in page
-    assert "13 actions, 0 violations." in page
+    assert f"{len(ACTIONS)} actions, 0 violations, " in page
     assert "<code>password</code>: SecretStr" in page
 
 

@@ -36,7 +36,13 @@ def test_a_newcomer_publishes_edits_and_deletes_a_post(served: Served) -> None:
     it holds the board's tables and seeded accounts; a sign-up adds an author with an
     argon2id hash; a post appears, changes and goes, and the account stays."""
     board, rows = served.server, served.rows
-    assert served.tables() == ["accounts", "posts"]
+    assert served.tables() == [
+        "accounts",
+        "passkeys",
+        "posts",
+        "recovery_codes",
+        "totp_credentials",
+    ]
     assert rows("SELECT email, role FROM accounts ORDER BY id") == [
         (ADMIN, "admin"),
         (AUTHOR, "author"),

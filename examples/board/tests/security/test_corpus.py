@@ -250,6 +250,49 @@ def _tokens() -> list[tuple[str, Attack]]:
     return cases
 
 
+def _api_tokens() -> list[tuple[str, Attack]]:
+    """The API token actions, called from a browser: hostile bodies (tests/test_tokens.py
+    and test_api_tokens.py have the Bearer attacks)."""
+    return [
+        *json_attacks("create_api_token", _structural()[::4], caller="author"),
+        *json_attacks("revoke_api_token", _structural()[::4], caller="author"),
+        *json_attacks("list_posts", _structural(without_input=True)[::4], caller="author"),
+    ]
+
+
+def _passkeys() -> list[tuple[str, Attack]]:
+    """The passkey actions: hostile bodies, and a passkey's seal moved in from another
+    action or session (security/test_passkeys.py has the WebAuthn attacks)."""
+    moved = _seal("delete_post", {"post_id": 1}, bind_session=False)
+    other = _another_session("delete_passkey", {"passkey_id": 1})
+    return [
+        *json_attacks("begin_passkey_sign_in", _structural(without_input=True)[::4]),
+        *json_attacks("finish_passkey_sign_in", _structural()[::4]),
+        *json_attacks(
+            "begin_passkey_registration", _structural(without_input=True)[::4], caller="author"
+        ),
+        *json_attacks("finish_passkey_registration", _structural()[::4], caller="author"),
+        *(
+            (f"bound-{name}", Attack("delete_passkey", *BOUND_INVALID, body, caller="author"))
+            for name, body in (
+                ("delete-seal-to-delete-passkey", _with_bound({}, moved)),
+                ("passkey-seal-of-another-session", _with_bound({}, other)),
+            )
+        ),
+    ]
+
+
+def _totp() -> list[tuple[str, Attack]]:
+    """The one-time code actions: hostile bodies (security/test_totp.py has the attacks
+    on the codes themselves)."""
+    return [
+        *json_attacks("login_totp", _structural()[::4]),
+        *json_attacks("totp_begin", _structural(without_input=True)[::4], caller="author"),
+        *json_attacks("totp_confirm", _structural()[::4], caller="author"),
+        *json_attacks("totp_disable", _structural()[::4], caller="author"),
+    ]
+
+
 BOARD: Final = [
     *json_attacks("login", _structural()),
     *json_attacks("signup", _structural()),
@@ -264,6 +307,9 @@ BOARD: Final = [
     *form_attacks("signup", _adapted(corpus.FORM_ENTRIES[::2])),
     *_bound_attacks(),
     *_tokens(),
+    *_api_tokens(),
+    *_passkeys(),
+    *_totp(),
 ]
 """Every attack on the board: (name, attack)."""
 
