@@ -251,7 +251,7 @@ def _tokens() -> list[tuple[str, Attack]]:
 
 
 def _api_tokens() -> list[tuple[str, Attack]]:
-    """The API token actions, called from a browser: hostile bodies (tests/test_tokens.py
+    """The API token actions, called from a browser: hostile bodies (tests/test_bearer_tokens.py
     and test_api_tokens.py have the Bearer attacks)."""
     return [
         *json_attacks("create_api_token", _structural()[::4], caller="author"),
