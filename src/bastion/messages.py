@@ -55,6 +55,10 @@ CATALOG: Final[Mapping[str, str]] = MappingProxyType(
         "token_not_accepted": "This action cannot be called with an API token.",
         "token_with_cookie": "Send an API token or a session cookie, not both.",
         "token_in_url": "API tokens go in the Authorization header, never in the URL.",
+        "passkey_invalid": "This passkey could not be verified. Try again.",
+        "passkey_no_challenge": "This passkey request is no longer valid. Start again.",
+        "passkey_expired": "This passkey request took too long. Start again.",
+        "passkey_rejected": "This passkey was not accepted.",
         "untrusted_host": "Invalid host header",
         # Field messages of a 422 that bastion writes (pydantic writes the others).
         "invalid_value": "Invalid value.",

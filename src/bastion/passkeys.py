@@ -45,6 +45,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from bastion.config import check_timeout
 from bastion.errors import ActionError, ConfigurationError
+from bastion.messages import CATALOG
 
 if TYPE_CHECKING:
     from webauthn.helpers.structs import RegistrationCredential
@@ -89,7 +90,7 @@ class PasskeyError(ActionError):
 
     status = 400
     code = "passkey_invalid"
-    message = "This passkey could not be verified. Try again."
+    message = CATALOG["passkey_invalid"]
 
 
 class PasskeyChallengeMissing(PasskeyError):
@@ -97,14 +98,14 @@ class PasskeyChallengeMissing(PasskeyError):
     used (a replay), or replaced by another."""
 
     code = "passkey_no_challenge"
-    message = "This passkey request is no longer valid. Start again."
+    message = CATALOG["passkey_no_challenge"]
 
 
 class PasskeyChallengeExpired(PasskeyError):
     """The challenge was pending longer than ``challenge_ttl``."""
 
     code = "passkey_expired"
-    message = "This passkey request took too long. Start again."
+    message = CATALOG["passkey_expired"]
 
 
 class PasskeyRejected(PasskeyError):
@@ -112,7 +113,7 @@ class PasskeyRejected(PasskeyError):
 
     status = 401
     code = "passkey_rejected"
-    message = "This passkey was not accepted."
+    message = CATALOG["passkey_rejected"]
 
 
 # --- what is stored ------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from bastion.errors import ConfigurationError, RateLimited, ServiceUnavailable
 
@@ -48,6 +48,12 @@ logger = logging.getLogger("bastion")
 T = TypeVar("T")
 
 
+@overload
+def parse_rate(rate: str, where: str) -> RateLimitItem: ...
+@overload
+def parse_rate(rate: None, where: str) -> None: ...
+@overload
+def parse_rate(rate: str | None, where: str) -> RateLimitItem | None: ...
 def parse_rate(rate: str | None, where: str) -> RateLimitItem | None:
     """``"20/minute"``, ``"5 per 15 minutes"`` … as the limits library reads them: one
     rate, of at least one call."""
