@@ -46,6 +46,14 @@ $(HTMX):
 	mkdir -p $(@D)
 	cp build/npm/node_modules/htmx.org/dist/htmx.min.js $@
 
+# TypeScript's compiler, for the generated client's tests (bastion.tsclient: the client
+# compiles under --strict, a wrong call does not, and it runs under node against the
+# board): from the npm registry, beside htmx, never a global install.
+TSC := build/npm/node_modules/.bin/tsc
+
+$(TSC):
+	npm install --no-audit --no-fund --silent --prefix build/npm typescript@5
+
 # The demo: a team board that shows every guard working (examples/board).
 demo: $(VENV)/.demo-installed .bastion-secret
 	@test -f $(HTMX) || $(MAKE) --no-print-directory $(HTMX) || \
@@ -109,7 +117,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict src
 
-pytest: $(VENV)/.installed browser proxies $(HTMX)
+pytest: $(VENV)/.installed browser proxies $(HTMX) $(TSC)
 	$(BIN)/pytest
 
 # The browser tests (tests/e2e, examples/board/tests/e2e) drive Debian's Chromium through
@@ -213,10 +221,13 @@ lowest: $(VENV)/.installed
 	rm -rf $(LOWEST_VENV)
 	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST_VENV)
 	VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip install --quiet --resolution lowest-direct \
-		-e '.[testing,redis,standard,probe,passkeys,totp]'
-	VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip install --quiet pytest hypothesis
+		-e '.[testing,redis,standard,probe,passkeys,totp,otel,prometheus]'
+	# The SDK the telemetry tests record with, at the API's own (lowest) version.
+	VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip install --quiet pytest hypothesis \
+		opentelemetry-sdk==$$($(LOWEST_VENV)/bin/python -c \
+		'import importlib.metadata as m; print(m.version("opentelemetry-api"))')
 	@VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip freeze | grep -i -E \
-		'^(starlette|anyio|pydantic|pydantic-core|python-multipart|cryptography|argon2-cffi|limits|jinja2|markupsafe|confusable-homoglyphs|redis|hiredis|httpx2|uvicorn|webauthn|pyotp|segno)=='
+		'^(starlette|anyio|pydantic|pydantic-core|python-multipart|cryptography|argon2-cffi|limits|jinja2|markupsafe|confusable-homoglyphs|redis|hiredis|httpx2|uvicorn|webauthn|pyotp|segno|opentelemetry-api|opentelemetry-sdk|opentelemetry-exporter-prometheus|prometheus-client)=='
 	$(LOWEST_VENV)/bin/python -m pytest -p no:cacheprovider -q $(LOWEST_TESTS)
 
 test: lint typecheck audit browser pytest wheel-smoke lowest probe fuzz-ci

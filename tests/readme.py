@@ -22,7 +22,8 @@ from services import free_port, wait_for
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FENCE = re.compile(r"^```([\w+-]*)\n(.*?)^```$", re.M | re.S)
-NAMED = re.compile(r"^(?:# (\S+)|\{# (\S+) #\})$")
+# ``# app.py``, ``{# templates/page.html #}``, and ``// client.ts`` for TypeScript.
+NAMED = re.compile(r"^(?:# (\S+)|\{# (\S+) #\}|// (\S+\.[cm]?ts))$")
 TOKEN = re.compile(r'name="_csrf" value="([A-Za-z0-9_-]{86})"')
 FORM = re.compile(r'<form method="post" action="(/_actions/[^"]+)"')
 
@@ -37,7 +38,7 @@ class Block:
         """The file this block is, from its first line, or ``None``."""
         first = self.text.split("\n", 1)[0]
         named = NAMED.match(first)
-        return None if named is None else named.group(1) or named.group(2)
+        return None if named is None else named.group(1) or named.group(2) or named.group(3)
 
 
 def blocks(text: str | None = None) -> list[Block]:

@@ -73,7 +73,7 @@ def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
     assert caught.value.code == 2
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.startswith("usage: bastion [-h] {keygen,audit,probe} ...\n")
+    assert err.startswith("usage: bastion [-h] {keygen,audit,schema,client,probe} ...\n")
     assert err.endswith("error: the following arguments are required: command\n")
 
 
@@ -83,16 +83,17 @@ def test_unknown_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert caught.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: bastion [-h] {keygen,audit,probe} ...\n")
+    assert err.startswith("usage: bastion [-h] {keygen,audit,schema,client,probe} ...\n")
     # Python versions differ on quoting the choices.
     assert re.search(
-        r"invalid choice: 'frobnicate' \(choose from '?keygen'?, '?audit'?, '?probe'?\)\n$",
+        r"invalid choice: 'frobnicate' \(choose from '?keygen'?, '?audit'?, '?schema'?, "
+        r"'?client'?, '?probe'?\)\n$",
         err,
     ), err
 
 
-def test_help_lists_keygen_audit_and_probe(capsys: pytest.CaptureFixture[str]) -> None:
-    """--help exits 0 and describes every command: keygen, audit and probe."""
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """--help exits 0 and describes every command: keygen, audit, schema, client, probe."""
     with pytest.raises(SystemExit) as caught:
         main(["--help"])
     assert caught.value.code == 0
@@ -101,3 +102,5 @@ def test_help_lists_keygen_audit_and_probe(capsys: pytest.CaptureFixture[str]) -
     assert "Server actions, secure by default." in out
     assert "print a new random secret key (for BASTION_SECRET_KEY)" in out
     assert "list every action of an app and exit 1 on any violation" in out
+    assert "print every action of an app as an OpenAPI 3.1 document (JSON)" in out
+    assert "write a typed client for an app's actions (from its schema)" in out

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import readme
+from test_tsclient import tsc
 
 GUIDES = Path(__file__).resolve().parent.parent / "docs" / "guides"
 
@@ -94,6 +95,21 @@ def test_fastapi_guide(tmp_path: Path) -> None:
     assert_passed(run_pytest(tmp_path), 9)
 
 
+def test_schema_guide(tmp_path: Path) -> None:
+    """schema.md: the manifest of a small app, printed by `bastion schema` and turned into
+    a client by `bastion client --ts`, served to admins only (404 for the rest, as an
+    unknown path), and merged into a FastAPI app's document; six tests pass."""
+    files = write_guide("schema.md", tmp_path)
+    assert files == [
+        "app.py",
+        "test_commands.py",
+        "conftest.py",
+        "test_served.py",
+        "test_fastapi_docs.py",
+    ]
+    assert_passed(run_pytest(tmp_path), 6)
+
+
 def test_tokens_guide(tmp_path: Path) -> None:
     """tokens.md: a step-up action makes a read-only token, a script reads with it and
     may neither write nor make tokens, revoked it is refused, in the URL it is refused;
@@ -151,3 +167,31 @@ def test_htmx_guide(tmp_path: Path) -> None:
         "test_tasks.py",
     ]
     assert_passed(run_pytest(tmp_path), 9)
+
+
+def test_typescript_guide(tmp_path: Path) -> None:
+    """typescript.md: `bastion client --ts` writes the typed client, whose call the app
+    takes (two tests pass), and the guide's browser and Node callers compile with it
+    under ``tsc --strict``."""
+    files = write_guide("typescript.md", tmp_path)
+    assert files == [
+        "app.py",
+        "generate.sh",
+        "web/notes.ts",
+        "web/node.ts",
+        "conftest.py",
+        "test_client.py",
+    ]
+    assert_passed(run_pytest(tmp_path), 2)
+    compiled = tsc(
+        tmp_path / "web", "--lib", "es2022,dom", "--noEmit", *os.listdir(tmp_path / "web")
+    )
+    assert compiled.returncode == 0, compiled.stdout + compiled.stderr
+
+
+def test_observability_page(tmp_path: Path) -> None:
+    """docs/observability.md: a span named by the action, the metrics route a 404 for a
+    stranger, a refusal as one JSON line, and structlog keeping its fields."""
+    files = write_guide("../observability.md", tmp_path)
+    assert files == ["app.py", "test_app.py", "jsonlog.py", "structlog_setup.py", "test_logs.py"]
+    assert_passed(run_pytest(tmp_path), 3)

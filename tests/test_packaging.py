@@ -25,6 +25,8 @@ OPTIONAL = (
     "confusable_homoglyphs",
     "limits",
     "starlette.testclient",
+    "opentelemetry",
+    "prometheus_client",
 )
 
 

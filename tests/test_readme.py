@@ -52,7 +52,7 @@ def test_the_install_lines_name_the_declared_extras() -> None:
         "optional-dependencies"
     ]
     shown = re.findall(r"pip install 'bastion\[(\w+)\]'", readme.shell_block("pip install"))
-    assert shown == ["standard", "redis", "testing", "passkeys", "totp"]
+    assert shown == ["standard", "redis", "testing", "passkeys", "totp", "otel", "prometheus"]
     assert set(shown) <= set(extras)
     assert set(extras) - set(shown) == {"probe", "dev", "fuzz", "bench"}
 

@@ -19,6 +19,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bastion.logging import ActionNameFilter
+
 from . import actions, api_tokens, mfa, pages, passkeys  # noqa: F401 - imported to register them
 from .core import bastion, db, settings
 from .db import DATABASE_DOWN, SeedAccount
@@ -72,10 +74,16 @@ def prepare() -> None:
 
 
 class _UvicornStyle(logging.Formatter):
-    """``INFO:     board: …``, aligned with uvicorn's own lines."""
+    """``INFO:     board: …``, aligned with uvicorn's own lines; a refusal's line on
+    ``bastion.security`` with its fields (``action=… stage=… code=… client=…``)."""
+
+    FIELDS: Final = ("action", "stage", "code", "client", "digest")
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname + ':':<9} {super().format(record)}"
+        line = f"{record.levelname + ':':<9} {super().format(record)}"
+        if record.name == "bastion.security" and hasattr(record, "stage"):
+            line += "".join(f" {name}={getattr(record, name, None)}" for name in self.FIELDS)
+        return line
 
 
 def _log_to_stderr() -> None:
@@ -89,6 +97,11 @@ def _log_to_stderr() -> None:
     root.addHandler(handler)
     for name in ("board", "bastion"):
         logging.getLogger(name).setLevel(logging.INFO)
+
+
+# uvicorn's access lines name the action ("POST /_actions/… [action login]"), not only its
+# opaque ID; set at import, once uvicorn has configured its loggers and before any request.
+logging.getLogger("uvicorn.access").addFilter(ActionNameFilter(bastion))
 
 
 class ServedBy:

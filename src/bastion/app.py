@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import logging
 import os
 from collections.abc import (
@@ -29,12 +30,17 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bastion import csrf, pipeline
+from bastion.actions import policy as policies
+from bastion.actions import schema as schemas
+from bastion.actions.policy import Policy as ActionPolicy
+from bastion.actions.policy import predicate
 from bastion.actions.registry import Check, PolicyLike, Registry, build_spec
 from bastion.asgi import SessionMiddleware
 from bastion.auth import LoginThrottle, PasswordCheck, U, UserLoader, load_user
 from bastion.config import Config, Environment, Limits, SessionConfig, check_timeout
+from bastion.context import Context
 from bastion.crypto.keys import KeyRing, Secret, resolve_secret
-from bastion.errors import ConfigurationError, NotFound
+from bastion.errors import ActionError, ConfigurationError, NotFound
 from bastion.events import AuditSink, log_sink
 from bastion.http import network
 from bastion.http.headers import Policy, SecurityHeaders, check_paths, check_policy, default_csp
@@ -46,9 +52,10 @@ from bastion.messages import Messages
 from bastion.pipeline.runtime import Runtime
 from bastion.pipeline.stages.binding import DEFAULT_TTL, seal
 from bastion.ratelimit import Counter, parse_rate
-from bastion.sessions import Session, SessionManager, get_session
+from bastion.sessions import Session, SessionManager, cookie_name, get_session
 from bastion.stores import Store, store_from_url
 from bastion.taint import TaintSet, redactor, taint_env
+from bastion.telemetry import Telemetry
 from bastion.tokens import Tokens
 
 if TYPE_CHECKING:
@@ -62,6 +69,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _SCRIPT: Final = "/bastion.js"
 _HEALTH: Final = "/health"
+_SCHEMA: Final = "/openapi.json"
 
 
 class _Default:
@@ -122,6 +130,7 @@ class Bastion(Generic[U]):
         audit_sinks: Sequence[AuditSink] = (log_sink,),
         unavailable_errors: tuple[type[BaseException], ...] = (ConnectionError,),
         messages: Messages | None = None,
+        telemetry: Telemetry | bool = False,
     ) -> None:
         """Every argument is described on ``Config``. An argument left out is taken from
         the environment, read once here (``bastion.Environment``): ``secret_key`` from
@@ -147,7 +156,9 @@ class Bastion(Generic[U]):
         A handler raising one of ``unavailable_errors`` (a database driver's connection
         error, say) gets a generic 503 instead of a 500; it is logged under a digest the same
         way. ``messages`` replaces or translates the words of bastion's refusals
-        (``bastion.messages``).
+        (``bastion.messages``). ``telemetry=True`` gives every call an OpenTelemetry span
+        and metrics through the global providers, a ``Telemetry(...)`` through its own
+        (``bastion[otel]``; docs/observability.md); off by default.
         """
         env = Environment.read()
         secret, fallbacks = resolve_secret(
@@ -226,8 +237,11 @@ class Bastion(Generic[U]):
             unavailable_errors=self.unavailable_errors,
             taints=self.taints,
             messages=messages or DEFAULT_MESSAGES,
+            telemetry=_telemetry(telemetry),
         )
         self._entry = SessionMiddleware(self._dispatch, self.runtime)
+        self._schema_served: tuple[ActionPolicy, str, str] | None = None
+        """``serve_schema``'s policy, title and version; ``None``: not served (404)."""
 
     @property
     def debug(self) -> bool:
@@ -372,6 +386,90 @@ class Bastion(Generic[U]):
         """The path an action answers at, for a function or a registered name."""
         return f"{self.config.prefix}/{self.registry.get(action).id}"
 
+    # --- the schema manifest -----------------------------------------------------------
+
+    def schema(self, *, title: str = "Server actions", version: str = "1") -> dict[str, Any]:
+        """Every action as an OpenAPI 3.1 document (a dict, ready for ``json.dumps``):
+        a ``POST`` at its path, named by its registered name, with its input and output
+        schemas, the refusals bastion can answer it with, and an ``x-bastion`` summary
+        (policy, rate, tokens, step-up) worded as ``bastion audit`` words them. Nothing
+        in it is secret: no key, no bound value, nothing of any session."""
+        https = self.config.https is True
+        return schemas.document(
+            self.registry,
+            prefix=self.config.prefix,
+            # Over https the cookie is __Host- prefixed; undecided (None), the bare name.
+            cookie=cookie_name(self.config.sessions.cookie_name, https),
+            counts_refusals=self.refusal_rate is not None,
+            title=title,
+            version=version,
+        )
+
+    def serve_schema(
+        self,
+        *,
+        policy: PolicyLike,
+        title: str = "Server actions",
+        version: str = "1",
+    ) -> str:
+        """Serve ``schema()`` at ``GET {prefix}/openapi.json`` to the callers ``policy``
+        allows (``require(roles={"admin"})``); returns that path. Not served unless this is
+        called. Anyone the policy refuses (anonymous or not) gets the 404 an unknown path
+        gets, word for word, so the manifest's existence is not given away."""
+        if policy is None or not callable(policy):
+            raise ConfigurationError(
+                f"serve_schema: policy must say who may read the manifest, not {policy!r}"
+            )
+        self._schema_served = (
+            policy if isinstance(policy, ActionPolicy) else predicate(policy),
+            title,
+            version,
+        )
+        return self.config.prefix + _SCHEMA
+
+    def include_in_openapi(
+        self, app: Any, *, title: str = "Server actions", version: str = "1"
+    ) -> None:
+        """Add the actions to a FastAPI app's own OpenAPI document (``/openapi.json``,
+        ``/docs``): its ``openapi()`` is wrapped to merge ``schema()`` into FastAPI's
+        (paths, component schemas, security schemes), renaming a component of ours whose
+        name FastAPI already uses for another schema. FastAPI serves that document to
+        anyone unless the app says otherwise (``openapi_url=None``)."""
+        from bastion.integrations import openapi  # nothing of FastAPI is imported
+
+        openapi.include(app, functools.partial(self.schema, title=title, version=version))
+
+    async def _serve_schema(self, scope: Scope, receive: Receive, path: str) -> Response:
+        """``GET {prefix}/openapi.json``: the manifest for whom the policy allows; for
+        anyone else, exactly what an unknown path under the prefix answers."""
+        if self._schema_served is not None:
+            policy, title, version = self._schema_served
+            ctx: Context[Any] = Context(
+                action="openapi.json",
+                scope=scope,
+                session=get_session(scope),
+                client=self.runtime.client_address(scope),
+                load_user=self.load_user,
+                password_check=self.password_check,
+                sessions=self.session_manager,
+            )
+            try:
+                if policy.needs_user:
+                    await ctx.current_user()
+                await policies.authorize(policy, ctx)
+            except ActionError:
+                pass  # refused: answered below as if there were nothing here
+            else:
+                body = json.dumps(self.schema(title=title, version=version)).encode()
+                return Response(
+                    body,
+                    200,
+                    {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+                    media_type="application/json",
+                )
+        # The pipeline's own answer for an ID that names no action (and its refusal count).
+        return await pipeline.handle(self.runtime, scope, receive, path[1:])
+
     @property
     def script_url(self) -> str:
         """Where ``bastion.js`` (progressive enhancement for forms) is served."""
@@ -417,6 +515,25 @@ class Bastion(Generic[U]):
         app.add_middleware(SessionMiddleware, runtime=self.runtime)
         # Routes under `protect` refuse with the action's envelope, not FastAPI's.
         self.handle_refusals(app)
+
+    def metrics_route(
+        self, *, policy: PolicyLike, path: str = "/metrics", registry: Any = None
+    ) -> Route:
+        """A route serving the metrics as Prometheus text to the callers ``policy`` allows
+        (``require(roles={"admin"})``): ``app.routes.append(bastion.metrics_route(...))``.
+        Anyone else gets an unknown path's 404. ``registry`` is a prometheus_client
+        ``CollectorRegistry`` (by default its global one, where OpenTelemetry's
+        ``PrometheusMetricReader`` registers). Needs ``bastion[prometheus]`` and
+        ``mount(app)`` (for the session)."""
+        from bastion.integrations import metrics
+
+        if policy is None or not callable(policy):
+            raise ConfigurationError(
+                f"metrics_route: policy must say who may read the metrics, not {policy!r}"
+            )
+        chosen = policy if isinstance(policy, ActionPolicy) else predicate(policy)
+        endpoint = metrics.endpoint(self.runtime, chosen, registry)
+        return Route(path, endpoint, methods=["GET"], include_in_schema=False)
 
     def add_security_headers(
         self,
@@ -515,6 +632,8 @@ class Bastion(Generic[U]):
             response = _script_response()
         elif path == _HEALTH and scope["method"] in ("GET", "HEAD"):
             response = await self._health()
+        elif path == _SCHEMA and scope["method"] in ("GET", "HEAD"):
+            response = await self._serve_schema(scope, receive, path)
         elif path.startswith("/") and path.count("/") == 1 and len(path) > 1:
             response = await pipeline.handle(self.runtime, scope, receive, path[1:])
         else:
@@ -580,6 +699,17 @@ class Bastion(Generic[U]):
 
     def __repr__(self) -> str:
         return f"Bastion(prefix={self.config.prefix!r}, actions={len(self.registry)})"
+
+
+def _telemetry(value: Telemetry | bool) -> Telemetry | None:
+    """``Bastion(telemetry=...)``: ``True`` records through OpenTelemetry's global providers."""
+    if isinstance(value, Telemetry):
+        return value
+    if value is True:
+        return Telemetry()
+    if value is False:
+        return None
+    raise ConfigurationError("telemetry is True, False or a bastion.Telemetry(...)")
 
 
 def _resolve_origins(values: Sequence[str] | None, *, debug: bool) -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""``bastion`` on the command line: ``keygen``, ``audit`` and ``probe``."""
+"""``bastion`` on the command line: ``keygen``, ``audit``, ``schema``, ``client`` and
+``probe``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from bastion.actions.audit import ActionReport, inventory
 from bastion.app import AUDITING, Bastion
@@ -28,6 +31,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     audit.add_argument("target", help="MODULE:ATTR naming the app's Bastion, e.g. app:bastion")
     audit.add_argument("--json", action="store_true", help="print JSON for machines")
+    schema = commands.add_parser(
+        "schema", help="print every action of an app as an OpenAPI 3.1 document (JSON)"
+    )
+    schema.add_argument("target", help="MODULE:ATTR naming the app's Bastion, e.g. app:bastion")
+    schema.add_argument("--out", metavar="FILE", help="write it to FILE instead of stdout")
+    schema.add_argument("--title", default="Server actions", help="the document's info.title")
+    schema.add_argument("--version", default="1", help="the document's info.version")
+    client = commands.add_parser(
+        "client", help="write a typed client for an app's actions (from its schema)"
+    )
+    client.add_argument(
+        "--ts", required=True, metavar="OUTDIR", help="write a TypeScript client into OUTDIR"
+    )
+    client.add_argument("target", help="MODULE:ATTR naming the app's Bastion, e.g. app:bastion")
     probe = commands.add_parser(
         "probe",
         help="attack a running app's forms (CSRF, hostile input, leaks); exit 1 on any failure",
@@ -53,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.max_pages < 1 or not args.timeout > 0:
             parser.error("--max-pages and --timeout must be positive")
         return _probe(args.url, args.allow_host, args.max_pages, args.timeout, as_json=args.json)
+    if args.command == "schema":
+        return _schema(args.target, args.out, args.title, args.version)
+    if args.command == "client":
+        return _client(args.target, Path(args.ts))
     return _audit(args.target, as_json=args.json)
 
 
@@ -73,36 +94,77 @@ def _probe(
     return 0 if report.ok else 1
 
 
-def _audit(target: str, *, as_json: bool) -> int:
+def _load(
+    command: str, target: str, refused: list[tuple[str, str]] | None = None
+) -> Bastion[Any] | int:
+    """The ``Bastion`` that ``MODULE:ATTR`` names, imported from the current directory,
+    or the exit status after saying why not. With ``refused``, registrations the app
+    refuses are collected there (``bastion audit`` reports them all); without, the first
+    stops the import, as it stops the app."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
-        sys.stderr.write(f"bastion audit: {target!r} is not MODULE:ATTR\n")
+        sys.stderr.write(f"bastion {command}: {target!r} is not MODULE:ATTR\n")
         return 2
     sys.path.insert(0, os.getcwd())
-    refused: list[tuple[str, str]] = []
     token = AUDITING.set(refused)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is None or not f"{module_name}.".startswith(f"{exc.name}."):
             raise  # the app's own import of something else failed: show where
-        sys.stderr.write(f"bastion audit: no module named {exc.name!r}\n")
+        sys.stderr.write(f"bastion {command}: no module named {exc.name!r}\n")
         return 2
     except ConfigurationError as exc:
-        sys.stderr.write(f"bastion audit: {module_name} refuses to start: {exc}\n")
+        sys.stderr.write(f"bastion {command}: {module_name} refuses to start: {exc}\n")
         return 1
     finally:
         AUDITING.reset(token)
     bastion = getattr(module, attribute, None)
     if not isinstance(bastion, Bastion):
-        sys.stderr.write(f"bastion audit: {target} is not a Bastion\n")
+        sys.stderr.write(f"bastion {command}: {target} is not a Bastion\n")
         return 2
+    return bastion
+
+
+def _audit(target: str, *, as_json: bool) -> int:
+    refused: list[tuple[str, str]] = []
+    bastion = _load("audit", target, refused)
+    if isinstance(bastion, int):
+        return bastion
     reports = inventory(bastion, refused)
     if as_json:
         sys.stdout.write(json.dumps([r.as_dict() for r in reports], indent=2, default=str) + "\n")
     else:
         sys.stdout.write(_text(reports))
     return 1 if any(r.violations for r in reports) else 0
+
+
+def _schema(target: str, out: str | None, title: str, version: str) -> int:
+    bastion = _load("schema", target)
+    if isinstance(bastion, int):
+        return bastion
+    text = json.dumps(bastion.schema(title=title, version=version), indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        Path(out).write_text(text, encoding="utf-8")
+    return 0
+
+
+def _client(target: str, out_dir: Path) -> int:
+    try:
+        from bastion import tsclient  # the generator is loaded only for this command
+    except ImportError as exc:
+        if exc.name not in ("bastion", "bastion.tsclient"):
+            raise
+        sys.stderr.write("bastion client: this bastion has no TypeScript client generator\n")
+        return 2
+    bastion = _load("client", target)
+    if isinstance(bastion, int):
+        return bastion
+    for path in tsclient.write_client(bastion.schema(), out_dir):
+        sys.stdout.write(f"{path}\n")
+    return 0
 
 
 def _text(reports: list[ActionReport]) -> str:

@@ -22,11 +22,11 @@ Every other reason (no token, a malformed one, one of another session) is
 
 from __future__ import annotations
 
-import logging
 from typing import Final, NoReturn
 
 from starlette.datastructures import Headers
 
+from bastion import events
 from bastion.crypto import tokens
 from bastion.crypto.keys import KeyRing
 from bastion.errors import Forbidden
@@ -34,8 +34,6 @@ from bastion.messages import CATALOG
 from bastion.sessions import Session
 
 __all__ = ["CsrfFailed", "NoSession", "issue", "verify"]
-
-security_log = logging.getLogger("bastion.security")
 
 HEADER: Final = "x-csrf-token"
 FIELD: Final = "_csrf"
@@ -83,10 +81,14 @@ def verify(
 
 def _refuse(action: str, reason: str, refusal: type[CsrfFailed] = CsrfFailed) -> NoReturn:
     # A security event, never with the token's value.
-    security_log.warning(
+    events.refused(
         "refused %s: CSRF token %s",
         action,
         reason,
-        extra={"event": "csrf_refused", "action": action, "reason": reason},
+        event="csrf_refused",
+        action=action,
+        reason=reason,
+        stage="CSRF token",
+        code=refusal.code,
     )
     raise refusal()

@@ -6,6 +6,13 @@ digest of an internal error. Never an input value, a token or a secret. The defa
 sink writes it as one JSON line on the ``bastion.audit`` logger; pass
 ``Bastion(audit_sinks=[...])`` to send it elsewhere as well (any callable taking the
 event, sync or async).
+
+A refused call (status below 500) is also one line on the ``bastion.security`` logger,
+with ``action``, ``stage``, ``code``, ``client`` and ``digest`` in the record's
+``extra``. The module that found the refusal (the CSRF check, the origin check…) gives
+its words with ``refused()``; within an action call they are held (``hold()``) and
+become that one line, with the fields only the pipeline knows (``log_refusal()``).
+Outside a call (``bastion.protect`` on a plain route), they are logged at once.
 """
 
 from __future__ import annotations
@@ -14,14 +21,16 @@ import inspect
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from contextvars import ContextVar, Token
+from dataclasses import dataclass, field
 from typing import Final
 
 from bastion.errors import ActionError
 
-__all__ = ["AuditEvent", "AuditSink", "log_sink", "outcome_of"]
+__all__ = ["AuditEvent", "AuditSink", "Held", "log_refusal", "log_sink", "outcome_of", "refused"]
 
 audit_log = logging.getLogger("bastion.audit")
+security_log = logging.getLogger("bastion.security")
 
 AuditSink = Callable[["AuditEvent"], Awaitable[None] | None]
 
@@ -94,3 +103,68 @@ async def emit(sinks: tuple[AuditSink, ...], event: AuditEvent) -> None:
         except Exception:
             # A broken sink must not turn a served call into an error; it is logged.
             logging.getLogger("bastion").exception("bastion: an audit sink failed")
+
+
+# --- the one line of a refused call ------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Held:
+    """The words a module gave for the refusal of the call under way, kept for its line."""
+
+    message: str | None = None
+    args: tuple[object, ...] = ()
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+_held: ContextVar[Held | None] = ContextVar("bastion_refusal", default=None)
+
+# Refusals that say someone may not do something are warnings; the everyday ones (a form
+# that does not validate, a rate limit, an unknown action) are information.
+_WARNINGS: Final = frozenset({"csrf", "forbidden", "unauthenticated"})
+
+
+def refused(message: str, *args: object, **extra: object) -> None:
+    """A refusal's words (``%``-style, never a value the client sent), from the module
+    that found it: held for the call's one line, or logged now outside an action call."""
+    held = _held.get()
+    if held is None:
+        security_log.warning(message, *args, extra=extra)
+    elif held.message is None:  # the first refusal is the call's: it ends the checks
+        held.message, held.args, held.extra = message, args, extra
+
+
+def hold() -> tuple[Held, Token[Held | None]]:
+    """Start holding the words of a refusal for the call about to run."""
+    held = Held()
+    return held, _held.set(held)
+
+
+def release(token: Token[Held | None]) -> None:
+    _held.reset(token)
+
+
+def log_refusal(
+    held: Held | None,
+    *,
+    action: str,
+    stage: str,
+    code: str,
+    outcome: str,
+    client: str | None,
+    digest: str | None,
+) -> None:
+    """A refused call's one line on ``bastion.security``: the module's words if it gave
+    some (its ``event`` and ``reason`` too), else ``refused <action>: <stage> <code>``."""
+    noted = held is not None and held.message is not None
+    level = logging.WARNING if noted or outcome in _WARNINGS else logging.INFO
+    if not security_log.isEnabledFor(level):
+        return
+    fields: dict[str, object] = {"event": "refused"}
+    if held is not None and held.message is not None:
+        fields.update(held.extra)
+        message, args = held.message, held.args
+    else:
+        message, args = "refused %s: %s %s", (action, stage, code)
+    fields.update(action=action, stage=stage, code=code, client=client, digest=digest)
+    security_log.log(level, message, *args, extra=fields)

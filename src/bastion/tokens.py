@@ -41,6 +41,7 @@ from typing import Any, Final, NoReturn
 
 from starlette.datastructures import Headers
 
+from bastion import events
 from bastion.errors import ActionError, BadRequest, Forbidden, ServiceUnavailable
 from bastion.messages import CATALOG
 from bastion.sessions import sends_cookie
@@ -59,7 +60,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("bastion")
-security_log = logging.getLogger("bastion.security")
 
 PREFIX: Final = "bst_"
 """What every token starts with: secret scanners (and bastion's URL check) know it."""
@@ -198,11 +198,15 @@ async def check(
 
 def _refuse(action: str, reason: str, refusal: ActionError) -> NoReturn:
     # A security event, never with the token's secret (its ID at most).
-    security_log.warning(
+    events.refused(
         "refused %s: API token %s",
         action,
         reason,
-        extra={"event": "token_refused", "action": action, "reason": reason},
+        event="token_refused",
+        action=action,
+        reason=reason,
+        stage="API token",
+        code=refusal.code,
     )
     raise refusal
 

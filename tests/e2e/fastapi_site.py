@@ -4,7 +4,8 @@
 - ``/``: a page with ``csrf_meta()``, bastion.js and its own (nonce'd) script, whose
   buttons call an action and a protected route with ``bastion.call``.
 - ``POST /api/notes``: a plain route under ``Depends(bastion.protect)``.
-- ``/docs`` and ``/redoc``: FastAPI's own pages, with Swagger UI's and ReDoc's files
+- ``/docs`` and ``/redoc``: FastAPI's own pages, the actions merged into its
+  ``/openapi.json`` (``bastion.include_in_openapi``), with Swagger UI's and ReDoc's files
   served from here (this machine reaches no CDN), under the policies that
   docs/guides/fastapi.md gives them (``docs_policies`` reads them from the guide);
   ``/strict/docs``: the same Swagger UI page under the strict default policy.
@@ -88,6 +89,7 @@ NOTES: list[str] = []
 
 @bastion.action(policy=public, rate=None)
 def add_note(data: Note) -> Saved:
+    """Add a note (the action)."""
     NOTES.append(data.text)
     return Saved(id=len(NOTES), text=data.text)
 
@@ -95,6 +97,7 @@ def add_note(data: Note) -> Saved:
 app = FastAPI(title="Notes", docs_url=None, redoc_url=None)
 bastion.mount(app)
 bastion.handle_refusals(app)
+bastion.include_in_openapi(app, title="Notes actions")
 bastion.add_security_headers(app, csp_for={"/docs": SWAGGER_CSP, "/redoc": REDOC_CSP})
 app.mount("/assets", StaticFiles(directory=ASSETS), name="assets")
 templates = Jinja2Templates(env=jinja2.Environment(autoescape=True))
@@ -121,6 +124,8 @@ async def docs() -> HTMLResponse:
         swagger_js_url="/assets/swagger-ui-bundle.js",
         swagger_css_url="/assets/swagger-ui.css",
         swagger_favicon_url="/assets/favicon.png",
+        # Each operation shows its operationId: an action's is its registered name.
+        swagger_ui_parameters={"displayOperationId": True},
     )
 
 

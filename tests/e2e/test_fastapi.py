@@ -4,6 +4,8 @@
   ``bastion.call``: the token comes from ``csrf_meta()``, the calls pass, under the
   strict CSP (no violation is reported).
 - A ``fetch`` without the session cookie is refused 403 ``no_session``.
+- Swagger UI (``/docs``) lists the actions beside the routes (``include_in_openapi``),
+  by their names.
 - Swagger UI (``/docs``) and ReDoc (``/redoc``) render under the relaxed policies that
   docs/guides/fastapi.md names for them, with no CSP violation, while the action page
   keeps the strict, nonce-based default.
@@ -174,6 +176,27 @@ def test_swagger_ui_renders_under_its_relaxed_policy(
     page.screenshot(path=screenshots / "fastapi-swagger-docs.png", full_page=True)
 
 
+def test_swagger_ui_lists_the_actions_by_name(
+    context: BrowserContext, site: Server, screenshots: Path
+) -> None:
+    """include_in_openapi: /docs shows the add_note action (its operationId, summary and
+    opaque path) under the "actions" tag beside FastAPI's route, and opening it shows its
+    request body and its refusals."""
+    page, _ = open_page(context, site.url + "/docs")
+    action = page.locator(".opblock-post", has_text="add_note")
+    expect(action).to_be_visible()
+    expect(action.locator(".opblock-summary-description")).to_have_text("Add a note (the action).")
+    expect(action.locator(".opblock-summary-path")).to_contain_text("/_actions/")
+    expect(page.locator(".opblock-tag", has_text="actions")).to_be_visible()
+    expect(page.locator(".opblock-post", has_text="/api/notes")).to_be_visible()
+    action.locator(".opblock-summary").click()
+    expect(action.locator(".opblock-body")).to_be_visible()
+    expect(action.locator(".responses-table")).to_contain_text("403")
+    assert violations(page) == []
+    screenshots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=screenshots / "swagger-actions.png", full_page=True)
+
+
 def test_swagger_ui_is_blank_under_the_strict_default(
     context: BrowserContext, site: Server, screenshots: Path
 ) -> None:
@@ -211,3 +234,5 @@ def test_openapi_json_and_the_action_page_keep_the_strict_policy(
         assert NONCE_CSP.fullmatch(response.headers["content-security-policy"]), path
     schema = json.loads(context.request.get(site.url + "/openapi.json").text())
     assert "/api/notes" in schema["paths"]
+    names = [op["operationId"] for item in schema["paths"].values() for op in item.values()]
+    assert "add_note" in names

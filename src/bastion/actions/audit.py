@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from bastion.actions.registry import Registry
     from bastion.actions.spec import ActionSpec
 
-__all__ = ["ActionReport", "FieldReport", "inventory"]
+__all__ = ["ActionReport", "FieldReport", "inventory", "report"]
 
 _SIZED_SCALARS = (str, bytes, bytearray, SecretStr, SecretBytes)
 _SENSITIVE = re.compile(r"password|e_?mail|token|role|delete", re.IGNORECASE)
@@ -100,7 +100,7 @@ class _HasRegistry(Protocol):
 
 def inventory(bastion: _HasRegistry, refused: Sequence[tuple[str, str]] = ()) -> list[ActionReport]:
     """One report per registered action, then one per refused registration."""
-    reports = [_report(spec) for spec in bastion.registry]
+    reports = [report(spec) for spec in bastion.registry]
     for name, reason in refused:
         reports.append(
             ActionReport(
@@ -119,11 +119,12 @@ def inventory(bastion: _HasRegistry, refused: Sequence[tuple[str, str]] = ()) ->
     return reports
 
 
-def _report(spec: ActionSpec) -> ActionReport:
+def report(spec: ActionSpec) -> ActionReport:
+    """The report of one registered action (what ``bastion schema`` words it with too)."""
     content_types = [BodyKind.JSON.value, BodyKind.FORM.value]
     if spec.accepts_uploads:
         content_types.append(BodyKind.MULTIPART.value)
-    report = ActionReport(
+    result = ActionReport(
         name=spec.name,
         id=spec.id,
         policy=spec.policy.describe(),
@@ -146,18 +147,18 @@ def _report(spec: ActionSpec) -> ActionReport:
         ),
     )
     if spec.rate is None and spec.policy.admits_anonymous:
-        report.violations.append("public action without a rate limit")  # anyone may call
-    for f in report.fields:
+        result.violations.append("public action without a rate limit")  # anyone may call
+    for f in result.fields:
         if f.bounds.get("unbounded"):
-            report.violations.append(f"field {f.path!r} ({f.type}) has no maximum length")
+            result.violations.append(f"field {f.path!r} ({f.type}) has no maximum length")
     if spec.accepts_uploads and not spec.file_cap_declared:
-        report.violations.append("accepts uploads without a declared max_file_bytes")
+        result.violations.append("accepts uploads without a declared max_file_bytes")
     if spec.tokens is not None and spec.tokens == {spec.name}:
-        report.warnings.append("accepts API tokens without scopes of its own (tokens=True)")
+        result.warnings.append("accepts API tokens without scopes of its own (tokens=True)")
     if _SENSITIVE.search(spec.name) and spec.policy.step_up is None:
-        report.warnings.append("looks sensitive but needs no recent log-in (recent_login)")
+        result.warnings.append("looks sensitive but needs no recent log-in (recent_login)")
 
-    return report
+    return result
 
 
 def _rate(spec: ActionSpec) -> str | None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import logging
 import re
 from collections.abc import Collection
 from typing import Final, NoReturn
@@ -28,12 +27,12 @@ from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 
+from bastion import events
 from bastion.errors import Forbidden
 from bastion.messages import CATALOG
 
 __all__ = ["CrossOrigin", "check", "parse_origin"]
 
-security_log = logging.getLogger("bastion.security")
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _HOSTNAME: Final = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)(?:\.(?!-)[a-z0-9-]{1,63}(?<!-))*")
@@ -101,11 +100,15 @@ def _referer_origin(referer: str) -> str | None:
 
 def _refuse(action: str, header: str, reason: str) -> NoReturn:
     # The reason is bastion's own word for it, never the header's value.
-    security_log.warning(
+    events.refused(
         "refused %s: %s %s",
         action,
         header,
         reason,
-        extra={"event": "origin_refused", "action": action, "header": header},
+        event="origin_refused",
+        action=action,
+        header=header,
+        stage="origin",
+        code=CrossOrigin.code,
     )
     raise CrossOrigin()

@@ -75,6 +75,7 @@ from bastion.pipeline import flash
 from bastion.pipeline.stages import binding, decoding, depends, execute, output, transport
 from bastion.sessions import Session, get_session
 from bastion.taint import TaintedOutput
+from bastion.telemetry import UNKNOWN, Outcome, Telemetry
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -121,6 +122,8 @@ class Call:
     fragment: str | None = None
     response: Response | None = None
     error: ActionError | None = None
+    stage: str | None = None
+    """The stage that refused or failed (the audit line, telemetry)."""
     digest: str | None = None
     flash: dict[str, Any] | None = None
     principal: Any = None
@@ -132,6 +135,8 @@ class Call:
     """Whether the handler returned: from then on, running it again could write twice."""
     token: tokens.ApiToken | None = None
     """The API token the call is made with (no cookie, no CSRF token)."""
+    held: events.Held | None = None
+    """The words the module that refused the call gave for the security log's line."""
 
 
 StageFn = Callable[[Call, "Runtime"], Awaitable[None]]
@@ -307,7 +312,7 @@ async def _refusals(call: Call, runtime: Runtime) -> None:
             call.response = responses.error(limited, message=_words(runtime, limited))
         else:
             call.response = _refuse(call, runtime, limited)
-        call.error = limited
+        call.error, call.stage = limited, "refusals"
     except ActionError:
         pass  # the counters' storage is down (logged): the call stays refused as it was
 
@@ -367,6 +372,18 @@ async def _audit(call: Call, runtime: Runtime) -> None:
         token_id=call.token.id if call.token is not None else None,
     )
     await events.emit(runtime.audit_sinks, event)
+    error = call.error
+    if error is not None and error.status < 500:
+        # The refusal's one line; a 5xx has had its own, with the traceback, on `bastion`.
+        events.log_refusal(
+            call.held,
+            action=spec.name if spec else UNKNOWN,
+            stage=call.stage or UNKNOWN,
+            code=error.code,
+            outcome=event.outcome,
+            client=event.client,
+            digest=call.digest,
+        )
 
 
 STAGES: Final[tuple[Stage, ...]] = (
@@ -404,22 +421,46 @@ async def handle(
 ) -> Response:
     """Run one call through ``stages`` (``STAGES``; the bench times each one); its reply."""
     call = Call(scope, receive, action_id, RequestHeaders(scope), time.time(), time.perf_counter())
-    await run(stages, call, runtime)
+    call.held, held = events.hold()
+    try:
+        if runtime.telemetry is None:  # off: this check is all it costs
+            await run(stages, call, runtime)
+        else:
+            await _observed(runtime.telemetry, stages, call, runtime)
+    finally:
+        events.release(held)
     if call.response is None:  # pragma: no cover - every path sets one
         raise RuntimeError("a call ended without a reply")
     return call.response
+
+
+async def _observed(
+    telemetry: Telemetry, stages: tuple[Stage, ...], call: Call, runtime: Runtime
+) -> None:
+    """``run()`` inside the call's span; its outcome recorded on the span and the metrics."""
+    # Named by the action's name from the start (samplers see it), never by the ID sent.
+    spec = runtime.registry.by_id(call.action_id)
+    name = spec.name if spec is not None else UNKNOWN
+    with telemetry.span(name, spec.policy.describe() if spec else None, call.headers) as span:
+        await run(stages, call, runtime)
+        status = call.response.status_code if call.response is not None else 500
+        telemetry.record(
+            span, name, Outcome(call.error, status, call.stage, call.digest, call.clock)
+        )
 
 
 async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
     """The checks until one refuses (its refusal is the reply), the reply if none did,
     then the stages that always run."""
     groups = _groups(stages)
+    stage = None
     try:
         for stage in groups["checks"]:
             await stage.run(call, runtime)
             if call.response is not None:
                 break  # the stage answered the call itself: an idempotent repeat
     except Exception as exc:
+        call.stage = stage.name if stage is not None else None
         _fail(call, runtime, exc)
     finally:
         if call.body is not None:
@@ -432,6 +473,7 @@ async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
             await stage.run(call, runtime)
         except Exception as exc:
             if call.response is None:
+                call.stage = stage.name
                 _fail(call, runtime, exc)
             else:  # the call had failed already: its first error is the reply
                 _log_failure(call, exc)
@@ -549,6 +591,7 @@ def _guard(runtime: Runtime, call: Call, response: Response) -> Response:
             if call.flash is not None:
                 _session_of(call).pop_flash()
             call.error, call.digest = INTERNAL, _log_failure(call, TaintedOutput(found))
+            call.stage = "taint guard"
             return responses.error(INTERNAL, digest=call.digest, message=_words(runtime, INTERNAL))
     return response
 

@@ -30,6 +30,7 @@ from bastion.ratelimit import Counter
 from bastion.sessions import SessionManager
 from bastion.stores import Store
 from bastion.taint import TaintSet
+from bastion.telemetry import Telemetry
 from bastion.tokens import Tokens
 
 if TYPE_CHECKING:
@@ -92,6 +93,8 @@ class Runtime:
     taints: TaintSet
     messages: Messages = DEFAULT
     """The words of every refusal (``Bastion(messages=...)``)."""
+    telemetry: Telemetry | None = None
+    """Spans and metrics per call (``Bastion(telemetry=...)``); ``None``: off."""
     fragments: Fragments = field(default_factory=Fragments)
     checked_servers: set[tuple[object, ...]] = field(default_factory=set)
     """Listening addresses found on loopback, for debug mode (checked once each)."""

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from pydantic import BaseModel, ValidationError
 
+from bastion import events
 from bastion.crypto import seal as sealing
 from bastion.errors import BadRequest
 from bastion.messages import CATALOG
@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_TTL", "BoundInvalid", "open_bound", "seal"]
 
-security_log = logging.getLogger("bastion.security")
 
 DEFAULT_TTL: Final = 24 * 3600.0
 _AAD: Final = b"bastion/bound/v1"
@@ -119,10 +118,14 @@ def _decrypt(keys: KeyRing, sealed: str, spec: ActionSpec) -> Any:
 
 
 def _refuse(spec: ActionSpec, reason: str) -> NoReturn:
-    security_log.warning(
+    events.refused(
         "refused %s: bound values %s",
         spec.name,
         reason,
-        extra={"event": "bound_refused", "action": spec.name, "reason": reason},
+        event="bound_refused",
+        action=spec.name,
+        reason=reason,
+        stage="bound values",
+        code=BoundInvalid.code,
     )
     raise BoundInvalid()
