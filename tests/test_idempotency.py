@@ -327,6 +327,103 @@ def test_twenty_parallel_calls_with_one_key_run_the_handler_once(store_factory: 
         assert reply.json()["error"]["code"] == "idempotency_in_progress"
 
 
+def test_a_form_posted_again_while_the_first_runs_waits_and_lands_on_the_same_page(
+    store_factory: Any,
+) -> None:
+    """A double click without JavaScript, the second post arriving while the first still
+    runs (a 0.2 s handler), eight times over on two hosts: one run, and every post is
+    answered as the first was (303 to its page), never a 409. The browser shows only the
+    last reply: an error there would invite the visitor to post again, from a page with
+    a new key."""
+    runs: list[int] = []
+    hosts = [App(store_factory(), runs), App(store_factory(), runs)]
+
+    async def main() -> list[httpx.Response]:
+        from bastion import csrf
+
+        session = Session()
+        session.ensure()
+        name = cookie_name(hosts[0].bastion.config.sessions.cookie_name, False)
+        await hosts[0].bastion.session_manager.save(session, name, False)
+        spec = hosts[0].bastion.registry.get("slow_pay")
+        body = "&".join(
+            (
+                "amount=9",
+                f"_csrf={csrf.issue(session, hosts[0].bastion.keys)}",
+                f"_idem={idempotency.issue(hosts[0].bastion.keys, spec, session)}",
+                "_next=/paid",
+            )
+        ).encode()
+        headers = [
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"origin", ORIGIN.encode()),
+            (b"cookie", f"{name}={session.id}".encode()),
+        ]
+        clients = [
+            httpx.AsyncClient(transport=httpx.ASGITransport(h.app), base_url=ORIGIN) for h in hosts
+        ]
+        replies: list[httpx.Response] = []
+
+        async def one(n: int) -> None:
+            await anyio.sleep(0.02 * n)  # each click after the first has claimed the key
+            client = clients[n % 2]
+            url = hosts[n % 2].bastion.url_for("slow_pay")
+            replies.append(await client.post(url, content=body, headers=headers))
+
+        try:
+            async with anyio.create_task_group() as group:
+                for n in range(8):
+                    group.start_soon(one, n)
+        finally:
+            for client in clients:
+                await client.aclose()
+            for host in hosts:
+                await host.bastion.shutdown()
+        return replies
+
+    replies = anyio.run(main)
+    assert runs == [9]
+    assert [(r.status_code, r.headers.get("location")) for r in replies] == [(303, "/paid")] * 8
+
+
+def test_a_script_repeat_while_the_first_runs_is_409_at_once(app: App) -> None:
+    """The IETF draft's rule for a script's ``Idempotency-Key``: a repeat while the first
+    call runs is answered 409 without waiting (the script decides when to retry)."""
+
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app.app), base_url=ORIGIN
+        ) as client:
+            session = Session()
+            session.ensure()
+            name = cookie_name(app.bastion.config.sessions.cookie_name, False)
+            await app.bastion.session_manager.save(session, name, False)
+            headers = _session_headers(app, session)
+            url = app.bastion.url_for("slow_pay")
+            replies: dict[int, httpx.Response] = {}
+
+            async def one(n: int) -> None:
+                await anyio.sleep(0.05 * n)
+                started = time.monotonic()
+                reply = await client.post(url, content=b'{"amount": 3}', headers=headers)
+                reply.extensions["took"] = time.monotonic() - started
+                replies[n] = reply
+
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(one, 0)
+                    group.start_soon(one, 1)
+            finally:
+                await app.bastion.shutdown()
+            return [replies[0], replies[1]]
+
+    first, second = anyio.run(main)
+    assert (first.status_code, second.status_code) == (200, 409)
+    assert second.json()["error"]["code"] == "idempotency_in_progress"
+    assert second.extensions["took"] < 0.15  # answered, not held until the first ended
+    assert app.runs == [3]
+
+
 def test_a_refusal_is_kept_but_a_crash_releases_the_key(app: App) -> None:
     """A handler that refused (402 "declined") is not run again for its key: the repeat
     gets the same refusal; the same key with a corrected body runs. One that crashed

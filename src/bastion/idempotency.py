@@ -8,7 +8,8 @@ The first call with a key claims it in the session store (compare-and-set, so of
 once exactly one wins), runs, and its reply is kept there: status, body, headers and,
 for a plain form, its flash. A repeat within the key's lifetime runs nothing and gets
 that same reply (a double-clicked "Pay" pays once, and the second click lands on the same
-page); a repeat while the first still runs gets ``409``; the same key with another body
+page); a script's repeat while the first still runs gets ``409``, a plain form's waits
+for the first call's reply (``FORM_WAIT``) and answers with it; the same key with another body
 is ``422``, unless the key's call was refused (a 4xx: it did nothing, and its form is
 still on the page to be corrected), when the corrected call takes the key over. Keys are
 scoped to the session and the action: another visitor's key, or one made for another
@@ -23,6 +24,7 @@ stopped), so its claim stays until it expires and repeats get 409 until then.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FIELD",
+    "FORM_WAIT",
     "HEADER",
     "Claim",
     "InProgress",
@@ -69,6 +72,13 @@ HEADER: Final = "idempotency-key"
 KEY_TTL: Final = 24 * 3600.0
 """Seconds a key (and the reply kept for it) lives: a form's key is refused after it."""
 _MAX_KEY: Final = 255
+FORM_WAIT: Final = 10.0
+"""Seconds at most a plain form's repeat waits for the first call with its key (a
+double click): the browser shows only the second reply, so a 409 there would land the
+visitor on an error, and a form rendered again (a new key) would post twice. A
+script's repeat (``Idempotency-Key``) gets 409 at once, as the IETF draft says."""
+_FIRST_POLL: Final = 0.01
+_LAST_POLL: Final = 0.2
 _PREFIX: Final = "idem:"
 
 
@@ -177,16 +187,23 @@ async def claim(
     key: str,
     fields: Fields,
     reserved: Mapping[str, str],
+    *,
+    wait: float = 0.0,
 ) -> Claim | Response:
-    """Claim ``key`` for this call, or the reply kept for it. 409 while another call with
-    it runs; 422 when it came with another body."""
+    """Claim ``key`` for this call, or the reply kept for it; 422 when it came with
+    another body. While another call with it runs: wait up to ``wait`` seconds for that
+    call's reply (polling the store), then 409 if it is still running."""
     storage_key = _storage_key(keys, spec, session, key)
     fingerprint = _fingerprint(fields, reserved.get("_bound"))
     # Long enough for the handler and its reply; past it, a claim left by a process that
     # died is gone and the key may run again.
     ttl = max(60.0, 2 * spec.timeout + 5.0)
     running = json.dumps({"state": "running", "fp": fingerprint}).encode()
-    for _ in range(3):
+    deadline = time.monotonic() + wait
+    pause = _FIRST_POLL
+    attempts = 0
+    while attempts < 3:
+        attempts += 1
         stored = await store.get(storage_key)
         if stored is None:
             if await store.compare_and_set(storage_key, None, running, ttl):
@@ -203,7 +220,15 @@ async def claim(
         if not same:
             raise KeyReused()
         if record["state"] == "running":
-            raise InProgress()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise InProgress()
+            # The first call is still at work: its reply (or its released key, after a
+            # failure that did nothing) is what this one answers with.
+            await asyncio.sleep(min(pause, left))
+            pause = min(2 * pause, _LAST_POLL)
+            attempts = 0
+            continue
         return _replay(record, session)
     raise InProgress()
 

@@ -270,8 +270,16 @@ async def _execute(call: Call, runtime: Runtime) -> None:
         body = _body_of(call)
         key = idempotency.key_of(runtime.keys, spec, ctx.session, call.headers, body.reserved)
         if key is not None:
+            from_form = idempotency.FIELD in body.reserved
             held = await idempotency.claim(
-                runtime.store, runtime.keys, spec, ctx.session, key, body.data, body.reserved
+                runtime.store,
+                runtime.keys,
+                spec,
+                ctx.session,
+                key,
+                body.data,
+                body.reserved,
+                wait=min(idempotency.FORM_WAIT, spec.timeout) if from_form else 0.0,
             )
             if isinstance(held, Response):
                 call.response = held  # a repeat: the first call's reply, and nothing runs

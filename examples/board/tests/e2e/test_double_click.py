@@ -16,9 +16,8 @@ sent them (``page.on("request")``) and as bastion answered them (its audit log, 
 also has the call whose connection the browser dropped; uvicorn's access log does not).
 
 When the second POST arrives after the first has published, it gets the first one's
-reply. When it arrives while the first still runs, bastion answers it 409, and a plain
-form lands on the board with that error: the second test, an expected failure until
-bastion does better.
+reply. When it arrives while the first still runs, it waits for that reply
+(``idempotency.FORM_WAIT``) and answers with it: the second test.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import Browser, Error, Page, Request, Route, expect
 from services import wait_for
 
@@ -44,7 +42,6 @@ ARRIVED = 5.0
 """Seconds the first call has to reach the server and get as far as the test waits."""
 ARRIVED_PATH = "/test/first-call-arrived"
 """Answered by the test, not the board: 200 once the first call is as far as wanted."""
-BUSY = "This request is already being processed. Try again shortly."
 
 
 def _data(board: Board) -> Path:
@@ -70,6 +67,12 @@ def _calls(board: Board, action: str) -> list[int]:
     """The statuses bastion answered calls of ``action`` with, from its audit log."""
     pattern = rf'bastion\.audit: \{{.*"action":"{action}".*"status":([0-9]{{3}})'
     return [int(status) for status in re.findall(pattern, board.server.log())]
+
+
+def _durations(board: Board, action: str) -> list[float]:
+    """How long (ms) bastion took over each call of ``action``, from its audit log."""
+    pattern = rf'bastion\.audit: \{{.*"action":"{action}".*"duration_ms":([0-9.]+)'
+    return [float(ms) for ms in re.findall(pattern, board.server.log())]
 
 
 @contextmanager
@@ -162,19 +165,19 @@ def test_a_double_clicked_publish_makes_one_post_and_lands_on_the_board(
     assert _posts_titled(board, title) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=f"bastion refuses a plain form's in-flight duplicate 409, which lands on the "
-    f"board as the error {BUSY!r}, with the form filled in again under a fresh key",
-)
-def test_a_second_click_while_the_first_saves_lands_on_a_page_without_an_error(
+HELD = 0.5
+"""Seconds the test keeps the database locked once the second POST has left: time for it
+to reach the server and find the first call's key still held."""
+
+
+def test_a_second_click_while_the_first_saves_waits_and_lands_on_the_board(
     browser: Browser, board: Board
 ) -> None:
     """The same double click, the second POST reaching the server while the first still
-    waits for the database (the test holds its write lock). One post, and the page the
-    author lands on must not tell them to try again: a page rendered again has a new key,
-    and publishing from it is a second post."""
+    waits for the database (the test holds its write lock). One post, and the author
+    lands on the board with its message, not an error: the second call waits for the
+    first one's reply and answers with it (a page rendered again would have a new key,
+    and publishing from it would be a second post)."""
     title = f"Retro {secrets.token_hex(4)}"
     before = _calls(board, "create_post")
     with _author_composing(browser, board, title) as page:
@@ -182,15 +185,18 @@ def test_a_second_click_while_the_first_saves_lands_on_a_page_without_an_error(
         try:
             database.execute("BEGIN IMMEDIATE")  # create_post waits for it (busy timeout)
             sent = _click_twice(page, board, "running")
-            page.wait_for_url(board.url + "/")
+            page.wait_for_timeout(HELD * 1000)
         finally:
             database.execute("ROLLBACK")
             database.close()
-        # What the test arranged, not what it checks (a failure here is no xfail).
-        if len(sent) != 2:
-            pytest.fail(f"{len(sent)} POSTs left the browser")
-        if not wait_for(lambda: _posts_titled(board, title) == 1, ARRIVED):
-            pytest.fail(f"{_posts_titled(board, title)} posts titled {title!r}")
-        if not wait_for(lambda: len(_calls(board, "create_post")) == len(before) + 2, ARRIVED):
-            pytest.fail(f"create_post answered {_calls(board, 'create_post')[len(before) :]}")
+        assert len(sent) == 2
+        assert sent[0].post_data == sent[1].post_data  # one form, one key, sent twice
+        page.wait_for_url(board.url + "/")
+        expect(page.locator("main > .notice")).to_have_text(f"Published “{title}”.")
         expect(page.locator("main > .notice.error")).to_have_count(0)
+        expect(page.get_by_role("heading", name=title, exact=True)).to_have_count(1)
+    assert wait_for(lambda: len(_calls(board, "create_post")) == len(before) + 2, ARRIVED)
+    assert _calls(board, "create_post")[len(before) :] == [303, 303]
+    assert _posts_titled(board, title) == 1
+    # The second call was held until the first had its reply: it waited, it did not run.
+    assert min(_durations(board, "create_post")[len(before) :]) >= HELD / 2 * 1000
