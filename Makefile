@@ -132,15 +132,16 @@ browser:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y --no-install-recommends chromium; }
 
-# Every action of the quickstart and of the board passes `bastion audit` (rate limits,
-# bounded fields, …).
+# Every action of the quickstart and of the board passes `bastion audit` (docs/audit.md),
+# from an empty environment as a fresh CI job has it (the audit stands in a throwaway key
+# and origins); the weak fixture, one hole per rule, must fail (exit 1, not 2).
 audit: $(VENV)/.installed
-	cd examples && QUICKSTART_PASSWORD=audit BASTION_ALLOWED_ORIGINS=http://127.0.0.1 \
-		BASTION_SECRET_KEY="$$(../$(BIN)/bastion keygen)" BASTION_DATA_DIR="$$(mktemp -d)" \
+	cd examples && env -i PATH="$$PATH" HOME="$$HOME" \
 		../$(BIN)/bastion audit quickstart:bastion > /dev/null && echo "bastion audit: quickstart clean"
-	cd examples && BASTION_ALLOWED_ORIGINS=http://127.0.0.1 \
-		BASTION_SECRET_KEY="$$(../$(BIN)/bastion keygen)" BOARD_DATA_DIR="$$(mktemp -d)" \
+	cd examples && env -i PATH="$$PATH" HOME="$$HOME" BOARD_DATA_DIR="$$(mktemp -d)" \
 		../$(BIN)/bastion audit board.app:bastion > /dev/null && echo "bastion audit: board clean"
+	env -i PATH="$$PATH" HOME="$$HOME" $(BIN)/bastion audit tests.fixtures.weak_audit_app:bastion \
+		> /dev/null 2>&1; test $$? -eq 1 && echo "bastion audit: the weak fixture fails, as it must"
 
 # `bastion probe` against the demo (the board, else the quickstart) served on a free loopback
 # port with throwaway keys and data: the CSRF matrix, hostile input and leak checks on
@@ -150,10 +151,15 @@ FREE_PORT := import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print
 PORT_OPEN := import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()
 
 .PHONY: probe
+# The board signed in as its author and its admin (passwords the target sets), then the
+# weak fixture, which must fail (exit 1): each server started and stopped by its PID.
+PROBE_AUTHOR_PASSWORD := probe-author-password-0123
+PROBE_ADMIN_PASSWORD  := probe-admin-password-0123
 probe: $(VENV)/.installed
 	@tmp="$$(mktemp -d)"; port="$$($(BIN)/python -c '$(FREE_PORT)')"; \
 	BASTION_SECRET_KEY="$$($(BIN)/bastion keygen)" BASTION_ALLOWED_ORIGINS="http://127.0.0.1:$$port" \
 	BASTION_DATA_DIR="$$tmp" BOARD_DATA_DIR="$$tmp" \
+	BOARD_AUTHOR_PASSWORD='$(PROBE_AUTHOR_PASSWORD)' BOARD_ADMIN_PASSWORD='$(PROBE_ADMIN_PASSWORD)' \
 		$(BIN)/uvicorn --app-dir examples $(PROBE_APP) --host 127.0.0.1 --port "$$port" $(UVICORN_FLAGS) \
 		> "$$tmp/server.log" 2>&1 & server=$$!; \
 	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null; rm -rf "$$tmp"' EXIT; \
@@ -162,9 +168,28 @@ probe: $(VENV)/.installed
 		kill -0 $$server 2>/dev/null || { cat "$$tmp/server.log"; exit 1; }; \
 		sleep 0.1; \
 	done; \
-	echo "bastion probe: $(PROBE_APP) on http://127.0.0.1:$$port/"; \
-	$(BIN)/bastion probe "http://127.0.0.1:$$port/" || { \
+	base="http://127.0.0.1:$$port"; \
+	echo "bastion probe: $(PROBE_APP) on $$base/, as anonymous, author and admin"; \
+	signed_in=""; [ "$(PROBE_APP)" = "board.app:app" ] && signed_in="--login $$base/login \
+		--as author --user author@board.example --password-env PROBE_AUTHOR_PASSWORD \
+		--as admin --user admin@board.example --password-env PROBE_ADMIN_PASSWORD"; \
+	PROBE_AUTHOR_PASSWORD='$(PROBE_AUTHOR_PASSWORD)' PROBE_ADMIN_PASSWORD='$(PROBE_ADMIN_PASSWORD)' \
+		$(BIN)/bastion probe "$$base/" $$signed_in || { \
 		status=$$?; echo "--- server log"; tail -n 40 "$$tmp/server.log"; exit $$status; }
+	@tmp="$$(mktemp -d)"; port="$$($(BIN)/python -c '$(FREE_PORT)')"; \
+	BASTION_SECRET_KEY="$$($(BIN)/bastion keygen)" BASTION_ALLOWED_ORIGINS="http://127.0.0.1:$$port" \
+		$(BIN)/uvicorn --app-dir tests/fixtures weak_app:app --host 127.0.0.1 --port "$$port" \
+		$(UVICORN_FLAGS) > "$$tmp/server.log" 2>&1 & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null; rm -rf "$$tmp"' EXIT; \
+	for i in $$(seq 300); do \
+		$(BIN)/python -c '$(PORT_OPEN)' "$$port" 2>/dev/null && break; \
+		kill -0 $$server 2>/dev/null || { cat "$$tmp/server.log"; exit 1; }; \
+		sleep 0.1; \
+	done; \
+	echo "bastion probe: the weak fixture (tests/fixtures/weak_app.py), which must fail"; \
+	$(BIN)/bastion probe "http://127.0.0.1:$$port/" --run-actions > "$$tmp/report.txt"; status=$$?; \
+	grep '^FAIL  ' "$$tmp/report.txt"; tail -n 1 "$$tmp/report.txt"; \
+	[ $$status -eq 1 ] || { echo "expected exit 1 from the weak fixture, got $$status"; exit 1; }
 
 # Coverage-guided fuzzing of the body decoders (fuzz/fuzz_decoding.py, atheris) for
 # FUZZ_SECONDS; `make test` runs a short pass (fuzz-ci). New inputs are kept in

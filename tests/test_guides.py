@@ -52,6 +52,19 @@ def assert_passed(done: subprocess.CompletedProcess[str], count: int) -> None:
     assert re.search(rf"^{count} passed in ", done.stdout, flags=re.M), done.stdout
 
 
+def test_audit_doc(tmp_path: Path) -> None:
+    """docs/audit.md: its waiver, its app and its test run as written; two tests pass."""
+    for block in readme.blocks((GUIDES.parent / "audit.md").read_text()):
+        if block.file is not None:  # the table's examples are prose; every file is run
+            (tmp_path / block.file).write_text(block.text)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "app.py",
+        "pyproject.toml",
+        "test_audit.py",
+    ]
+    assert_passed(run_pytest(tmp_path), 2)
+
+
 def test_every_guide_has_its_test() -> None:
     """Each docs/guides/*.md is run by a test_<name>_guide here."""
     guides = sorted(path.stem for path in GUIDES.glob("*.md"))

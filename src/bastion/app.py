@@ -81,8 +81,41 @@ class _Default:
 
 DEFAULT: Final = _Default()
 
-AUDITING: ContextVar[list[tuple[str, str]] | None] = ContextVar("bastion_auditing", default=None)
-"""Set by ``bastion audit``: registration refusals are collected here instead of raised."""
+
+@dataclasses.dataclass(slots=True)
+class AuditRun:
+    """What ``bastion audit`` sets in ``AUDITING`` while it imports an app.
+
+    Only the command line sets it (no environment variable can): an app imported by a
+    server never collects its refusals, and never runs on a stand-in key or origin.
+    """
+
+    refused: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    """Registrations refused, ``(name, reason)``: collected here instead of raised."""
+    stand_ins: Environment | None = None
+    """Audit-only values (a throwaway secret key, an origin that resolves nowhere) for
+    what neither the app nor the environment gives, so an app imports with an empty
+    environment as it would in a test run; ``None``: none."""
+    stood_in: list[str] = dataclasses.field(default_factory=list)
+    """The ``Environment`` fields a ``Bastion()`` took from ``stand_ins``."""
+
+    def fill(self, env: Environment, **wanted: bool) -> Environment:
+        """``env`` with a stand-in for each field named ``True`` in ``wanted`` (the app
+        passed no value for it) that the environment leaves unset."""
+        if self.stand_ins is None:
+            return env
+        changes: dict[str, Any] = {}
+        for name, needed in wanted.items():
+            value = getattr(self.stand_ins, name)
+            if needed and getattr(env, name) is None and value is not None:
+                changes[name] = value
+                if name not in self.stood_in:
+                    self.stood_in.append(name)
+        return dataclasses.replace(env, **changes) if changes else env
+
+
+AUDITING: ContextVar[AuditRun | None] = ContextVar("bastion_auditing", default=None)
+"""Set by ``bastion audit`` (and only by it): see ``AuditRun``."""
 
 
 class Bastion(Generic[U]):
@@ -161,6 +194,14 @@ class Bastion(Generic[U]):
         (``bastion[otel]``; docs/observability.md); off by default.
         """
         env = Environment.read()
+        auditing = AUDITING.get()
+        if auditing is not None:
+            env = auditing.fill(
+                env,
+                secret_key=secret_key is None,
+                allowed_origins=allowed_origins is None,
+                store=store is None,
+            )
         secret, fallbacks = resolve_secret(
             secret_key if secret_key is not None else env.secret_key,
             secret_key_fallbacks
@@ -332,11 +373,11 @@ class Bastion(Generic[U]):
             try:
                 build(fn, label)
             except ConfigurationError as exc:
-                refused = AUDITING.get()
-                if refused is None:
+                auditing = AUDITING.get()
+                if auditing is None:
                     raise
                 # `bastion audit` reports every refusal in one run instead of the first.
-                refused.append((label, str(exc)))
+                auditing.refused.append((label, str(exc)))
             return fn
 
         return register

@@ -52,7 +52,7 @@ from bastion import (
 )
 from bastion.actions.audit import ActionReport, FieldReport, inventory
 from bastion.actions.registry import action_ids
-from bastion.app import AUDITING
+from bastion.app import AUDITING, AuditRun
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -84,10 +84,18 @@ REPORT_KEYS = {
     "tokens",
     "step_up",
     "fields",
+    "check",
+    "max_files",
+    "fragment",
     "violations",
     "warnings",
+    "findings",
 }
 FORM_TYPES = ["application/json", "application/x-www-form-urlencoded"]
+SHARED = (
+    "WARNING    B012 shared-rate-limit: public action without a rate limit of its own (60/minute)"
+)
+"""The quickstart's greet, boom and count run on the app's default_rate: a warning."""
 
 
 # --- running the CLI ---------------------------------------------------------------------
@@ -135,7 +143,16 @@ class Block:
 
     @property
     def violations(self) -> list[str]:
-        return [line.removeprefix("VIOLATION  ") for line in self.lines if "VIOLATION" in line]
+        """The messages of the VIOLATION lines, without their rule (``B001 name: ``)."""
+        return [unruled(line) for line in self.lines if "VIOLATION" in line]
+
+
+RULED = re.compile(r"(?:VIOLATION|WARNING)  +B\d{3} [a-z-]+: ")
+
+
+def unruled(line: str) -> str:
+    """A finding's line without its label and rule: the bare message."""
+    return RULED.sub("", line.strip(), count=1)
 
 
 def parse(output: str) -> tuple[dict[str, Block], tuple[int, int]]:
@@ -180,9 +197,24 @@ QUICKSTART_ACTIONS: dict[str, list[str]] = {
         LIMITS,
         "bound      none",
         "field      name: str (min_length=1, max_length=50)",
+        SHARED,
     ],
-    "boom": ["policy     public", "rate       60/minute", ACCEPTS, LIMITS, "bound      none"],
-    "count": ["policy     public", "rate       60/minute", ACCEPTS, LIMITS, "bound      none"],
+    "boom": [
+        "policy     public",
+        "rate       60/minute",
+        ACCEPTS,
+        LIMITS,
+        "bound      none",
+        SHARED,
+    ],
+    "count": [
+        "policy     public",
+        "rate       60/minute",
+        ACCEPTS,
+        LIMITS,
+        "bound      none",
+        SHARED,
+    ],
     "login": [
         "policy     public",
         "rate       20/minute",
@@ -227,9 +259,9 @@ def quickstart_json(tmp_path_factory: pytest.TempPathFactory) -> subprocess.Comp
 
 def test_quickstart_passes(quickstart_text: subprocess.CompletedProcess[str]) -> None:
     """The quickstart audits clean: exit 0, nothing on stderr, "8 actions, 0 violations,
-    0 warnings"."""
+    3 warnings" (greet, boom and count share the default rate: B012)."""
     assert (quickstart_text.returncode, quickstart_text.stderr) == (0, "")
-    assert quickstart_text.stdout.endswith("\n8 actions, 0 violations, 0 warnings\n")
+    assert quickstart_text.stdout.endswith("\n8 actions, 0 violations, 3 warnings\n")
     assert "VIOLATION" not in quickstart_text.stdout
 
 
@@ -262,7 +294,7 @@ def test_quickstart_json_has_the_same_data(
     """--json: exit 0 and one object per action with the same names, IDs, policies,
     rates, content types, limits and fields (with their bounds) as the text."""
     assert (quickstart_json.returncode, quickstart_json.stderr) == (0, "")
-    reports = json.loads(quickstart_json.stdout)
+    reports = json.loads(quickstart_json.stdout)["actions"]
     assert [r["name"] for r in reports] == list(QUICKSTART_ACTIONS)
     blocks, _ = parse(quickstart_text.stdout)
     ids = expected_ids(QUICKSTART_KEY, list(QUICKSTART_ACTIONS))
@@ -376,8 +408,8 @@ def test_bad_app_names_every_violation_and_no_other(
     blocks, _ = parse(bad_text.stdout)
     assert list(blocks) == list(BAD_VIOLATIONS)
     assert {name: block.violations for name, block in blocks.items()} == BAD_VIOLATIONS
-    lines = [line.strip() for line in bad_text.stdout.splitlines() if "VIOLATION" in line]
-    expected = [f"VIOLATION  {v}" for vs in BAD_VIOLATIONS.values() for v in vs]
+    lines = [unruled(line) for line in bad_text.stdout.splitlines() if "VIOLATION" in line]
+    expected = [v for vs in BAD_VIOLATIONS.values() for v in vs]
     assert sorted(lines) == sorted(expected)
 
 
@@ -395,7 +427,8 @@ def test_bad_app_unbounded_field_is_named(
     bad_text: subprocess.CompletedProcess[str], field: str, kind: str
 ) -> None:
     """Each kind of unbounded field is named by its path and type."""
-    assert f"  VIOLATION  field {field} has no maximum length\n" in bad_text.stdout, kind
+    line = f"  VIOLATION  B001 unbounded-field: field {field} has no maximum length\n"
+    assert line in bad_text.stdout, kind
 
 
 def test_bad_app_correct_action_is_listed_clean(
@@ -427,7 +460,7 @@ def test_bad_app_upload_action_lists_multipart_and_the_default_file_cap(
         "rate       none",
         "accepts    application/json, application/x-www-form-urlencoded, multipart/form-data",
         LIMITS,
-        "           files 1048576 B each",
+        "           files 10 at most, 1048576 B each",
         "bound      none",
     ]
     assert "field      image: upload (no bounds)" in blocks["avatar"].lines
@@ -440,7 +473,8 @@ def test_bad_app_refused_actions_are_listed_unregistered(
     blocks, _ = parse(bad_text.stdout)
     for name in REFUSED:
         assert blocks[name].id == "not registered"
-        assert blocks[name].lines == [f"VIOLATION  {v}" for v in BAD_VIOLATIONS[name]]
+        assert [unruled(line) for line in blocks[name].lines] == BAD_VIOLATIONS[name]
+        assert all(line.startswith("VIOLATION  B004 refused: ") for line in blocks[name].lines)
     ids = expected_ids(BAD_KEY, REGISTERED)
     assert {name: blocks[name].id for name in REGISTERED} == ids
 
@@ -450,7 +484,7 @@ def test_bad_app_json_has_the_same_data(
 ) -> None:
     """--json exits 1 too, with the same actions, IDs and violation lists as the text."""
     assert (bad_json.returncode, bad_json.stderr) == (1, "")
-    reports = json.loads(bad_json.stdout)
+    reports = json.loads(bad_json.stdout)["actions"]
     assert [r["name"] for r in reports] == list(BAD_VIOLATIONS)
     assert {r["name"]: r["violations"] for r in reports} == BAD_VIOLATIONS
     blocks, _ = parse(bad_text.stdout)
@@ -465,7 +499,7 @@ def test_bad_app_json_has_the_same_data(
 
 def test_bad_app_json_details(bad_json: subprocess.CompletedProcess[str]) -> None:
     """--json gives policies, rates, content types, file caps and fields with bounds."""
-    by_name = {r["name"]: r for r in json.loads(bad_json.stdout)}
+    by_name = {r["name"]: r for r in json.loads(bad_json.stdout)["actions"]}
     assert {n: by_name[n]["policy"] for n in REGISTERED} == {
         "good": "public",
         "unlimited": "public",
@@ -530,13 +564,13 @@ def test_auditing_collects_refusals_instead_of_raising(bastion: Bastion) -> None
 
     async def loose(data: LooseInput) -> None: ...
 
-    refused: list[tuple[str, str]] = []
-    token = AUDITING.set(refused)
+    auditing = AuditRun()
+    token = AUDITING.set(auditing)
     try:
         assert bastion.action(policy=public)(loose) is loose
     finally:
         AUDITING.reset(token)
-    assert refused == [
+    assert auditing.refused == [
         (
             "loose",
             "action 'loose': input type LooseInput must forbid unknown fields: "
@@ -616,7 +650,7 @@ def test_json_with_non_json_bounds(tmp_path: Path) -> None:
 
         class Price(BaseModel):
             model_config = ConfigDict(extra="forbid")
-            amount: Decimal = Field(ge=Decimal("0.01"), le=Decimal("1000"))
+            amount: Decimal = Field(ge=Decimal("0.01"), le=Decimal("1000"), max_digits=7)
             code: str = Field(max_length=8, pattern=re.compile("^[A-Z]+$"))
 
         @bastion.action(policy=authenticated)
@@ -625,9 +659,13 @@ def test_json_with_non_json_bounds(tmp_path: Path) -> None:
     )
     done = audit("decimal_app:bastion", "--json", cwd=tmp_path)
     assert (done.returncode, done.stderr) == (0, "")
-    [report] = json.loads(done.stdout)
+    [report] = json.loads(done.stdout)["actions"]
     assert report["fields"] == [
-        {"path": "amount", "type": "Decimal", "bounds": {"ge": "0.01", "le": "1000"}},
+        {
+            "path": "amount",
+            "type": "Decimal",
+            "bounds": {"ge": "0.01", "le": "1000", "max_digits": 7},
+        },
         {"path": "code", "type": "str", "bounds": {"max_length": 8, "pattern": "^[A-Z]+$"}},
     ]
     text = audit("decimal_app:bastion", cwd=tmp_path)
@@ -960,7 +998,8 @@ class Colour(enum.StrEnum):
 
 
 def test_enums_literals_and_numbers_need_no_maximum(bastion: Bastion) -> None:
-    """A str enum, a Literal, numbers and booleans hold fixed or small values: no violation."""
+    """A str enum, a Literal, numbers and booleans need no maximum length; a number
+    without a range is a warning (B010), a Decimal without max_digits an error (B011)."""
 
     class M(BaseModel):
         model_config = FORBID
@@ -971,7 +1010,8 @@ def test_enums_literals_and_numbers_need_no_maximum(bastion: Bastion) -> None:
         ok: bool
 
     report = report_of(bastion, M)
-    assert report.violations == []
+    assert report.violations == ["field 'price' (Decimal) has no max_digits"]
+    assert report.warnings == ["field 'count' (int) has no range (ge, le, gt or lt)"]
     assert [(f.path, f.type) for f in report.fields] == [
         ("colour", "Colour"),
         ("size", "Literal['s', 'm', 'l']"),

@@ -18,6 +18,7 @@ import pytest
 from conftest import SECRET, mounted
 from pydantic import BaseModel, ConfigDict
 from services import free_port
+from test_sarif import validate
 
 from bastion import Bastion, public
 from bastion.cli import main
@@ -392,7 +393,12 @@ def test_cookie_and_header_checks() -> None:
     assert "cookie sid without HttpOnly" in got["leak: cookie flags"][1]
     assert got["leak: no-store, nosniff"][0] == "FAIL"
     assert "X-Content-Type-Options: nosniff missing" in got["leak: no-store, nosniff"][1]
-    assert got["csrf: no token"][0] == "PASS"
+    # A 403 "forbidden" with no control to prove it: not counted as a CSRF refusal.
+    assert got["csrf: no token"] == (
+        "SKIP",
+        "403 forbidden: not shown to be about the token; no harmless control"
+        " (no required or capped field)",
+    )
     assert all(r.status == "PASS" for r in report.results if r.target == "page /")
 
 
@@ -412,6 +418,7 @@ def test_report_formats() -> None:
             "page": "http://127.0.0.1:9/",
             "action": "http://127.0.0.1:9/_actions/x",
             "fields": ["n"],
+            "script": False,
         }
     ]
 
@@ -524,17 +531,17 @@ def run_probe(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-RESULT = re.compile(r"(PASS|FAIL|SKIP)  (.+?) {2,}(.+?) {2,}expected (.+?) {2,}got (.*)")
+RESULT = re.compile(r"(PASS|FAIL|SKIP)  (\S+) +(.+?) {2,}(.+?) {2,}expected (.+?) {2,}got (.*)")
 LEGEND = re.compile(r"(form \d+) +POST (\S+)  on ")
 
 
-def lines(output: str, status: str, label: str) -> dict[str, str]:
+def lines(output: str, status: str, label: str, identity: str = "anonymous") -> dict[str, str]:
     """The cases of one form that ended with ``status``: case → what the probe got."""
     found = {}
     for line in output.splitlines():
         match = RESULT.fullmatch(line)
-        if match and match[1] == status and match[2] == label:
-            found[match[3]] = match[5]
+        if match and match[1] == status and match[2] == identity and match[3] == label:
+            found[match[4]] = match[6]
     return found
 
 
@@ -543,11 +550,23 @@ def labels(output: str) -> dict[str, str]:
     return {m[2]: m[1] for m in map(LEGEND.match, output.splitlines()) if m}
 
 
+CSRF_CASES = (
+    "csrf: no token",
+    "csrf: forged token",
+    "csrf: token of another session",
+    "origin: foreign Origin",
+    "origin: Origin null",
+    "origin: malformed Origin",
+    "origin: Sec-Fetch-Site cross-site",
+    "header: x-middleware-subrequest",
+)
+
+
 def test_probe_passes_the_quickstart(tmp_path: Path) -> None:
-    """The quickstart as `make quickstart` serves it: every case passes; the only skips are
-    the controls of actions that need sign-in and forms without a text field."""
+    """The quickstart as `make quickstart` serves it (and --run-actions): every case passes;
+    every forged call is refused by bastion's own origin or token check."""
     with serve(EXAMPLES, "quickstart:app", tmp_path) as base:
-        done = run_probe(base)
+        done = run_probe(base, "--run-actions")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stderr == ""
     out = done.stdout
@@ -555,85 +574,144 @@ def test_probe_passes_the_quickstart(tmp_path: Path) -> None:
     summary = out.splitlines()[-1]
     assert summary.startswith("all pass: ")
     assert "8 forms on 1 pages" in summary
-    for line in out.splitlines():
-        if line.startswith("SKIP"):
-            assert line.endswith(("needs sign-in", "the form has no text field")), line
-    # Each of the eight forms refused every forged call.
     for n in range(1, 9):
         passed = lines(out, "PASS", f"form {n}")
-        for case in (
-            "csrf: no token",
-            "csrf: forged token",
-            "csrf: token of another session",
-            "origin: foreign Origin",
-            "origin: Origin null",
-            "origin: Sec-Fetch-Site cross-site",
-        ):
-            assert passed[case].startswith(("403 csrf_failed", "403 cross_origin")), (n, case)
+        for case in CSRF_CASES:
+            refused = ("403 csrf_failed", "403 cross_origin", "400 forwarding_refused")
+            assert passed[case].startswith(refused), (n, case)
         assert passed["leak: tracebacks, file paths"].startswith("ok in ")
-    # The control went through for the public actions, boom's generic 500 included.
-    controls = [
-        g
-        for n in range(1, 9)
-        for c, g in lines(out, "PASS", f"form {n}").items()
-        if c.startswith("control")
-    ]
-    assert "200" in controls
-    assert "500 internal (the action failed; generic)" in controls
+    # The valid calls went through for the public actions, boom's generic 500 included.
+    calls = [lines(out, "PASS", f"form {n}").get("action: valid call") for n in range(1, 9)]
+    assert "200" in calls
+    assert "500 internal (the action failed; generic)" in calls
 
 
 def test_probe_names_each_hole_of_the_weak_app(tmp_path: Path) -> None:
     """CSRF off, error details on, an unbounded field, and bastion's debug replies: exit 1,
-    and the report names each."""
+    and the report names each hole, and nothing else (the exact set of failing cases)."""
     with serve(FIXTURES, "weak_app:app", tmp_path) as base:
-        done = run_probe(base)
+        done = run_probe(base, "--run-actions")
     assert done.returncode == 1, done.stdout + done.stderr
     out = done.stdout
     assert out.splitlines()[-1].startswith("FAILED: ")
-
     forms = labels(out)
     weak = lines(out, "FAIL", forms.pop("/_actions/weak-note"))
-    # CSRF off: every forged call went through.
-    for case in (
-        "csrf: no token",
-        "csrf: forged token",
-        "csrf: token of another session",
-        "origin: foreign Origin",
-        "origin: Origin null",
-        "origin: Sec-Fetch-Site cross-site",
-    ):
-        assert weak[case] == "200", case
-    # Error details on.
+    for case in CSRF_CASES:  # CSRF off: every forged call went through
+        assert weak[case] == "200: accepted", case
     assert weak["leak: tracebacks, file paths"].startswith("'Traceback' in the reply to input:")
     assert weak["leak: exception details"].startswith("'debug' in the reply to input:")
-    # The unbounded field.
     assert weak["input: 100,000 chars in text fields"] == "200: accepted in text (unbounded field)"
-    # And nothing else: the rest of what it does is right.
     assert set(weak) == {
-        "csrf: no token",
-        "csrf: forged token",
-        "csrf: token of another session",
-        "origin: foreign Origin",
-        "origin: Origin null",
-        "origin: Sec-Fetch-Site cross-site",
+        *CSRF_CASES,
         "leak: tracebacks, file paths",
         "leak: exception details",
         "input: 100,000 chars in text fields",
     }
-
     # The bastion action in debug mode: its guards hold, its failure reply tells too much.
     [crash_label] = forms.values()
     crash = lines(out, "FAIL", crash_label)
     assert set(crash) == {
-        "control: valid same-origin call",
+        "action: valid call",
         "leak: tracebacks, file paths",
         "leak: exception details",
     }
-    assert crash["leak: exception details"].startswith("'debug' in the reply to control")
+    assert crash["leak: exception details"].startswith("'debug' in the reply to action")
     assert crash["leak: tracebacks, file paths"].startswith(
-        "'/srv/weak/notes.py' in the reply to control"
+        "'/srv/weak/notes.py' in the reply to action"
     )
-    assert crash["control: valid same-origin call"] == "500 internal saying more than a digest"
+    assert crash["action: valid call"] == "500 internal saying more than a digest"
+    # The SARIF rules of those holes.
+    with serve(FIXTURES, "weak_app:app", tmp_path) as base:
+        sarif = run_probe(base, "--run-actions", "--format", "sarif")
+    assert sarif.returncode == 1
+    log = json.loads(sarif.stdout)
+    validate(log)  # against OASIS's schema (tests/test_sarif.py)
+    assert log["version"] == "2.1.0"
+    assert {r["ruleId"] for r in log["runs"][0]["results"]} == {
+        "P001",
+        "P002",
+        "P004",
+        "P005",
+        "P009",
+        "P011",
+    }
+
+
+def test_a_policy_refusal_is_no_csrf_check(tmp_path: Path) -> None:
+    """An app with CSRF off whose policy answers anonymous callers 401: anonymous, the
+    probe cannot tell (SKIP, never PASS); signed in — by --login, or by --cookie — every
+    forged call gets through, and the probe names it."""
+    with serve(FIXTURES, "policy_only_app:app", tmp_path) as base:
+        env_done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bastion.cli",
+                "probe",
+                base + "/",
+                "--login",
+                base + "/login",
+                "--as",
+                "member",
+                "--user",
+                "probe@policy.example",
+                "--password-env",
+                "PROBE_PW",
+                "--as",
+                "cookie",
+                "--cookie",
+                "member=member-cookie-value",
+            ],
+            env={**os.environ, "PROBE_PW": "policy-only-password"},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+    out = env_done.stdout
+    assert env_done.returncode == 1, out + env_done.stderr
+    assert "member: signed in" in out
+    anonymous = lines(out, "SKIP", "form 1")
+    for case in CSRF_CASES:
+        assert anonymous[case].startswith("401 unauthorized: not shown to be about the token")
+    assert not lines(out, "PASS", "form 1").keys() & set(CSRF_CASES)
+    for who in ("member", "cookie"):
+        failed = lines(out, "FAIL", "form 1", who)
+        for case in CSRF_CASES:
+            assert failed[case] == "422 invalid: read as input, past the token", (who, case)
+        assert lines(out, "PASS", "form 1", who)["control: harmless valid call"] == "422 invalid"
+    assert lines(out, "FAIL", "form 1", "member")["cross: cookie's form and token"] == (
+        "422 invalid: read as input, past the token"
+    )
+
+
+def test_probe_cli_checks_identities(capsys: pytest.CaptureFixture[str]) -> None:
+    """--user needs --password-env (set), a name is used once, cookies are NAME=VALUE."""
+    for argv, said in (
+        (["--as", "a", "--user", "u"], "--user and --password-env go together"),
+        (["--as", "a", "--user", "u", "--password-env", "PROBE_UNSET_VAR"], "is empty or unset"),
+        (["--as", "a", "--as", "a"], "the name is taken"),
+        (["--as", "anonymous"], "the name is taken"),
+        (["--cookie", "novalue"], "is not NAME=VALUE"),
+        (["--header", "nocolon"], "is not 'Name: value'"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(["probe", "http://127.0.0.1:9/", *argv])
+        assert exited.value.code == 2
+        assert said in capsys.readouterr().err
+
+
+def test_fail_on_and_output(tmp_path: Path) -> None:
+    """--fail-on never exits 0 with failures; error ignores warning-level rules; --output
+    writes the report to a file."""
+    from bastion.probe import Result, exit_status
+
+    report = Report("http://127.0.0.1:9/")
+    report.results.append(Result("FAIL", "form 1", "leak: no-store, nosniff", "x", "y"))
+    assert (exit_status(report, "warning"), exit_status(report, "error")) == (1, 0)
+    assert exit_status(report, "never") == 0
+    report.results.append(Result("FAIL", "form 1", "csrf: no token", "x", "y"))
+    assert exit_status(report, "error") == 1
 
 
 def test_probe_json_through_localhost(tmp_path: Path) -> None:
@@ -648,6 +726,33 @@ def test_probe_json_through_localhost(tmp_path: Path) -> None:
     assert report["summary"]["forms"] == 8
     assert report["summary"]["pass"] + report["summary"]["skip"] == len(report["results"])
     assert report["summary"]["requests"] <= 8 * MAX_REQUESTS_PER_FORM + 20
+    assert [i["name"] for i in report["identities"]] == ["anonymous"]
     assert {r["status"] for r in report["results"]} == {"PASS", "SKIP"}
-    assert set(report["results"][0]) == {"status", "target", "case", "expected", "got"}
+    assert set(report["results"][0]) == {
+        "status",
+        "target",
+        "case",
+        "expected",
+        "got",
+        "identity",
+        "url",
+        "rule",
+    }
     assert all(f["action"].startswith(report["url"] + "_actions/") for f in report["forms"])
+
+
+def test_the_commands_in_docs_probe_md_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every `bastion probe` line in docs/probe.md is a command the CLI accepts: run
+    against a closed loopback port, each gets as far as the first request (exit 2)."""
+    import shlex
+
+    text = (ROOT / "docs" / "probe.md").read_text()
+    commands = [line for line in text.splitlines() if line.startswith("bastion probe ")]
+    assert len(commands) >= 4
+    port = free_port()
+    monkeypatch.setenv("AUTHOR_PASSWORD", "x")
+    monkeypatch.setenv("ADMIN_PASSWORD", "y")
+    for line in commands:
+        argv = [a.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for a in shlex.split(line)]
+        argv = [a for a in argv if a not in ("--output", "probe.sarif")]
+        assert main(argv[1:]) == 2, line

@@ -1,25 +1,36 @@
 """The action inventory: every action an app exposes, and what is wrong with each.
 
-``bastion audit MODULE:ATTR`` prints it and exits 1 on any violation, so CI can hold an
-app to the rules below; ``inventory(bastion)`` gives the same data to a page.
+``bastion audit MODULE:ATTR`` prints it and exits 1 on any error that no waiver covers,
+so CI can hold an app to the rules below; ``inventory(bastion)`` gives the same data to
+a page. Each finding names its rule (``RULES``: an id, a name, a one-line reason and a
+level), in the text, the JSON and the SARIF output; docs/audit.md has the table.
 
-Warnings (shown, but not a failure: each may be a choice):
+Errors (``level="error"``):
 
-- an action that accepts API tokens (``tokens=True``) without scopes of its own, so a
-  token can call it only by naming it, one action at a time, or was given its name
-  without thought;
-- an action whose name looks sensitive (password, e-mail, token, role, delete) without a
-  step-up policy (``recent_login``): a stolen session could do it.
+- B001 a ``str``, ``bytes`` or collection input field without a maximum length;
+- B002 a public action without a rate limit (``rate=None``);
+- B003 an upload without a declared size cap (``max_file_bytes=``);
+- B004 a registration the app refuses (an input model that allows unknown fields, a
+  handler returning untyped data, …), reported instead of stopping the audit;
+- B007 caps that cannot agree: a declared file cap its declared body cap cannot carry
+  (refused at registration), or a pre-token cap above the body cap it lives in;
+- B008 an htmx fragment (``fragment=``, ``-> Fragment``) when no templates are configured
+  (``bastion.templates(...)``): the app would refuse to start;
+- B011 a ``Decimal`` field without ``max_digits`` (``1e999999`` is a valid value).
 
-Violations:
+Warnings (shown, but not a failure unless ``--fail-on warning``: each may be a choice):
 
-- a public action without a rate limit;
-- a ``str``, ``bytes`` or collection input field without a maximum length;
-- an upload without a declared size cap (``max_file_bytes=``); one whose declared file
-  cap its declared body cap cannot carry is refused at registration, which the audit
-  reports;
-- an input model that allows unknown fields, and a handler returning untyped data
-  (both refused at registration: the audit reports the refusal instead of stopping).
+- B005 an action that accepts API tokens (``tokens=True``) without scopes of its own;
+- B006 an action whose name looks sensitive (password, e-mail, token, role, delete)
+  without a step-up policy (``recent_login``): a stolen session could do it;
+- B009 an upload without its own ``max_files`` (it takes the app-wide count);
+- B010 an ``int``, ``float`` or ``Decimal`` field without a range (``ge``/``le``/…);
+- B012 a public action without a rate limit of its own (it shares ``default_rate``);
+- B013 a waiver that matched no finding.
+
+A waiver (``[tool.bastion.audit] waive = [{rule, action, reason}]`` in the app's
+``pyproject.toml``) keeps its finding in the report, marked with its reason, and takes
+it out of the failures.
 
 A field's bounds are the ones pydantic enforces, read from the input model's core schema
 (``__pydantic_core_schema__``), not from the annotation's metadata: a constraint pydantic
@@ -48,15 +59,178 @@ from starlette.datastructures import UploadFile
 
 from bastion.actions.introspect import record_fields, unannotated
 from bastion.actions.spec import BodyKind
+from bastion.sarif import Level, Rule
 
 if TYPE_CHECKING:
     from bastion.actions.registry import Registry
     from bastion.actions.spec import ActionSpec
+    from bastion.config import Limits
 
-__all__ = ["ActionReport", "FieldReport", "inventory", "report"]
+__all__ = [
+    "RULES",
+    "ActionReport",
+    "FieldReport",
+    "Finding",
+    "Waiver",
+    "WaiverError",
+    "inventory",
+    "report",
+    "waive",
+    "waivers",
+]
 
 _SIZED_SCALARS = (str, bytes, bytearray, SecretStr, SecretBytes)
 _SENSITIVE = re.compile(r"password|e_?mail|token|role|delete", re.IGNORECASE)
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("B001", "unbounded-field", "a field without max_length takes all the body cap lets in"),
+    Rule("B002", "no-rate-limit", "a public action without a rate limit can be called without end"),
+    Rule(
+        "B003", "upload-without-file-cap", "an upload without max_file_bytes takes the app-wide one"
+    ),
+    Rule("B004", "refused", "a registration the app refuses stops it at start-up"),
+    Rule(
+        "B005",
+        "token-without-scope",
+        "a token can call it only by its name: scopes were not thought about",
+        "warning",
+    ),
+    Rule(
+        "B006",
+        "no-step-up",
+        "it looks sensitive, and a stolen session could do it (recent_login)",
+        "warning",
+    ),
+    Rule("B007", "caps-disagree", "one cap can never be reached under another"),
+    Rule(
+        "B008",
+        "fragment-without-templates",
+        "an htmx fragment with no templates configured: the app refuses to start",
+    ),
+    Rule(
+        "B009",
+        "upload-without-max-files",
+        "an upload without max_files takes as many files as the app allows",
+        "warning",
+    ),
+    Rule(
+        "B010",
+        "unbounded-number",
+        "a number without ge/le takes any value the type can hold",
+        "warning",
+    ),
+    Rule("B011", "unbounded-decimal", "a Decimal without max_digits takes 1e999999"),
+    Rule(
+        "B012",
+        "shared-rate-limit",
+        "a public action without a rate of its own shares default_rate",
+        "warning",
+    ),
+    Rule("B013", "unused-waiver", "a waiver that matched no finding", "warning"),
+)
+"""Every rule of the audit, by id (``bastion audit`` and docs/audit.md list them)."""
+
+_RULES = {rule.id: rule for rule in RULES}
+_NUMBERS = frozenset({"int", "float", "Decimal"})
+_RANGE = ("gt", "ge", "lt", "le")
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One finding of a rule: about an action (``None``: about the audit's configuration)."""
+
+    rule: str
+    action: str | None
+    message: str
+    level: Level
+    waived: str | None = None
+    """The waiver's reason: shown, and no failure."""
+
+    @property
+    def name(self) -> str:
+        return _RULES[self.rule].name
+
+    def text(self) -> str:
+        """``B001 unbounded-field: field 'title' (str) has no maximum length``."""
+        return f"{self.rule} {self.name}: {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "name": self.name,
+            "action": self.action,
+            "level": self.level,
+            "message": self.message,
+            "waived": self.waived,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Waiver:
+    """``{rule = "B002", action = "login", reason = "…"}``; no action: every action."""
+
+    rule: str
+    action: str | None
+    reason: str
+
+    def covers(self, finding: Finding) -> bool:
+        return finding.rule == self.rule and self.action in (None, finding.action)
+
+
+class WaiverError(ValueError):
+    """A waiver that cannot be taken: no reason, an unknown rule or key, a wrong type."""
+
+
+def waivers(table: Mapping[str, Any], where: str) -> list[Waiver]:
+    """The waivers of a ``[tool.bastion.audit]`` table; ``where`` names it in errors."""
+    unknown = sorted(set(table) - {"waive"})
+    if unknown:
+        raise WaiverError(f"{where}: unknown key {unknown[0]!r} (only 'waive' is read)")
+    entries = table.get("waive", [])
+    if not isinstance(entries, list):
+        raise WaiverError(f"{where}: waive must be a list of tables")
+    found: list[Waiver] = []
+    for i, entry in enumerate(entries):
+        label = f"{where} waive[{i}]"
+        if not isinstance(entry, dict):
+            raise WaiverError(f"{label}: each waiver is a table {{rule, action, reason}}")
+        label = f"{label} ({', '.join(f'{k}={v!r}' for k, v in entry.items() if k != 'reason')})"
+        extra = sorted(set(entry) - {"rule", "action", "reason"})
+        if extra:
+            raise WaiverError(f"{label}: unknown key {extra[0]!r} (rule, action, reason)")
+        rule, action, reason = entry.get("rule"), entry.get("action"), entry.get("reason")
+        if not isinstance(rule, str) or rule not in _RULES or rule == "B013":
+            raise WaiverError(f"{label}: {rule!r} is not a rule that can be waived (B001…B012)")
+        if action is not None and (not isinstance(action, str) or not action):
+            raise WaiverError(f"{label}: action must be an action's name")
+        if not isinstance(reason, str) or not reason.strip():
+            raise WaiverError(f'{label}: a waiver needs a reason (reason = "why this is safe")')
+        found.append(Waiver(rule, action, reason.strip()))
+    return found
+
+
+def waive(reports: Sequence[ActionReport], given: Sequence[Waiver]) -> list[Finding]:
+    """Mark each finding a waiver covers as waived (out of ``violations`` and
+    ``warnings``); answer a B013 finding for each waiver that covered none."""
+    used: set[int] = set()
+    for r in reports:
+        for i, finding in enumerate(r.findings):
+            match = next((n for n, w in enumerate(given) if w.covers(finding)), None)
+            if match is None or finding.waived is not None:
+                continue
+            used.add(match)
+            r.findings[i] = dataclasses.replace(finding, waived=given[match].reason)
+            shown = r.violations if finding.level == "error" else r.warnings
+            if finding.message in shown:
+                shown.remove(finding.message)
+    unused = []
+    for n, w in enumerate(given):
+        if n not in used:
+            target = f"action {w.action!r}" if w.action is not None else "any action"
+            message = f"the waiver of {w.rule} for {target} matched no finding"
+            unused.append(Finding("B013", w.action, message, "warning"))
+    return unused
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +257,29 @@ class ActionReport:
     """The scopes that let an API token call it (``None``: no token may)."""
     step_up: float | None = None
     """How recent a log-in its policy wants, in seconds (``recent_login``)."""
+    check: str | None = None
+    """The object-level check (``check=``), by name."""
+    max_files: int | None = None
+    """How many files one call may upload (only for an action taking uploads)."""
+    fragment: str | None = None
+    """The template htmx requests get back (``fragment=``; ``-> Fragment``: the handler's)."""
     fields: list[FieldReport] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    """The messages of the errors no waiver covers."""
     warnings: list[str] = field(default_factory=list)
+    """The messages of the warnings no waiver covers."""
+    findings: list[Finding] = field(default_factory=list)
+    """Every finding, by rule, waived or not."""
+
+    def add(self, rule: str, message: str) -> None:
+        level = _RULES[rule].level
+        self.findings.append(Finding(rule, self.name, message, level))
+        (self.violations if level == "error" else self.warnings).append(message)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        shown = asdict(self)
+        shown["findings"] = [f.as_dict() for f in self.findings]
+        return shown
 
 
 class _HasRegistry(Protocol):
@@ -98,29 +289,53 @@ class _HasRegistry(Protocol):
     def registry(self) -> Registry: ...
 
 
+@dataclass(frozen=True, slots=True)
+class _App:
+    """What the rules read of the app besides its actions (all unknown for a bare
+    registry): its limits, its default rate, whether templates render fragments."""
+
+    limits: Limits | None = None
+    default_rate: object = None
+    templates: bool | None = None
+
+    @classmethod
+    def of(cls, bastion: object) -> _App:
+        config = getattr(bastion, "config", None)
+        fragments = getattr(getattr(bastion, "runtime", None), "fragments", None)
+        return cls(
+            limits=getattr(config, "limits", None),
+            default_rate=getattr(bastion, "default_rate", None),
+            templates=None if fragments is None else getattr(fragments, "env", None) is not None,
+        )
+
+
 def inventory(bastion: _HasRegistry, refused: Sequence[tuple[str, str]] = ()) -> list[ActionReport]:
     """One report per registered action, then one per refused registration."""
-    reports = [report(spec) for spec in bastion.registry]
+    app = _App.of(bastion)
+    reports = [report(spec, app) for spec in bastion.registry]
     for name, reason in refused:
-        reports.append(
-            ActionReport(
-                name=name,
-                id=None,
-                policy="?",
-                rate=None,
-                content_types=[],
-                timeout=None,
-                max_body_bytes=None,
-                max_file_bytes=None,
-                bound_arguments=[],
-                violations=[f"refused at registration: {reason}"],
-            )
+        refusal = ActionReport(
+            name=name,
+            id=None,
+            policy="?",
+            rate=None,
+            content_types=[],
+            timeout=None,
+            max_body_bytes=None,
+            max_file_bytes=None,
+            bound_arguments=[],
         )
+        # The caps a registration refuses to let disagree: B007, not a bare refusal.
+        rule = "B007" if "cannot arrive within" in reason else "B004"
+        refusal.add(rule, f"refused at registration: {reason}")
+        reports.append(refusal)
     return reports
 
 
-def report(spec: ActionSpec) -> ActionReport:
-    """The report of one registered action (what ``bastion schema`` words it with too)."""
+def report(spec: ActionSpec, app: _App | None = None) -> ActionReport:
+    """The report of one registered action (what ``bastion schema`` words it with too);
+    with ``app``, the rules that compare the action with the app's settings too."""
+    app = app or _App()
     content_types = [BodyKind.JSON.value, BodyKind.FORM.value]
     if spec.accepts_uploads:
         content_types.append(BodyKind.MULTIPART.value)
@@ -137,6 +352,9 @@ def report(spec: ActionSpec) -> ActionReport:
         idempotent=spec.idempotent,
         tokens=sorted(spec.tokens) if spec.tokens is not None else None,
         step_up=spec.policy.step_up,
+        check=_callable_name(spec.check) if spec.check is not None else None,
+        max_files=spec.limits.max_files if spec.accepts_uploads else None,
+        fragment=spec.fragment or ("(the handler's: -> Fragment)" if spec.renders else None),
         fields=list(
             _fields(
                 spec.input_model,
@@ -146,19 +364,47 @@ def report(spec: ActionSpec) -> ActionReport:
             )
         ),
     )
-    if spec.rate is None and spec.policy.admits_anonymous:
-        result.violations.append("public action without a rate limit")  # anyone may call
+    limits = spec.limits
+    if spec.policy.admits_anonymous:  # anyone may call
+        if spec.rate is None:
+            result.add("B002", "public action without a rate limit")
+        elif app.default_rate is not None and spec.rate is app.default_rate:
+            result.add("B012", f"public action without a rate limit of its own ({result.rate})")
     for f in result.fields:
         if f.bounds.get("unbounded"):
-            result.violations.append(f"field {f.path!r} ({f.type}) has no maximum length")
+            result.add("B001", f"field {f.path!r} ({f.type}) has no maximum length")
+        if f.type in _NUMBERS and not any(key in f.bounds for key in _RANGE):
+            result.add("B010", f"field {f.path!r} ({f.type}) has no range (ge, le, gt or lt)")
+        if f.type == "Decimal" and "max_digits" not in f.bounds:
+            result.add("B011", f"field {f.path!r} (Decimal) has no max_digits")
     if spec.accepts_uploads and not spec.file_cap_declared:
-        result.violations.append("accepts uploads without a declared max_file_bytes")
+        result.add("B003", "accepts uploads without a declared max_file_bytes")
+    if spec.accepts_uploads and app.limits is not None and limits.max_files == app.limits.max_files:
+        result.add("B009", f"accepts uploads without its own max_files ({limits.max_files})")
+    if limits.max_pre_token_bytes > limits.max_body_bytes and (
+        app.limits is None or limits.max_body_bytes >= app.limits.max_body_bytes
+    ):
+        # Only where the app's caps disagree: an action lowering its own body cap
+        # under the pre-token cap is tightening, not contradicting.
+        result.add(
+            "B007",
+            f"max_pre_token_bytes={limits.max_pre_token_bytes} is above "
+            f"max_body_bytes={limits.max_body_bytes}: the pre-token cap never applies",
+        )
+    if (spec.fragment is not None or spec.renders) and app.templates is False:
+        result.add(
+            "B008", "renders an htmx fragment, but no templates are configured (bastion.templates)"
+        )
     if spec.tokens is not None and spec.tokens == {spec.name}:
-        result.warnings.append("accepts API tokens without scopes of its own (tokens=True)")
+        result.add("B005", "accepts API tokens without scopes of its own (tokens=True)")
     if _SENSITIVE.search(spec.name) and spec.policy.step_up is None:
-        result.warnings.append("looks sensitive but needs no recent log-in (recent_login)")
+        result.add("B006", "looks sensitive but needs no recent log-in (recent_login)")
 
     return result
+
+
+def _callable_name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
 
 
 def _rate(spec: ActionSpec) -> str | None:
@@ -309,7 +555,7 @@ def _bounds(metadata: list[Any]) -> dict[str, Any]:
     """The bounds the metadata names: the fallback where the schema is not found."""
     bounds: dict[str, Any] = {}
     for item in metadata:
-        for key in ("max_length", "min_length", "gt", "ge", "lt", "le", "pattern"):
+        for key in _BOUND_KEYS:
             value = getattr(item, key, None)
             if value is not None:
                 # A compiled pattern is shown (and sent as JSON) as its source.
@@ -326,7 +572,17 @@ def _bounds(metadata: list[Any]) -> dict[str, Any]:
 _Schema = Mapping[str, Any]
 _Members = Mapping[str, "_Place"] | None
 
-_BOUND_KEYS = ("min_length", "max_length", "gt", "ge", "lt", "le", "pattern")
+_BOUND_KEYS = (
+    "min_length",
+    "max_length",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "max_digits",
+    "decimal_places",
+    "pattern",
+)
 """The bounds reported, in the order they are shown."""
 
 _TIGHTEST: dict[str, Callable[[Any, Any], Any]] = {
@@ -336,6 +592,8 @@ _TIGHTEST: dict[str, Callable[[Any, Any], Any]] = {
     "max_length": min,
     "lt": min,
     "le": min,
+    "max_digits": min,
+    "decimal_places": min,
 }
 """Two layers of the schema that both check a bound (a constraint pydantic wraps around
 a validator, over one inside it): the value must pass both, so the tighter holds."""

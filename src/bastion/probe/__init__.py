@@ -16,45 +16,68 @@ The probe is black-box: it knows nothing of the app's code, only the protocol
    exception names, ``debug`` details, cookie flags, ``no-store`` and ``nosniff``);
 3. prints one line per case — PASS, FAIL or SKIP — and a summary.
 
-It sends requests one at a time, at most ``MAX_REQUESTS_PER_FORM`` per form and
-``MAX_REQUESTS`` in all, and refuses any host but loopback unless it is named in
-``allow_hosts``. It submits each form the way a visitor would (the control and the
-``_next`` cases may run the action), so point it at a test instance, not production.
+It does all that as each identity (anonymous, and each ``Identity`` signed in through
+the app's log-in page or by cookies and headers), then sends each identity's forms in the
+others' sessions (the cross-identity cases). A forged call passes only on a refusal about
+the origin or token (docs/probe.md, "The oracle"); the control is a valid call the probe
+can show harmless (a required field left empty: 422), and no case runs an action with a
+valid token unless ``run_actions``.
 
-The package: ``crawl`` (the probe itself), ``pages`` (links and forms, read with lxml),
-``cases`` (what is tried on each form, and the leak checks), ``http`` (requests within
-the budget), ``target`` (where it may go) and ``model`` (what it finds and reports).
+It sends requests one at a time, at most ``MAX_REQUESTS_PER_FORM`` per form and
+``max_requests`` in all, and refuses any host but loopback unless it is named in
+``allow_hosts``. Point it at a test instance, not production.
+
+The package: ``crawl`` (the probe itself), ``login`` (signing in), ``pages`` (links and
+forms, read with lxml), ``cases`` (what is tried on each form, and the leak checks),
+``incidents`` (the payloads of the model's incidents), ``http`` (requests within the
+budget), ``target`` (where it may go), ``model`` (what it finds and reports, the SARIF
+rules) and ``formats`` (the exit status).
 """
 
 from __future__ import annotations
 
 from .crawl import probe
+from .formats import FailOn, exit_status
 from .model import (
+    ANONYMOUS,
+    CASE_BUDGET,
     MAX_DEPTH,
     MAX_REQUESTS,
     MAX_REQUESTS_PER_FORM,
+    RULES,
     Form,
     FormField,
+    Identity,
     ProbeError,
     Report,
     Result,
+    Seen,
+    rule_for,
 )
 from .pages import extract
 from .target import check_target, is_loopback, origin_of, same_origin
 
 __all__ = [
+    "ANONYMOUS",
+    "CASE_BUDGET",
     "MAX_DEPTH",
     "MAX_REQUESTS",
     "MAX_REQUESTS_PER_FORM",
+    "RULES",
+    "FailOn",
     "Form",
     "FormField",
+    "Identity",
     "ProbeError",
     "Report",
     "Result",
+    "Seen",
     "check_target",
+    "exit_status",
     "extract",
     "is_loopback",
     "origin_of",
     "probe",
+    "rule_for",
     "same_origin",
 ]

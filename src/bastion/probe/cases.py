@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
 
 if TYPE_CHECKING:
     import httpx2 as httpx
 
+from . import incidents
 from .http import _get_page, _Http, _OutOfBudget, _Reply
 from .model import (
+    _ACCEPTED_INPUT,
     _CRLF_NEXT,
     _DETAIL_KEYS,
     _EXCEPTION_NAME,
@@ -21,20 +23,37 @@ from .model import (
     _PAGE_TRACEBACK,
     _PYTHON_FILE,
     _REFUSED_BY_GUARDS,
-    DEEP,
+    ANONYMOUS,
+    CASE_BUDGET,
     FOREIGN,
     HUGE,
     OVERSIZED,
     Form,
+    Identity,
     Result,
     Status,
     _path,
 )
-from .pages import extract
+from .pages import extract, page_token
 from .target import same_origin
 
+_REFUSAL = "a refusal about origin or token"
 
-def _check_page(reply: _Reply, url: str, results: list[Result]) -> None:
+NOT_HARMLESS = "no harmless valid call (no required or capped field); --run-actions sends one"
+
+_INTERNAL_HEADERS = {
+    # CVE-2025-29927: Next.js skipped its middleware (and the auth in it) for this header.
+    "x-middleware-subrequest": "middleware:middleware:middleware:middleware:middleware",
+    "x-invoke-path": "/",
+    "x-forwarded-for": "127.0.0.1",
+    "x-real-ip": "127.0.0.1",
+    "x-original-url": "/",
+    "x-rewrite-url": "/",
+}
+"""Headers other stacks trusted from a client; sent with no token, they change nothing."""
+
+
+def _check_page(reply: _Reply, url: str, results: list[Result], identity: str = ANONYMOUS) -> None:
     target = f"page {_path(url)}"
     expected = "< 500, no traceback, cookie flags"
     problems = []
@@ -46,13 +65,59 @@ def _check_page(reply: _Reply, url: str, results: list[Result]) -> None:
         problems.append("a traceback in the page")
     problems.extend(_cookie_problems(reply))
     if problems:
-        results.append(Result("FAIL", target, "page", expected, "; ".join(problems)))
+        got, status = "; ".join(problems), "FAIL"
     else:
-        results.append(Result("PASS", target, "page", expected, f"{reply.status}"))
+        got, status = f"{reply.status}", "PASS"
+    results.append(Result(status, target, "page", expected, got, identity, url))  # type: ignore[arg-type]
+
+
+def cross_identity(
+    a: _Holder, b: _Holder, origin: str, results: list[Result], skip: set[str]
+) -> None:
+    """Forms rendered for ``a``, sent in ``b``'s session: with ``a``'s token (refused by the
+    token check), and with ``b``'s own token but ``a``'s sealed values (refused: they are
+    bound to ``a``'s session)."""
+    b_token = next((f.token for f in b.forms.values() if f.token), None)
+    for path, form in a.forms.items():
+        if path in skip or form.sign_out or form.script or not form.token:
+            continue
+        b.http.budget.form = 0
+        prober = _FormProbe(b.http, form, origin, results, None, identity=b.identity.name)
+        case = f"cross: {a.identity.name}'s form and token"
+        pairs = prober._fields(form.token, base=prober._safe_values())
+        reply = prober._post_form(case, pairs, prober._headers())
+        prober._refusal(
+            case, reply, b.proven.get(path), "no control for this action in this session"
+        )
+        if not any(f.name == "_bound" for f in form.fields):
+            continue
+        case = f"cross: {a.identity.name}'s sealed values"
+        expected = "a refusal"
+        own = b.forms.get(path)
+        token = (own.token if own is not None else None) or b_token
+        if token is None:
+            prober._result("SKIP", case, expected, f"{b.identity.name} has no token of its own")
+            continue
+        reply = prober._post_form(case, prober._fields(token), prober._headers())
+        if reply.status is None or reply.status >= 500 or reply.status < 400:
+            prober._result("FAIL", case, expected, reply.got())
+        elif reply.status == 429:
+            prober._result("SKIP", case, expected, f"{reply.got()}: rate-limited, not tested")
+        else:
+            prober._result("PASS", case, expected, reply.got())
+
+
+class _Holder(Protocol):
+    """One identity's session, as ``crawl`` keeps it."""
+
+    identity: Identity
+    http: _Http
+    forms: dict[str, Form]
+    proven: dict[str, str]
 
 
 class _FormProbe:
-    """Every case against one form's action, then the leak checks over their replies."""
+    """Every case against one form's action, for one identity, then the leak checks."""
 
     def __init__(
         self,
@@ -61,21 +126,38 @@ class _FormProbe:
         origin: str,
         results: list[Result],
         transport: httpx.BaseTransport | None,
+        *,
+        identity: str = ANONYMOUS,
+        token: str | None = None,
+        run_actions: bool = False,
+        case_budget: float = CASE_BUDGET,
     ) -> None:
         self.http = http
         self.form = form
         self.origin = origin
         self.results = results
         self.transport = transport
+        self.identity = identity
+        self.run_actions = run_actions
+        self.case_budget = case_budget
         self.replies: list[_Reply] = []
-        self.token = form.token or ""
+        self.token = form.token or token or ""
+        self.proven: str | None = None
+        """What the control showed: the guards let a valid call through."""
+        self.unproven = "no control was run"
 
     def run(self) -> None:
         try:
             self._refresh()
-            self._csrf_matrix()
-            self._hostile_inputs()
-            self._redirects()
+            forged = self._forged_calls()
+            self._control()
+            for case, reply in forged:
+                self._judge_forged(case, reply)
+            if not self.form.sign_out:
+                self._hostile_inputs()
+                self._incidents()
+                self._redirects()
+                self._valid_call()
         except _OutOfBudget as exc:
             self._result("FAIL", "probe incomplete", "every case run", str(exc))
         self._leaks()
@@ -83,13 +165,16 @@ class _FormProbe:
     # -- helpers
 
     def _result(self, status: Status, case: str, expected: str, got: str) -> None:
-        self.results.append(Result(status, self.form.label, case, expected, got))
+        self.results.append(
+            Result(status, self.form.label, case, expected, got, self.identity, self.form.action)
+        )
 
     def _refresh(self) -> None:
         """Load the form's page again, for a token that is fresh for this session."""
         reply, _ = _get_page(self.http, "reload the page", self.form.page)
         if reply is not None and reply.status == 200:
-            self.token = _token_on(reply, self.form) or self.token
+            fresh = page_token(reply.text) if self.form.script else _token_on(reply, self.form)
+            self.token = fresh or self.token
 
     def _headers(self, *, json_body: bool = False, token: str | None = None) -> dict[str, str]:
         headers = {"Origin": self.origin, "Accept": "application/json"}
@@ -100,10 +185,14 @@ class _FormProbe:
         return headers
 
     def _fields(
-        self, token: str | None, replace: Mapping[str, str] | None = None
+        self,
+        token: str | None,
+        replace: Mapping[str, str] | None = None,
+        *,
+        base: list[tuple[str, str]] | None = None,
     ) -> list[tuple[str, str]]:
-        """The form's values with ``token`` as ``_csrf`` (none if ``None``)."""
-        pairs = [(n, v) for n, v in self.form.values() if n != "_csrf"]
+        """The form's values (or ``base``) with ``token`` as ``_csrf`` (none if ``None``)."""
+        pairs = [(n, v) for n, v in (base or self.form.values()) if n != "_csrf"]
         if replace:
             pairs = [(n, replace.get(n, v)) for n, v in pairs]
             pairs += [(n, v) for n, v in replace.items() if n not in dict(pairs)]
@@ -111,10 +200,23 @@ class _FormProbe:
             pairs.insert(0, ("_csrf", token))
         return pairs
 
+    def _safe_values(self) -> list[tuple[str, str]]:
+        """What a forged call carries: values the server must refuse anyway, when the form
+        has such (so a forged call let through is still refused before the action runs)."""
+        return self.form.harmless() or self.form.values()
+
     def _post_form(
         self, case: str, pairs: list[tuple[str, str]], headers: Mapping[str, str]
     ) -> _Reply:
-        """The form's fields, encoded as the browser would (multipart if the form says so)."""
+        """The form's fields, encoded as the browser would (multipart if the form says so);
+        an action found outside a form is called as ``bastion.js`` calls it, with JSON."""
+        if self.form.script:
+            token = dict(pairs).get("_csrf")
+            data = {n: v for n, v in pairs if n not in ("_csrf", "_next")}
+            extra = {"Content-Type": "application/json"}
+            if token:
+                extra["X-CSRF-Token"] = token
+            return self._send(case, "POST", json.dumps(data).encode(), {**headers, **extra})
         if self.form.multipart:
             body, content_type = _multipart(pairs, self.form)
         else:
@@ -132,11 +234,10 @@ class _FormProbe:
         self.replies.append(reply)
         return reply
 
-    # -- 1. the CSRF matrix
+    # -- 1. the CSRF matrix, and the oracle
 
-    def _csrf_matrix(self) -> None:
-        """Forged calls, each refused (403, or 401/403 for an action that needs sign-in);
-        then the control: the same call done right must get through."""
+    def _forged_calls(self) -> list[tuple[str, _Reply]]:
+        """Forged calls, sent before the control so that none rides on its effects."""
         other = self._other_session_token()
         cases: list[tuple[str, str | None, dict[str, str]]] = [
             ("csrf: no token", None, {}),
@@ -144,15 +245,18 @@ class _FormProbe:
             ("csrf: token of another session", other, {}),
             ("origin: foreign Origin", self.token, {"Origin": FOREIGN}),
             ("origin: Origin null", self.token, {"Origin": "null"}),
+            ("origin: malformed Origin", self.token, {"Origin": "http://[probe"}),
             ("origin: Sec-Fetch-Site cross-site", self.token, {"Sec-Fetch-Site": "cross-site"}),
+            ("header: x-middleware-subrequest", None, _INTERNAL_HEADERS),
         ]
+        sent = []
         for case, token, extra in cases:
             if case == "csrf: token of another session" and other is None:
-                self._result("SKIP", case, "403", "a second visitor got no token")
+                self._result("SKIP", case, _REFUSAL, "a second visitor got no token")
                 continue
-            reply = self._post_form(case, self._fields(token), {**self._headers(), **extra})
-            self._expect_refusal(case, reply)
-        self._control()
+            pairs = self._fields(token, base=self._safe_values())
+            sent.append((case, self._post_form(case, pairs, {**self._headers(), **extra})))
+        return sent
 
     def _other_session_token(self) -> str | None:
         """A token rendered for a second visitor (a fresh cookie jar)."""
@@ -163,19 +267,80 @@ class _FormProbe:
             other.close()
         if reply is None or reply.status != 200:
             return None
-        token = _token_on(reply, self.form)
+        token = page_token(reply.text) if self.form.script else _token_on(reply, self.form)
         return token if token and token != self.token else None
 
-    def _expect_refusal(self, case: str, reply: _Reply) -> None:
-        if reply.status in (401, 403):
-            self._result("PASS", case, "403", reply.got())
+    def _judge_forged(self, case: str, reply: _Reply) -> None:
+        """The oracle: a refusal counts only when it is about the origin or the token —
+        bastion's own codes, or a refusal of a call that, with the valid token, the control
+        showed would get through. A 401/403 of a policy is no CSRF check."""
+        self._refusal(case, reply, self.proven, self.unproven)
+
+    def _refusal(self, case: str, reply: _Reply, proven: str | None, unproven: str) -> None:
+        if reply.status is None or reply.status >= 500:
+            self._result("FAIL", case, _REFUSAL, reply.got())
+        elif reply.status == 429:
+            self._result("SKIP", case, _REFUSAL, f"{reply.got()}: rate-limited, not tested")
+        elif reply.code in _REFUSED_BY_GUARDS:
+            self._result("PASS", case, _REFUSAL, reply.got())
+        elif reply.status < 400:
+            self._result("FAIL", case, _REFUSAL, f"{reply.got()}: accepted")
+        elif reply.status == 422 or reply.code in _ACCEPTED_INPUT:
+            self._result("FAIL", case, _REFUSAL, f"{reply.got()}: read as input, past the token")
+        elif proven is not None:
+            self._result("PASS", case, _REFUSAL, f"{reply.got()} (the control got {proven})")
         else:
-            self._result("FAIL", case, "403", reply.got())
+            self._result(
+                "SKIP",
+                case,
+                _REFUSAL,
+                f"{reply.got()}: not shown to be about the token; {unproven}",
+            )
 
     def _control(self) -> None:
-        case, expected = "control: valid same-origin call", "passes origin and CSRF checks"
-        if not self.form.token:
-            self._result("SKIP", case, expected, "the form carries no _csrf token")
+        """One valid call the probe can show harmless: the form's token, same origin, and a
+        required field left empty (or one past its ``maxlength``). A 422 for those fields
+        proves the call passed origin, token, rate and policy (bastion reads the fields
+        only after them) and that the action did not run."""
+        case, expected = "control: harmless valid call", "422 for its fields: past the guards"
+        pairs = self.form.harmless()
+        if pairs is None:
+            self.unproven = "no harmless control (no required or capped field)"
+            self._result(
+                "SKIP",
+                case,
+                expected,
+                "no required or length-capped field: a valid call would run the action",
+            )
+            return
+        if not self.token:
+            self.unproven = "no token to send a control with"
+            self._result("SKIP", case, expected, "the page carries no _csrf token")
+            return
+        reply = self._post_form(case, self._fields(self.token, base=pairs), self._headers())
+        if reply.status is None or reply.status >= 500:
+            self._result("FAIL", case, expected, reply.got())
+        elif reply.status == 429:
+            self.unproven = "the control was rate-limited"
+            self._result("SKIP", case, expected, f"{reply.got()}: rate-limited, not tested")
+        elif reply.code in _REFUSED_BY_GUARDS:
+            hint = f"; is {self.origin} in the app's allowed origins?"
+            self._result("FAIL", case, expected, reply.got() + hint)
+        elif reply.status == 422:
+            self.proven = reply.got()
+            self._result("PASS", case, expected, reply.got())
+        elif reply.status < 400:
+            self.proven = reply.got()
+            self._result("FAIL", case, expected, f"{reply.got()}: accepted values its form forbids")
+        else:
+            self.unproven = f"the control was refused too ({reply.got()})"
+            self._result("SKIP", case, expected, f"{reply.got()}: refused before its fields")
+
+    def _valid_call(self) -> None:
+        """With ``--run-actions`` only: the form as a visitor submits it, which runs the
+        action; a failure must say nothing but a digest."""
+        case, expected = "action: valid call", "2xx/3xx/4xx, or a generic 5xx"
+        if not self.run_actions or self.form.password:
             return
         reply = self._post_form(case, self._fields(self.token), self._headers())
         if reply.status is None:
@@ -183,10 +348,7 @@ class _FormProbe:
         elif reply.status == 429:
             self._result("SKIP", case, expected, f"{reply.got()}: rate-limited, not tested")
         elif reply.code in _REFUSED_BY_GUARDS:
-            hint = f"; is {self.origin} in the app's allowed origins?"
-            self._result("FAIL", case, expected, reply.got() + hint)
-        elif reply.status in (401, 403) and (reply.code in _NEEDS_SIGN_IN or not reply.code):
-            self._result("SKIP", case, expected, f"{reply.got()}: needs sign-in")
+            self._result("FAIL", case, expected, reply.got())
         elif reply.status >= 500 and not _generic_failure(reply):
             self._result("FAIL", case, expected, f"{reply.got()} saying more than a digest")
         elif reply.status >= 500:
@@ -201,32 +363,19 @@ class _FormProbe:
         self._oversized()
         text = self.form.text_fields
         first = (text[0] if text else "probe").encode()
-        # A script's JSON body carries the input and ``_bound``; never ``_csrf`` or ``_next``.
-        values = {n: v for n, v in self._fields(None) if n != "_next"}
         nul = {name: "probe\x00" for name in text} or {"probe": "probe\x00"}
-        proto = {"__proto__": {"admin": True}, "constructor": {"prototype": {"admin": True}}}
-        form = urlencode(self._fields(self.token)).encode()
+        form = urlencode(self._fields(self.token, base=self._safe_values())).encode()
         prefix = form + b"&" + first + b"="
         as_json = self._headers(json_body=True, token=self.token)
         as_form = self._headers() | {"Content-Type": "application/x-www-form-urlencoded"}
         as_text = self._headers(token=self.token) | {"Content-Type": "text/plain"}
         cases: list[tuple[str, bytes, dict[str, str]]] = [
             ("input: malformed JSON", b'{"' + first + b'": ', as_json),
-            (
-                "input: deep nesting",
-                b'{"' + first + b'":' + b"[" * DEEP + b"]" * DEEP + b"}",
-                as_json,
-            ),
             ("input: NaN", b'{"' + first + b'": NaN}', as_json),
-            (
-                "input: __proto__/__class__ keys",
-                json.dumps({**values, **proto, "__class__": "probe"}).encode(),
-                as_json,
-            ),
-            ("input: NUL in JSON", json.dumps({**values, **nul}).encode(), as_json),
+            ("input: NUL in JSON", json.dumps({**self._json_values(), **nul}).encode(), as_json),
             (
                 "input: NUL in form fields",
-                urlencode(self._fields(self.token, nul)).encode(),
+                urlencode(self._fields(self.token, nul, base=self._safe_values())).encode(),
                 as_form,
             ),
             ("input: invalid UTF-8", prefix + b"\xff\xfe\xfd", as_form),
@@ -246,6 +395,60 @@ class _FormProbe:
         reply = self._send(case, "GET", None, self._headers(token=self.token))
         self._expect_bad_input(case, reply, statuses={405})
 
+    def _json_values(self) -> dict[str, str]:
+        # A script's JSON body carries the input and ``_bound``; never ``_csrf`` or ``_next``.
+        return {n: v for n, v in self._fields(None, base=self._safe_values()) if n != "_next"}
+
+    def _incidents(self) -> None:
+        """The payload shapes of the model's incidents, each within the case budget."""
+        token = self.token
+        as_json = self._headers(json_body=True, token=token)
+        as_form = self._headers() | {"Content-Type": "application/x-www-form-urlencoded"}
+        text = self.form.text_fields
+        first = text[0] if text else "probe"
+        for case, body, headers in incidents.bodies(
+            self._json_values(), self._fields(token, base=self._safe_values()), first
+        ):
+            wanted = {"json": as_json, "form": as_form}.get(headers)
+            sent = dict(wanted) if wanted is not None else self._headers(token=token)
+            if wanted is None:
+                sent["Content-Type"] = headers
+            reply = self._send(case, "POST", body, sent)
+            if not self._in_time(case, reply):
+                self._expect_bad_input(case, reply)
+        for case, header in (
+            ("host: foreign Host", {"Host": "probe.invalid"}),
+            (
+                "host: X-Forwarded-Host",
+                {"X-Forwarded-Host": "probe.invalid", "X-Forwarded-Proto": "https"},
+            ),
+        ):
+            self._host(case, header)
+
+    def _in_time(self, case: str, reply: _Reply) -> bool:
+        """Fail the case when the server took longer than the budget, refusal or not."""
+        if reply.status is not None and reply.elapsed > self.case_budget:
+            expected = f"a 4xx within {self.case_budget:g} s"
+            self._result("FAIL", case, expected, f"{reply.got()} after {reply.elapsed:.1f} s")
+            return True
+        return False
+
+    def _host(self, case: str, header: Mapping[str, str]) -> None:
+        """A plain form post under a forged Host: no Location, link or page built from it."""
+        expected = "no URL built from it"
+        pairs = self._fields(self.token if self.form.harmless() else None, base=self._safe_values())
+        reply = self._post_form(case, pairs, {"Origin": self.origin, **header})
+        if self._in_time(case, reply):
+            return
+        location = reply.headers.get("location", "")
+        if reply.status is None or (reply.status >= 500 and not _generic_failure(reply)):
+            self._result("FAIL", case, expected, reply.got())
+        elif "probe.invalid" in location or b"probe.invalid" in reply.body:
+            where = f"to {location!r}" if "probe.invalid" in location else "in the body"
+            self._result("FAIL", case, expected, f"{reply.got()} {where}")
+        else:
+            self._result("PASS", case, expected, reply.got())
+
     def _oversized(self) -> None:
         case = f"input: {OVERSIZED:,} chars in text fields"
         expected = "4xx naming every text field"
@@ -254,7 +457,8 @@ class _FormProbe:
             self._result("SKIP", case, expected, "the form has no text field")
             return
         big = dict.fromkeys(text, "x" * OVERSIZED)
-        reply = self._post_form(case, self._fields(self.token, big), self._headers())
+        pairs = self._fields(self.token, big, base=self._safe_values())
+        reply = self._post_form(case, pairs, self._headers())
         if reply.status is None or reply.status >= 500:
             self._result("FAIL", case, expected, reply.got())
         elif reply.status == 429:
@@ -316,9 +520,14 @@ class _FormProbe:
             ("redirect: //host in _next", _OFFSITE_NEXT),
         ):
             expected = "same-origin Location, no injection"
+            base = self.form.harmless() or (self.form.values() if self.run_actions else None)
+            if base is None or self.form.script:
+                why = "a script's call has no _next" if self.form.script else NOT_HARMLESS
+                self._result("SKIP", case, expected, why)
+                continue
             # A plain form post, as a browser without JavaScript sends it: no Accept: JSON.
             reply = self._post_form(
-                case, self._fields(self.token, {"_next": value}), {"Origin": self.origin}
+                case, self._fields(self.token, {"_next": value}, base=base), {"Origin": self.origin}
             )
             location = reply.headers.get("location")
             if reply.status is None or (reply.status >= 500 and not _generic_failure(reply)):

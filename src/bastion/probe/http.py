@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urljoin
 
@@ -31,6 +31,8 @@ class _Reply:
     headers: httpx.Headers = field(default_factory=httpx.Headers)
     body: bytes = b""
     error: str = ""
+    elapsed: float = 0.0
+    """Seconds from sending to the last byte read."""
 
     @property
     def text(self) -> str:
@@ -71,14 +73,23 @@ class _Reply:
 class _Http:
     """One cookie jar (one visitor) sending requests within the budget."""
 
-    def __init__(self, budget: _Budget, transport: httpx.BaseTransport | None) -> None:
+    def __init__(
+        self,
+        budget: _Budget,
+        transport: httpx.BaseTransport | None,
+        *,
+        cookies: Iterable[tuple[str, str]] = (),
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
         self.budget = budget
         self.client = httpx.Client(
             follow_redirects=False,
             trust_env=False,  # loopback only: never through a proxy from the environment
-            headers={"User-Agent": "bastion-probe"},
+            headers={"User-Agent": "bastion-probe", **dict(headers)},
             transport=transport,
         )
+        for name, value in cookies:
+            self.client.cookies.set(name, value)
 
     def close(self) -> None:
         self.client.close()
@@ -96,10 +107,11 @@ class _Http:
         request = self.client.build_request(
             method, url, headers=dict(headers or {}), content=content, timeout=timeout
         )
+        started = time.monotonic()
         try:
             response = self.client.send(request, stream=True)
         except httpx.TimeoutException:
-            return _Reply(case, None, error=f"no reply in {timeout:g} s")
+            return _Reply(case, None, error=f"no reply in {timeout:g} s", elapsed=timeout)
         except httpx.HTTPError as exc:
             return _Reply(case, None, error=type(exc).__name__)
         try:
@@ -109,16 +121,19 @@ class _Http:
                 if len(body) >= MAX_READ:
                     break
         except httpx.HTTPError as exc:
-            return _Reply(case, response.status_code, response.headers, bytes(body), str(exc))
+            took = time.monotonic() - started
+            return _Reply(case, response.status_code, response.headers, bytes(body), str(exc), took)
         finally:
             response.close()
-        return _Reply(case, response.status_code, response.headers, bytes(body))
+        took = time.monotonic() - started
+        return _Reply(case, response.status_code, response.headers, bytes(body), elapsed=took)
 
 
 class _Budget:
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, requests: int = MAX_REQUESTS) -> None:
         self.deadline = time.monotonic() + seconds
         self.seconds = seconds
+        self.requests = requests
         self.total = 0
         self.form = 0
 
@@ -127,8 +142,8 @@ class _Budget:
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise _OutOfBudget(f"the time budget of {self.seconds:g} s is spent")
-        if self.total >= MAX_REQUESTS:
-            raise _OutOfBudget(f"the budget of {MAX_REQUESTS} requests is spent")
+        if self.total >= self.requests:
+            raise _OutOfBudget(f"the budget of {self.requests} requests is spent")
         if self.form >= MAX_REQUESTS_PER_FORM:
             raise _OutOfBudget(f"the budget of {MAX_REQUESTS_PER_FORM} requests per form is spent")
         self.total += 1

@@ -7,10 +7,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
-MAX_REQUESTS_PER_FORM: Final = 60
+MAX_REQUESTS_PER_FORM: Final = 80
+"""Requests one identity may send about one form (its page reloads included)."""
 
 
-MAX_REQUESTS: Final = 2000
+MAX_REQUESTS: Final = 5000
+"""Requests in all (``--max-requests``), every identity's crawl and cases together."""
 
 
 MAX_DEPTH: Final = 3
@@ -21,6 +23,14 @@ MAX_REDIRECTS: Final = 5
 
 REQUEST_TIMEOUT: Final = 10.0
 """Seconds one request may take; no answer in that time is itself a failure (a hang)."""
+
+
+CASE_BUDGET: Final = 3.0
+"""Seconds an incident's payload may cost the server (``--case-budget``): a slower answer
+fails its case even when it is a refusal, for a slow refusal is the denial of service."""
+
+
+ANONYMOUS: Final = "anonymous"
 
 
 MAX_READ: Final = 1024 * 1024
@@ -69,11 +79,20 @@ _NOT_PAGES: Final = re.compile(
 )
 
 
-_SIGN_OUT: Final = re.compile(r"log-?out|sign-?out", re.IGNORECASE)
-"""Links a crawler must not follow: a GET there may end the probe's session."""
+_SIGN_OUT: Final = re.compile(r"log-?out|sign-?out|log_out|sign_out", re.IGNORECASE)
+"""Links a crawler must not follow (a GET there may end the probe's session), and forms
+it sends forged calls only to, last."""
 
 
-_REFUSED_BY_GUARDS: Final = frozenset({"csrf_failed", "no_session", "cross_origin"})
+_ACCEPTED_INPUT: Final = frozenset({"invalid"})
+"""A bastion refusal that proves the request got past origin, token, rate and policy:
+only then are the fields read."""
+
+
+_REFUSED_BY_GUARDS: Final = frozenset(
+    {"csrf_failed", "no_session", "cross_origin", "forwarding_refused"}
+)
+"""bastion's refusals about where a call comes from: its origin, token or forwarding headers."""
 
 
 _NEEDS_SIGN_IN: Final = frozenset({"unauthorized", "unauthenticated", "forbidden"})
@@ -82,7 +101,9 @@ _NEEDS_SIGN_IN: Final = frozenset({"unauthorized", "unauthenticated", "forbidden
 _DETAIL_KEYS: Final = frozenset({"debug", "traceback", "stack", "stacktrace", "exception"})
 
 
-_PYTHON_FILE: Final = re.compile(r"[\w./\\-]*\w\.py\b")
+_PYTHON_FILE: Final = re.compile(r"(?<![\w./\\-])[\w./\\-]{0,300}\w\.py\b")
+"""A path to a Python file, anchored at the start of its run of path characters and
+bounded, so that a reply echoing a 400,000-character field name costs no backtracking."""
 
 
 _EXCEPTION_NAME: Final = re.compile(
@@ -113,6 +134,7 @@ class FormField:
     kind: str
     """The input's type (``text``, ``hidden``, …), or ``textarea`` / ``select`` / ``file``."""
     required: bool = False
+    maxlength: int | None = None
 
     @property
     def is_text(self) -> bool:
@@ -130,6 +152,13 @@ class Form:
     fields: list[FormField] = field(default_factory=list)
     multipart: bool = False
     label: str = ""
+    sign_out: bool = False
+    """A log-out form (by its id, text or action): only forged calls, after the rest."""
+    script: bool = False
+    """An action URL found outside a form (``data-*``, text): called as ``bastion.js``
+    does, with JSON and the page's token in ``X-CSRF-Token``."""
+    password: bool = False
+    """The form has a password input."""
 
     @property
     def token(self) -> str | None:
@@ -138,6 +167,21 @@ class Form:
     @property
     def text_fields(self) -> list[str]:
         return [f.name for f in self.fields if f.is_text]
+
+    def harmless(self) -> list[tuple[str, str]] | None:
+        """Values the server must refuse for their content (422), so the call proves the
+        guards let it through without running the action: a required field left empty, or
+        one past its ``maxlength``. ``None`` when the form has neither."""
+        required = [f for f in self.fields if f.required and f.kind not in ("hidden", "file")]
+        capped = [f for f in self.fields if f.maxlength is not None and f.is_text]
+        if not required and not capped:
+            return None
+        pairs = self.values()
+        if required:
+            empty = {f.name for f in required}
+            return [(n, "" if n in empty else v) for n, v in pairs]
+        long = {f.name: "x" * ((f.maxlength or 0) + 1) for f in capped}
+        return [(n, long.get(n, v)) for n, v in pairs]
 
     def values(self) -> list[tuple[str, str]]:
         """What a visitor submits: the form's values, empty required fields filled in."""
@@ -158,9 +202,42 @@ class Result:
     case: str
     expected: str
     got: str
+    identity: str = ANONYMOUS
+    """Whose session sent it (``--as NAME``)."""
+    url: str = ""
+    """The action's URL, or the page's: where a CI report points."""
 
     def as_dict(self) -> dict[str, str]:
-        return asdict(self)
+        data = asdict(self)
+        data["rule"] = rule_for(self.case)[0]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the probe is, for one run of the crawl and the cases."""
+
+    name: str
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    """Never printed: read from the environment variable ``--password-env`` names."""
+    cookies: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    @property
+    def signs_in(self) -> bool:
+        return self.user is not None
+
+
+@dataclass(slots=True)
+class Seen:
+    """What one identity reached: its pages, and the labels of the forms found there."""
+
+    identity: str
+    signed_in: bool = False
+    pages: list[str] = field(default_factory=list)
+    forms: list[str] = field(default_factory=list)
+    requests: int = 0
 
 
 @dataclass(slots=True)
@@ -170,6 +247,14 @@ class Report:
     forms: list[Form] = field(default_factory=list)
     results: list[Result] = field(default_factory=list)
     requests: int = 0
+    identities: list[Seen] = field(default_factory=list)
+    expected_actions: list[str] = field(default_factory=list)
+    """Action paths the app is known to have (``--expect`` a ``bastion schema``)."""
+
+    @property
+    def not_reached(self) -> list[str]:
+        found = {urlsplit(f.action).path for f in self.forms}
+        return [p for p in self.expected_actions if p not in found]
 
     @property
     def ok(self) -> bool:
@@ -190,6 +275,17 @@ class Report:
                 "forms": len(self.forms),
                 "requests": self.requests,
             },
+            "identities": [
+                {
+                    "name": i.identity,
+                    "signed_in": i.signed_in,
+                    "pages": len(i.pages),
+                    "forms": i.forms,
+                    "requests": i.requests,
+                }
+                for i in self.identities
+            ],
+            "not_reached": self.not_reached,
             "pages": self.pages,
             "forms": [
                 {
@@ -197,6 +293,7 @@ class Report:
                     "page": f.page,
                     "action": f.action,
                     "fields": [x.name for x in f.fields if not x.name.startswith("_")],
+                    "script": f.script,
                 }
                 for f in self.forms
             ],
@@ -213,12 +310,26 @@ class Report:
                 f"  fields: {names or 'none'}"
             )
         lines.append("")
-        rows = [(r.target, r.case, r.expected) for r in self.results]
-        t, c, e = (max((len(row[i]) for row in rows), default=0) for i in range(3))
+        for seen in self.identities:
+            how = "signed in" if seen.signed_in else "not signed in"
+            lines.append(
+                f"{seen.identity}: {how}, {len(seen.pages)} pages, {len(seen.forms)} actions"
+                f" ({', '.join(seen.forms) or 'none'}), {seen.requests} requests"
+            )
+        if self.expected_actions:
+            missing = self.not_reached
+            lines.append(
+                f"reached {len(self.expected_actions) - len(missing)} of"
+                f" {len(self.expected_actions)} actions"
+                + (f"; not reached: {', '.join(missing)}" if missing else "")
+            )
+        lines.append("")
+        rows = [(r.identity, r.target, r.case, r.expected) for r in self.results]
+        i, t, c, e = (max((len(row[n]) for row in rows), default=0) for n in range(4))
         for r in self.results:
             lines.append(
-                f"{r.status}  {r.target:<{t}}  {r.case:<{c}}  expected {r.expected:<{e}}"
-                f"  got {r.got}"
+                f"{r.status}  {r.identity:<{i}}  {r.target:<{t}}  {r.case:<{c}}"
+                f"  expected {r.expected:<{e}}  got {r.got}"
             )
         lines.append("")
         verdict = "all pass" if self.ok else "FAILED"
@@ -228,6 +339,121 @@ class Report:
             f"{self.requests} requests"
         )
         return "\n".join(lines) + "\n"
+
+
+Level = Literal["error", "warning", "note"]
+
+RULES: Final[tuple[tuple[str, str, Level, str, tuple[str, ...]], ...]] = (
+    # (id, name, level, what it checks, the cases' prefixes)
+    (
+        "P001",
+        "csrf-missing",
+        "error",
+        "Forged calls (no, forged or another session's token) are refused",
+        ("csrf:",),
+    ),
+    (
+        "P002",
+        "origin-not-checked",
+        "error",
+        "Calls from another origin (foreign, null, malformed, cross-site) are refused",
+        ("origin:",),
+    ),
+    (
+        "P003",
+        "cross-identity",
+        "error",
+        "A form rendered for one identity is refused in another's session",
+        ("cross:",),
+    ),
+    (
+        "P004",
+        "control-failed",
+        "error",
+        "A harmless valid call gets through the guards, and a failing action says nothing",
+        ("control:", "action:"),
+    ),
+    (
+        "P005",
+        "hostile-input",
+        "error",
+        "Malformed bodies are refused with a 4xx in the envelope",
+        ("input:",),
+    ),
+    (
+        "P006",
+        "crafted-body",
+        "error",
+        "React2Shell-style bodies (prototype keys, references, huge numbers) are refused fast",
+        ("crafted:",),
+    ),
+    (
+        "P007",
+        "parser-dos",
+        "error",
+        "Parser denial-of-service shapes are refused within the case budget",
+        ("dos:",),
+    ),
+    (
+        "P008",
+        "host-header",
+        "error",
+        "No URL is built from the Host or X-Forwarded-Host header",
+        ("host:",),
+    ),
+    (
+        "P009",
+        "internal-header",
+        "error",
+        "No header a client sends (x-middleware-subrequest …) skips a check",
+        ("header:",),
+    ),
+    (
+        "P010",
+        "open-redirect",
+        "error",
+        "_next goes to a same-origin path, without header injection",
+        ("redirect:",),
+    ),
+    (
+        "P011",
+        "leak-internals",
+        "error",
+        "No traceback, file path, debug key or exception name in a reply",
+        ("leak: tracebacks", "leak: exception"),
+    ),
+    (
+        "P012",
+        "cookie-flags",
+        "error",
+        "Every cookie is HttpOnly and SameSite=Lax or Strict",
+        ("leak: cookie",),
+    ),
+    (
+        "P013",
+        "cache-headers",
+        "warning",
+        "Action replies carry Cache-Control: no-store and nosniff",
+        ("leak: no-store",),
+    ),
+    ("P014", "page-error", "error", "Pages answer below 500, without a traceback", ("page",)),
+    (
+        "P015",
+        "probe-coverage",
+        "error",
+        "The probe signed in, found actions and ran every case",
+        ("",),
+    ),
+)
+"""The SARIF rules: each case maps to the first whose prefixes it starts with."""
+
+
+def rule_for(case: str) -> tuple[str, str, Level]:
+    """(rule id, name, level) of a case."""
+    for rule_id, name, level, _, prefixes in RULES:
+        if case.startswith(prefixes):
+            return rule_id, name, level
+    raise AssertionError("the last rule takes every case")  # pragma: no cover
 
 
 def _path(url: str) -> str:

@@ -9,6 +9,7 @@ links ``{prefix}/bastion.js``, and a form bastion renders (``data-bastion`` and 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -23,7 +24,7 @@ except ImportError as missing:  # pragma: no cover - depends on what is installe
 from .model import _NOT_PAGES, _SIGN_OUT, Form, FormField
 from .target import same_origin
 
-__all__ = ["discover_prefixes", "extract"]
+__all__ = ["discover_prefixes", "extract", "login_form", "page_token"]
 
 _SCRIPT = "bastion.js"
 _IGNORED_INPUTS = frozenset({"submit", "button", "reset", "image"})
@@ -95,10 +96,74 @@ def extract(html: str, page_url: str, prefixes: Iterable[str] = ()) -> tuple[lis
         if not same_origin(action, page_url):
             continue
         multipart = (element.get("enctype") or "").lower() == "multipart/form-data"
+        fields = _fields(element)
+        described = " ".join([element.get("id") or "", element.text_content(), action])
         forms.append(
-            Form(page=page_url, action=action, fields=_fields(element), multipart=multipart)
+            Form(
+                page=page_url,
+                action=action,
+                fields=fields,
+                multipart=multipart,
+                sign_out=bool(_SIGN_OUT.search(described)),
+                password=any(f.kind == "password" for f in fields),
+            )
         )
+    forms += _scripted(html, page_url, known, {f.action for f in forms})
     return links, forms
+
+
+_ACTION_ID = r"[A-Za-z0-9_-]{8,}"
+
+
+def _scripted(html: str, page_url: str, prefixes: Iterable[str], taken: set[str]) -> list[Form]:
+    """Actions named outside a form: in a ``data-*`` attribute for a script (a passkey's
+    begin and finish), or in the page's text (an API URL shown to copy). Called as
+    ``bastion.js`` calls them: JSON, the page's token in ``X-CSRF-Token``."""
+    found: list[Form] = []
+    origin = urlunsplit((*urlsplit(page_url)[:2], "", "", ""))
+    for prefix in prefixes:
+        named = rf"(?<![\w/.])(?:{re.escape(origin)})?{re.escape(prefix)}({_ACTION_ID})(?![\w./-])"
+        for match in re.finditer(named, html):
+            action = origin + prefix + match[1]
+            if action in taken:
+                continue
+            taken.add(action)
+            found.append(Form(page=page_url, action=action, script=True))
+    return found
+
+
+def page_token(html: str) -> str | None:
+    """The token a script on this page sends: ``<meta name="csrf-token">``, else the first
+    ``_csrf`` field (as ``bastion.js`` finds it)."""
+    doc = _document(html)
+    if doc is None:
+        return None
+    for meta in doc.iter("meta"):
+        if meta.get("name") == "csrf-token" and meta.get("content"):
+            return str(meta.get("content"))
+    for field in doc.iter("input"):
+        if field.get("name") == "_csrf" and field.get("value"):
+            return str(field.get("value"))
+    return None
+
+
+def login_form(html: str, page_url: str) -> Form | None:
+    """The page's log-in form, as a browser's password manager finds it: the POST form with
+    a password input (and no second one: that is a sign-up or a password change)."""
+    doc = _document(html)
+    if doc is None:
+        return None
+    for element in doc.forms:
+        if (element.get("method") or "get").lower() != "post":
+            continue
+        fields = _fields(element)
+        if sum(1 for f in fields if f.kind == "password") != 1:
+            continue
+        action = urljoin(page_url, (element.get("action") or "").strip() or page_url)
+        if not same_origin(action, page_url):
+            continue
+        return Form(page=page_url, action=action, fields=fields, password=True)
+    return None
 
 
 def _fields(form: lxml.html.FormElement) -> list[FormField]:
@@ -111,8 +176,10 @@ def _fields(form: lxml.html.FormElement) -> list[FormField]:
         if not name or control.get("disabled") is not None:
             continue
         required = control.get("required") is not None
+        cap = (control.get("maxlength") or "").strip()
+        maxlength = int(cap) if cap.isdigit() and len(cap) < 10 else None
         if control.tag == "textarea":
-            fields.append(FormField(name, control.text_content(), "textarea", required))
+            fields.append(FormField(name, control.text_content(), "textarea", required, maxlength))
         elif control.tag == "select":
             options = [o for o in control.iter("option") if o.get("disabled") is None]
             chosen = [o for o in options if o.get("selected") is not None] or options
@@ -127,7 +194,8 @@ def _fields(form: lxml.html.FormElement) -> list[FormField]:
                     continue
                 fields.append(FormField(name, control.get("value", "on"), kind, required))
             else:
-                fields.append(FormField(name, control.get("value", ""), kind, required))
+                value = control.get("value", "")
+                fields.append(FormField(name, value, kind, required, maxlength))
     return fields
 
 

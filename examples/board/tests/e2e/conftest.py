@@ -37,7 +37,11 @@ class Board:
 
     def statuses(self, method: str, path: str) -> list[int]:
         """The statuses the server answered to ``method path``, from uvicorn's access log."""
-        line = re.compile(rf'"{re.escape(method)} {re.escape(path)} HTTP/[0-9.]+" ([0-9]{{3}})')
+        # An action's line names it after its path (bastion.logging.ActionNameFilter).
+        named = r"(?: \[action \w+\])?"
+        line = re.compile(
+            rf'"{re.escape(method)} {re.escape(path)}{named} HTTP/[0-9.]+" ([0-9]{{3}})'
+        )
         return [int(status) for status in line.findall(self.server.log())]
 
 
