@@ -31,6 +31,7 @@ def sign_in(http: _Http, identity: Identity, login_url: str, origin: str) -> str
     if form is None:
         raise ProbeError(f"{identity.name}: no log-in form (one password input) on {final}")
     pairs = _filled(form, identity)
+    before = _cookies(http)
     response = http.send(
         f"sign in as {identity.name}",
         "POST",
@@ -44,7 +45,12 @@ def sign_in(http: _Http, identity: Identity, login_url: str, origin: str) -> str
     )
     location = response.headers.get("location")
     back = location is not None and urlsplit(urljoin(final, location)).path == urlsplit(final).path
-    if response.status is None or response.status >= 400 or back:
+    # A log-in gives the browser a new session (bastion's, Django's, Rails' all rotate it);
+    # a refused one keeps the old. That tells them apart when both land on the same page
+    # (a log-in form on the home page).
+    after = _cookies(http)
+    rotated = any(name in before and before[name] != value for name, value in after.items())
+    if response.status is None or response.status >= 400 or (back and not rotated):
         shown = f" to {location}" if location else ""
         raise ProbeError(
             f"{identity.name}: signing in as {identity.user} failed ({response.got()}{shown})"
@@ -52,6 +58,10 @@ def sign_in(http: _Http, identity: Identity, login_url: str, origin: str) -> str
     if location is not None and same_origin(urljoin(final, location), final):
         _get_page(http, f"sign in as {identity.name}", urljoin(final, location))
     return urlsplit(form.action).path
+
+
+def _cookies(http: _Http) -> dict[str, str]:
+    return {cookie.name: cookie.value or "" for cookie in http.client.cookies.jar}
 
 
 def _filled(form: Form, identity: Identity) -> list[tuple[str, str]]:
