@@ -156,8 +156,8 @@ PORT_OPEN := import socket, sys; socket.create_connection(("127.0.0.1", int(sys.
 PROBE_AUTHOR_PASSWORD := probe-author-password-0123
 PROBE_ADMIN_PASSWORD  := probe-admin-password-0123
 probe: $(VENV)/.installed
-	@tmp="$$(mktemp -d)"; port="$$($(BIN)/python -c '$(FREE_PORT)')"; \
-	BASTION_SECRET_KEY="$$($(BIN)/bastion keygen)" BASTION_ALLOWED_ORIGINS="http://127.0.0.1:$$port" \
+	@tmp="$$(mktemp -d)"; port="$$($(BIN)/python -c '$(FREE_PORT)')"; key="$$($(BIN)/bastion keygen)"; \
+	BASTION_SECRET_KEY="$$key" BASTION_ALLOWED_ORIGINS="http://127.0.0.1:$$port" \
 	BASTION_DATA_DIR="$$tmp" BOARD_DATA_DIR="$$tmp" \
 	BOARD_AUTHOR_PASSWORD='$(PROBE_AUTHOR_PASSWORD)' BOARD_ADMIN_PASSWORD='$(PROBE_ADMIN_PASSWORD)' \
 		$(BIN)/uvicorn --app-dir examples $(PROBE_APP) --host 127.0.0.1 --port "$$port" $(UVICORN_FLAGS) \
@@ -170,12 +170,20 @@ probe: $(VENV)/.installed
 	done; \
 	base="http://127.0.0.1:$$port"; \
 	echo "bastion probe: $(PROBE_APP) on $$base/, as anonymous, author and admin"; \
+	(cd examples && env -i PATH="$$PATH" HOME="$$HOME" BASTION_SECRET_KEY="$$key" \
+		BASTION_ALLOWED_ORIGINS="$$base" BOARD_DATA_DIR="$$tmp/schema-data" \
+		../$(BIN)/bastion schema "$$(echo '$(PROBE_APP)' | cut -d: -f1):bastion" \
+		--out "$$tmp/schema.json") || exit 1; \
 	signed_in=""; [ "$(PROBE_APP)" = "board.app:app" ] && signed_in="--login $$base/login \
+		--start /reauth \
 		--as author --user author@board.example --password-env PROBE_AUTHOR_PASSWORD \
 		--as admin --user admin@board.example --password-env PROBE_ADMIN_PASSWORD"; \
 	PROBE_AUTHOR_PASSWORD='$(PROBE_AUTHOR_PASSWORD)' PROBE_ADMIN_PASSWORD='$(PROBE_ADMIN_PASSWORD)' \
-		$(BIN)/bastion probe "$$base/" $$signed_in || { \
-		status=$$?; echo "--- server log"; tail -n 40 "$$tmp/server.log"; exit $$status; }
+		$(BIN)/bastion probe "$$base/" --schema "$$tmp/schema.json" --max-wait 10 $$signed_in \
+		> "$$tmp/report.txt"; status=$$?; \
+	grep -E '^FAIL  |^[a-z]+: [0-9]+ found on pages|^reached [0-9]+ of' "$$tmp/report.txt"; \
+	tail -n 1 "$$tmp/report.txt"; \
+	[ $$status -eq 0 ] || { echo "--- server log"; tail -n 40 "$$tmp/server.log"; exit $$status; }
 	@tmp="$$(mktemp -d)"; port="$$($(BIN)/python -c '$(FREE_PORT)')"; \
 	BASTION_SECRET_KEY="$$($(BIN)/bastion keygen)" BASTION_ALLOWED_ORIGINS="http://127.0.0.1:$$port" \
 		$(BIN)/uvicorn --app-dir tests/fixtures weak_app:app --host 127.0.0.1 --port "$$port" \

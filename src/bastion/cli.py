@@ -128,9 +128,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also submit each form validly once, which runs its action (test instances only)",
     )
     probe.add_argument(
+        "--schema",
         "--expect",
+        dest="schema",
         metavar="FILE",
-        help="a `bastion schema` document: report the actions the crawl did not reach",
+        help="a `bastion schema` document: probe its actions no page shows too, as a script"
+        " calls them, and report which were reached",
+    )
+    probe.add_argument(
+        "--start",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="crawl from this page too, e.g. /reauth (repeatable)",
+    )
+    probe.add_argument(
+        "--max-wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds in all to wait out Retry-After and send a 429'd case again (default 0)",
     )
     who = probe.add_argument_group(
         "identities",
@@ -160,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--max-pages and --timeout must be positive")
         if args.max_requests < 1 or not args.case_budget > 0:
             parser.error("--max-requests and --case-budget must be positive")
+        if not args.max_wait >= 0:
+            parser.error("--max-wait must be zero or more")
         return _probe(args, parser)
     if args.command == "schema":
         return _schema(args.target, args.out, args.title, args.version)
@@ -230,14 +249,18 @@ def _identities(people: list[dict[str, Any]], parser: argparse.ArgumentParser) -
 
 
 def _probe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from bastion.probe import ProbeError, exit_status, probe  # httpx2: for this command only
+    # httpx2 and lxml: for this command only
+    from bastion.probe import ProbeError, actions_from_schema, exit_status, probe
 
     identities = _identities(args.identities or [], parser)
-    expect: list[str] = []
-    if args.expect:
-        document = json.loads(Path(args.expect).read_text(encoding="utf-8"))
-        expect = sorted(document.get("paths", {}))
     try:
+        schema = []
+        if args.schema:
+            try:
+                document = json.loads(Path(args.schema).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise ProbeError(f"--schema {args.schema}: {exc}") from None
+            schema = actions_from_schema(document)
         report = probe(
             args.url,
             allow_hosts=args.allow_host,
@@ -249,7 +272,9 @@ def _probe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             max_requests=args.max_requests,
             run_actions=args.run_actions,
             case_budget=args.case_budget,
-            expect=expect,
+            schema=schema,
+            starts=args.start,
+            max_wait=args.max_wait,
         )
     except ProbeError as exc:
         sys.stderr.write(f"bastion probe: {exc}\n")

@@ -419,8 +419,203 @@ def test_report_formats() -> None:
             "action": "http://127.0.0.1:9/_actions/x",
             "fields": ["n"],
             "script": False,
+            "schema": False,
+            "name": "",
         }
     ]
+
+
+# --- actions from the schema -----------------------------------------------------------------
+
+
+SCHEMA_DOC = {
+    "openapi": "3.1.0",
+    "paths": {
+        "/_actions/hidden": {
+            "post": {
+                "operationId": "hidden_action",
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Note"}}
+                    }
+                },
+            }
+        },
+        "/_actions/admins": {
+            "post": {
+                "operationId": "admins_only",
+                "requestBody": {
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {},
+                                "additionalProperties": False,
+                            }
+                        }
+                    }
+                },
+            }
+        },
+    },
+    "components": {
+        "schemas": {
+            "Note": {
+                "type": "object",
+                "properties": {"text": {"type": "string"}},
+                "required": ["text"],
+                "additionalProperties": False,
+            }
+        }
+    },
+}
+
+
+def _schema_app(seen: list[httpx.Request]) -> httpx.MockTransport:
+    """A page with a session's token and no form at all; two actions only the schema names:
+    ``hidden`` checks the origin and the token (bastion's codes) and answers ``{}`` 422;
+    ``admins`` refuses everyone 403 ``forbidden``, whatever the token (a policy only)."""
+
+    def envelope(status: int, code: str) -> httpx.Response:
+        body = {"ok": False, "error": {"code": code, "message": code}}
+        return httpx.Response(
+            status,
+            json=body,
+            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+        )
+
+    def app(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        sid = request.headers.get("cookie", "").partition("sid=")[2].split(";")[0]
+        if request.method == "GET" and not request.url.path.startswith("/_actions/"):
+            fresh = sid or f"s{len(seen)}"
+            html = f'<meta name="csrf-token" content="tok-{fresh}"><p>no forms here</p>'
+            cookie = f"sid={fresh}; Path=/; HttpOnly; SameSite=Lax"
+            return httpx.Response(200, html=html, headers={} if sid else {"Set-Cookie": cookie})
+        if request.url.path == "/_actions/admins":
+            return envelope(403, "forbidden")
+        if request.url.path != "/_actions/hidden":
+            return envelope(404, "not_found")
+        if request.method != "POST":
+            return envelope(405, "method_not_allowed")
+        if request.headers.get("origin") != "http://127.0.0.1:9" or request.headers.get(
+            "sec-fetch-site"
+        ) not in (None, "same-origin"):
+            return envelope(403, "cross_origin")
+        if not sid or request.headers.get("x-csrf-token") != f"tok-{sid}":
+            return envelope(403, "csrf_failed")
+        return envelope(422, "invalid")
+
+    return httpx.MockTransport(app)
+
+
+def test_an_action_only_in_the_schema_is_probed_and_a_policy_refusal_is_no_pass() -> None:
+    """No page shows either action: both are probed from the schema, as a script calls
+    them (JSON, the page's token in X-CSRF-Token). The forged calls to the one with a
+    token check are refused by it (PASS), its control ``{}`` is a 422; the policy-only one
+    is "reached, refused by policy", and none of its forged calls is a PASS."""
+    from bastion.probe import actions_from_schema
+
+    seen: list[httpx.Request] = []
+    schema = actions_from_schema(SCHEMA_DOC)
+    assert [(a.name, a.required, a.closed) for a in schema] == [
+        ("hidden_action", ("text",), True),
+        ("admins_only", (), True),
+    ]
+    report = probe("http://127.0.0.1:9/", transport=_schema_app(seen), schema=schema)
+    assert {f.name: f.schema for f in report.forms} == {"hidden_action": True, "admins_only": True}
+    hidden = {r.case: r for r in report.results if r.url.endswith("/_actions/hidden")}
+    for case in CSRF_CASES:
+        assert hidden[case].status == "PASS", hidden[case]
+        assert hidden[case].got in ("403 csrf_failed", "403 cross_origin"), hidden[case]
+    assert (
+        hidden["control: harmless valid call"].status,
+        hidden["control: harmless valid call"].got,
+    ) == (
+        "PASS",
+        "422 invalid",
+    )
+    control = next(
+        r
+        for r in seen
+        if r.url.path == "/_actions/hidden"
+        and r.headers.get("x-csrf-token")
+        and r.headers.get("origin") == "http://127.0.0.1:9"
+        and r.content == b"{}"
+    )
+    assert control.headers["content-type"] == "application/json"
+    assert control.headers["accept"] == "application/json"
+    admins = {r.case: r for r in report.results if r.url.endswith("/_actions/admins")}
+    assert admins["control: harmless valid call"].status == "SKIP"
+    assert admins["control: harmless valid call"].got == "403 forbidden: reached, refused by policy"
+    for case in CSRF_CASES:
+        assert admins[case].status == "SKIP", admins[case]
+        assert "not shown to be about the token" in admins[case].got
+    [anonymous] = report.identities
+    assert anonymous.reached == {
+        "/_actions/hidden": "past the guards (422 invalid)",
+        "/_actions/admins": "refused by policy (403 forbidden)",
+    }
+    assert report.not_reached == []
+    assert (
+        "anonymous: 0 found on pages, 2 from the schema, reached 2 of 2 (1 refused by policy)"
+        in (report.text())
+    )
+    # Never a valid call with real values: every JSON body sent is {}, one unknown property,
+    # or a hostile one.
+    bodies = {
+        r.content
+        for r in seen
+        if r.url.path == "/_actions/admins" and r.headers.get("x-csrf-token", "").startswith("tok-")
+    }
+    assert b'{"probe_unknown_property": "1"}' in bodies
+
+
+def test_start_pages_and_429s_are_reported() -> None:
+    """--start crawls a page no link names; every 429 case is counted in the report, and a
+    Retry-After within --max-wait is waited out once and the case sent again."""
+    seen: list[httpx.Request] = []
+    limited = {"left": 1}
+
+    def app(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "GET" and request.url.path == "/":
+            return httpx.Response(200, html="<p>nothing linked</p>")
+        if request.method == "GET" and request.url.path == "/hidden-page":
+            return httpx.Response(
+                200, html='<form method="post" action="/_actions/x" data-bastion></form>'
+            )
+        if limited["left"]:
+            limited["left"] -= 1
+            return httpx.Response(
+                429,
+                json={"ok": False, "error": {"code": "rate_limited", "message": "Slow down."}},
+                headers={"Retry-After": "1"},
+            )
+        return httpx.Response(
+            429,
+            json={"ok": False, "error": {"code": "rate_limited", "message": "Slow down."}},
+            headers={"Retry-After": "120"},
+        )
+
+    report = probe(
+        "http://127.0.0.1:9/",
+        transport=httpx.MockTransport(app),
+        starts=["/hidden-page"],
+        max_wait=2,
+    )
+    assert "http://127.0.0.1:9/hidden-page" in report.pages
+    assert [f.action for f in report.forms] == ["http://127.0.0.1:9/_actions/x"]
+    assert report.waited == 1.0
+    assert report.rate_limited == sum(1 for r in report.results if "rate-limited" in r.got) > 5
+    assert f"({report.rate_limited} rate-limited, 429; waited 1 s)" in report.text()
+    assert report.as_dict()["summary"]["rate_limited"] == report.rate_limited  # type: ignore[index]
+    with pytest.raises(ProbeError, match="not on"):
+        probe(
+            "http://127.0.0.1:9/",
+            transport=httpx.MockTransport(app),
+            starts=["http://evil.example/"],
+        )
 
 
 # --- found by the probe -----------------------------------------------------------------------

@@ -29,7 +29,8 @@ It sends requests one at a time, at most ``MAX_REQUESTS_PER_FORM`` per form and
 
 The package: ``crawl`` (the probe itself), ``login`` (signing in), ``pages`` (links and
 forms, read with lxml), ``cases`` (what is tried on each form, and the leak checks),
-``incidents`` (the payloads of the model's incidents), ``http`` (requests within the
+``incidents`` (the payloads of the model's incidents), ``schema`` (the actions a
+``bastion schema`` document lists), ``http`` (requests within the
 budget), ``target`` (where it may go), ``model`` (what it finds and reports, the SARIF
 rules) and ``formats`` (the exit status).
 """
@@ -55,6 +56,7 @@ from .model import (
     rule_for,
 )
 from .pages import extract
+from .schema import SchemaAction, actions_from_schema
 from .target import check_target, is_loopback, origin_of, same_origin
 
 __all__ = [
@@ -71,7 +73,9 @@ __all__ = [
     "ProbeError",
     "Report",
     "Result",
+    "SchemaAction",
     "Seen",
+    "actions_from_schema",
     "check_target",
     "exit_status",
     "extract",

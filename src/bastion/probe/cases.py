@@ -145,15 +145,33 @@ class _FormProbe:
         self.proven: str | None = None
         """What the control showed: the guards let a valid call through."""
         self.unproven = "no control was run"
+        self.policy: str | None = None
+        self._stopped = False
+        """The control's refusal by the action's policy (401/403), if it got one."""
 
     def run(self) -> None:
+        self.run_guards()
+        self.run_inputs()
+
+    def run_guards(self) -> None:
+        """The forged calls and the control: the oracle, and what shows the action reached.
+        ``crawl`` runs these on every action before any ``run_inputs``, so that the hostile
+        inputs' calls do not spend the rate limits the control needs."""
         try:
             self._refresh()
             forged = self._forged_calls()
             self._control()
             for case, reply in forged:
                 self._judge_forged(case, reply)
-            if not self.form.sign_out:
+        except _OutOfBudget as exc:
+            self._stopped = True
+            self._result("FAIL", "probe incomplete", "every case run", str(exc))
+
+    def run_inputs(self) -> None:
+        """The hostile inputs, the incidents, ``_next``, the valid call; then the leak checks
+        over every reply of both parts."""
+        try:
+            if not self.form.sign_out and not self._stopped:
                 self._hostile_inputs()
                 self._incidents()
                 self._redirects()
@@ -161,6 +179,22 @@ class _FormProbe:
         except _OutOfBudget as exc:
             self._result("FAIL", "probe incomplete", "every case run", str(exc))
         self._leaks()
+
+    def reached(self) -> tuple[str | None, str]:
+        """How the replies show the action was reached (``None``, and why not)."""
+        if self.policy is not None:
+            return f"refused by policy ({self.policy})", ""
+        if self.proven is not None:
+            return f"past the guards ({self.proven})", ""
+        answered = [r for r in self.replies if r.status is not None]
+        real = [r for r in answered if r.status not in (404, 429)]
+        if real:
+            return f"answered ({real[0].got()})", ""
+        if any(r.status == 429 for r in answered):
+            return None, "every reply 429 (rate-limited)"
+        if answered:
+            return None, f"{answered[0].got()}: not served at that URL (another secret key?)"
+        return None, "no reply"
 
     # -- helpers
 
@@ -192,7 +226,8 @@ class _FormProbe:
         base: list[tuple[str, str]] | None = None,
     ) -> list[tuple[str, str]]:
         """The form's values (or ``base``) with ``token`` as ``_csrf`` (none if ``None``)."""
-        pairs = [(n, v) for n, v in (base or self.form.values()) if n != "_csrf"]
+        pairs = [(n, v) for n, v in (self.form.values() if base is None else base)]
+        pairs = [(n, v) for n, v in pairs if n != "_csrf"]
         if replace:
             pairs = [(n, replace.get(n, v)) for n, v in pairs]
             pairs += [(n, v) for n, v in replace.items() if n not in dict(pairs)]
@@ -203,7 +238,8 @@ class _FormProbe:
     def _safe_values(self) -> list[tuple[str, str]]:
         """What a forged call carries: values the server must refuse anyway, when the form
         has such (so a forged call let through is still refused before the action runs)."""
-        return self.form.harmless() or self.form.values()
+        harmless = self.form.harmless()
+        return self.form.values() if harmless is None else harmless
 
     def _post_form(
         self, case: str, pairs: list[tuple[str, str]], headers: Mapping[str, str]
@@ -304,6 +340,10 @@ class _FormProbe:
         only after them) and that the action did not run."""
         case, expected = "control: harmless valid call", "422 for its fields: past the guards"
         pairs = self.form.harmless()
+        if pairs is None and self.form.schema:
+            self.unproven = "no harmless control (the schema allows none)"
+            self._result("SKIP", case, expected, self.form.no_control)
+            return
         if pairs is None:
             self.unproven = "no harmless control (no required or capped field)"
             self._result(
@@ -326,12 +366,18 @@ class _FormProbe:
         elif reply.code in _REFUSED_BY_GUARDS:
             hint = f"; is {self.origin} in the app's allowed origins?"
             self._result("FAIL", case, expected, reply.got() + hint)
-        elif reply.status == 422:
+        elif reply.status == 422 or reply.code in _ACCEPTED_INPUT:
             self.proven = reply.got()
             self._result("PASS", case, expected, reply.got())
         elif reply.status < 400:
             self.proven = reply.got()
             self._result("FAIL", case, expected, f"{reply.got()}: accepted values its form forbids")
+        elif reply.status in (401, 403):
+            # The policy: this action is not for this identity. The call reached the action
+            # (past origin, token and rate); no forged call is a pass on the strength of it.
+            self.unproven = f"the control was refused by policy ({reply.got()})"
+            self.policy = reply.got()
+            self._result("SKIP", case, expected, f"{reply.got()}: reached, refused by policy")
         else:
             self.unproven = f"the control was refused too ({reply.got()})"
             self._result("SKIP", case, expected, f"{reply.got()}: refused before its fields")
@@ -341,6 +387,9 @@ class _FormProbe:
         action; a failure must say nothing but a digest."""
         case, expected = "action: valid call", "2xx/3xx/4xx, or a generic 5xx"
         if not self.run_actions or self.form.password:
+            return
+        if self.form.schema:
+            self._result("SKIP", case, expected, "a schema action: the probe has no real values")
             return
         reply = self._post_form(case, self._fields(self.token), self._headers())
         if reply.status is None:

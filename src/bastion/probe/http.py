@@ -103,7 +103,28 @@ class _Http:
         headers: Mapping[str, str] | None = None,
         content: bytes | Iterator[bytes] | None = None,
     ) -> _Reply:
-        timeout = self.budget.spend()
+        """One request; a 429 is sent again after its ``Retry-After`` while the wait budget
+        (``--max-wait``) lasts (a streamed body cannot be sent twice)."""
+        reply = self._send_once(case, method, url, headers, content, retry=False)
+        while reply.status == 429 and not isinstance(content, Iterator):
+            pause = self.budget.pause(reply.headers.get("retry-after", ""))
+            if pause is None:
+                break
+            time.sleep(pause)
+            reply = self._send_once(case, method, url, headers, content, retry=True)
+        return reply
+
+    def _send_once(
+        self,
+        case: str,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        content: bytes | Iterator[bytes] | None,
+        *,
+        retry: bool,
+    ) -> _Reply:
+        timeout = self.budget.spend(retry=retry)
         request = self.client.build_request(
             method, url, headers=dict(headers or {}), content=content, timeout=timeout
         )
@@ -130,24 +151,42 @@ class _Http:
 
 
 class _Budget:
-    def __init__(self, seconds: float, requests: int = MAX_REQUESTS) -> None:
+    def __init__(self, seconds: float, requests: int = MAX_REQUESTS, wait: float = 0.0) -> None:
         self.deadline = time.monotonic() + seconds
         self.seconds = seconds
         self.requests = requests
         self.total = 0
         self.form = 0
+        self.wait = wait
+        """Seconds the probe may still sleep on ``Retry-After``, every request together."""
+        self.waited = 0.0
 
-    def spend(self) -> float:
-        """Count one request; its timeout, or ``_OutOfBudget``."""
+    def pause(self, retry_after: str) -> float | None:
+        """Seconds to sleep before sending a 429'd request again, taken from the wait
+        budget; ``None`` when the answer gives no wait in whole seconds, or one past what
+        is left of the wait or the time budget."""
+        value = retry_after.strip()
+        if not value.isdigit() or len(value) > 6:
+            return None
+        seconds = max(1.0, float(value))
+        if seconds > self.wait or time.monotonic() + seconds >= self.deadline - 1.0:
+            return None
+        self.wait -= seconds
+        self.waited += seconds
+        return seconds
+
+    def spend(self, *, retry: bool = False) -> float:
+        """Count one request (a retry after a 429 not against the per-form cap); its
+        timeout, or ``_OutOfBudget``."""
         left = self.deadline - time.monotonic()
         if left <= 0:
             raise _OutOfBudget(f"the time budget of {self.seconds:g} s is spent")
         if self.total >= self.requests:
             raise _OutOfBudget(f"the budget of {self.requests} requests is spent")
-        if self.form >= MAX_REQUESTS_PER_FORM:
+        if self.form >= MAX_REQUESTS_PER_FORM and not retry:
             raise _OutOfBudget(f"the budget of {MAX_REQUESTS_PER_FORM} requests per form is spent")
         self.total += 1
-        self.form += 1
+        self.form += 0 if retry else 1
         return min(REQUEST_TIMEOUT, left)
 
 

@@ -84,9 +84,9 @@ _SIGN_OUT: Final = re.compile(r"log-?out|sign-?out|log_out|sign_out", re.IGNOREC
 it sends forged calls only to, last."""
 
 
-_ACCEPTED_INPUT: Final = frozenset({"invalid"})
-"""A bastion refusal that proves the request got past origin, token, rate and policy:
-only then are the fields read."""
+_ACCEPTED_INPUT: Final = frozenset({"invalid", "bound_invalid"})
+"""bastion refusals that prove the request got past origin, token, rate and policy: only
+then are the fields read (``invalid``) and the sealed values opened (``bound_invalid``)."""
 
 
 _REFUSED_BY_GUARDS: Final = frozenset(
@@ -159,6 +159,14 @@ class Form:
     does, with JSON and the page's token in ``X-CSRF-Token``."""
     password: bool = False
     """The form has a password input."""
+    name: str = ""
+    """The action's name, when the schema (``--schema``) gives it."""
+    schema: bool = False
+    """Not on any page this identity rendered: probed from the schema, as a script calls it
+    (``script`` too), with the control the schema allows (``control``)."""
+    control: list[tuple[str, str]] | None = None
+    """A schema action's harmless values (``[]``: ``{}``), or ``None``: ``no_control`` says why."""
+    no_control: str = ""
 
     @property
     def token(self) -> str | None:
@@ -171,7 +179,10 @@ class Form:
     def harmless(self) -> list[tuple[str, str]] | None:
         """Values the server must refuse for their content (422), so the call proves the
         guards let it through without running the action: a required field left empty, or
-        one past its ``maxlength``. ``None`` when the form has neither."""
+        one past its ``maxlength``. ``None`` when the form has neither. A schema action's
+        are its schema's (``schema.SchemaAction.control``)."""
+        if self.schema:
+            return None if self.control is None else list(self.control)
         required = [f for f in self.fields if f.required and f.kind not in ("hidden", "file")]
         capped = [f for f in self.fields if f.maxlength is not None and f.is_text]
         if not required and not capped:
@@ -184,7 +195,10 @@ class Form:
         return [(n, long.get(n, v)) for n, v in pairs]
 
     def values(self) -> list[tuple[str, str]]:
-        """What a visitor submits: the form's values, empty required fields filled in."""
+        """What a visitor submits: the form's values, empty required fields filled in. A
+        schema action has no values of its own: none."""
+        if self.schema:
+            return []
         pairs = []
         for f in self.fields:
             value = f.value
@@ -238,6 +252,13 @@ class Seen:
     pages: list[str] = field(default_factory=list)
     forms: list[str] = field(default_factory=list)
     requests: int = 0
+    from_schema: list[str] = field(default_factory=list)
+    """Labels of the actions probed from the schema (on none of this identity's pages)."""
+    reached: dict[str, str] = field(default_factory=dict)
+    """Action path → how it was reached (``on a page``, ``past the guards (422 invalid)``,
+    ``refused by policy (401 unauthorized)`` …)."""
+    not_reached: dict[str, str] = field(default_factory=dict)
+    """Action path → why not (every reply 429, 404, no token …)."""
 
 
 @dataclass(slots=True)
@@ -249,12 +270,24 @@ class Report:
     requests: int = 0
     identities: list[Seen] = field(default_factory=list)
     expected_actions: list[str] = field(default_factory=list)
-    """Action paths the app is known to have (``--expect`` a ``bastion schema``)."""
+    """Action paths the app is known to have (``--schema`` a ``bastion schema``)."""
+    names: dict[str, str] = field(default_factory=dict)
+    """Action path → its name, from the schema."""
+    waited: float = 0.0
+    """Seconds spent waiting out ``Retry-After`` (``--max-wait``)."""
 
     @property
     def not_reached(self) -> list[str]:
-        found = {urlsplit(f.action).path for f in self.forms}
-        return [p for p in self.expected_actions if p not in found]
+        """Expected actions no identity reached."""
+        reached = {p for seen in self.identities for p in seen.reached}
+        if not self.identities:
+            reached = {urlsplit(f.action).path for f in self.forms}
+        return [p for p in self.expected_actions if p not in reached]
+
+    @property
+    def rate_limited(self) -> int:
+        """Cases skipped because the app answered 429."""
+        return sum(1 for r in self.results if r.status == "SKIP" and "rate-limited" in r.got)
 
     @property
     def ok(self) -> bool:
@@ -274,6 +307,8 @@ class Report:
                 "pages": len(self.pages),
                 "forms": len(self.forms),
                 "requests": self.requests,
+                "rate_limited": self.rate_limited,
+                "waited": round(self.waited, 1),
             },
             "identities": [
                 {
@@ -281,6 +316,9 @@ class Report:
                     "signed_in": i.signed_in,
                     "pages": len(i.pages),
                     "forms": i.forms,
+                    "from_schema": i.from_schema,
+                    "reached": i.reached,
+                    "not_reached": i.not_reached,
                     "requests": i.requests,
                 }
                 for i in self.identities
@@ -294,6 +332,8 @@ class Report:
                     "action": f.action,
                     "fields": [x.name for x in f.fields if not x.name.startswith("_")],
                     "script": f.script,
+                    "schema": f.schema,
+                    "name": f.name or self.names.get(urlsplit(f.action).path, ""),
                 }
                 for f in self.forms
             ],
@@ -305,9 +345,11 @@ class Report:
         lines.append(f"pages ({len(self.pages)}): {', '.join(_path(p) for p in self.pages)}")
         for form in self.forms:
             names = ", ".join(x.name for x in form.fields if not x.name.startswith("_"))
+            named = form.name or self.names.get(urlsplit(form.action).path, "")
+            where = "from the schema" if form.schema else f"on {_path(form.page)}"
             lines.append(
-                f"{form.label:<8} POST {_path(form.action)}  on {_path(form.page)}"
-                f"  fields: {names or 'none'}"
+                f"{form.label:<8} POST {_path(form.action)}  {where}"
+                f"  fields: {names or 'none'}" + (f"  ({named})" if named else "")
             )
         lines.append("")
         for seen in self.identities:
@@ -316,6 +358,8 @@ class Report:
                 f"{seen.identity}: {how}, {len(seen.pages)} pages, {len(seen.forms)} actions"
                 f" ({', '.join(seen.forms) or 'none'}), {seen.requests} requests"
             )
+        for line in self.summary_lines():
+            lines.append(line)
         if self.expected_actions:
             missing = self.not_reached
             lines.append(
@@ -335,10 +379,33 @@ class Report:
         verdict = "all pass" if self.ok else "FAILED"
         lines.append(
             f"{verdict}: {self.count('PASS')} pass, {self.count('FAIL')} fail, "
-            f"{self.count('SKIP')} skip; {len(self.forms)} forms on {len(self.pages)} pages, "
+            f"{self.count('SKIP')} skip ({self.rate_limited} rate-limited, 429; waited"
+            f" {self.waited:.0f} s); {len(self.forms)} forms on {len(self.pages)} pages, "
             f"{self.requests} requests"
         )
         return "\n".join(lines) + "\n"
+
+    def summary_lines(self) -> list[str]:
+        """Per identity: actions found on pages, probed from the schema, reached, not reached
+        (with the reasons); only when a schema was given."""
+        if not self.expected_actions:
+            return []
+        lines = []
+        for seen in self.identities:
+            found = len(seen.forms) - len(seen.from_schema)
+            missing = [p for p in self.expected_actions if p not in seen.reached]
+            reasons = "; ".join(
+                f"{self.names.get(p, _path(p))}: {seen.not_reached.get(p, 'not probed')}"
+                for p in missing
+            )
+            policy = sum(1 for how in seen.reached.values() if how.startswith("refused by policy"))
+            lines.append(
+                f"{seen.identity}: {found} found on pages, {len(seen.from_schema)} from the"
+                f" schema, reached {len(self.expected_actions) - len(missing)} of"
+                f" {len(self.expected_actions)} ({policy} refused by policy)"
+                + (f"; not reached: {reasons}" if missing else "")
+            )
+        return lines
 
 
 Level = Literal["error", "warning", "note"]
