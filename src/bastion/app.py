@@ -38,7 +38,6 @@ from bastion.actions.registry import Check, PolicyLike, Registry, build_spec
 from bastion.asgi import SessionMiddleware
 from bastion.auth import LoginThrottle, PasswordCheck, U, UserLoader, load_user
 from bastion.config import Config, Environment, Limits, SessionConfig, check_timeout
-from bastion.context import Context
 from bastion.crypto.keys import KeyRing, Secret, resolve_secret
 from bastion.errors import ActionError, ConfigurationError, NotFound
 from bastion.events import AuditSink, log_sink
@@ -485,15 +484,7 @@ class Bastion(Generic[U]):
         anyone else, exactly what an unknown path under the prefix answers."""
         if self._schema_served is not None:
             policy, title, version = self._schema_served
-            ctx: Context[Any] = Context(
-                action="openapi.json",
-                scope=scope,
-                session=get_session(scope),
-                client=self.runtime.client_address(scope),
-                load_user=self.load_user,
-                password_check=self.password_check,
-                sessions=self.session_manager,
-            )
+            ctx = self.runtime.context("openapi.json", scope, get_session(scope))
             try:
                 if policy.needs_user:
                     await ctx.current_user()

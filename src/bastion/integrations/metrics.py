@@ -9,14 +9,13 @@ not meant to scrape does not learn that there is something to scrape.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from bastion.actions import policy as policies
 from bastion.actions.policy import Policy
-from bastion.context import Context
 from bastion.errors import ActionError, ConfigurationError
 from bastion.sessions import get_session
 
@@ -42,16 +41,7 @@ def endpoint(
     served = registry if registry is not None else prometheus_client.REGISTRY
 
     async def metrics(request: Request) -> Response:
-        scope = request.scope
-        ctx: Context[Any] = Context(
-            action="metrics",
-            scope=scope,
-            session=get_session(scope),
-            client=runtime.client_address(scope),
-            load_user=runtime.load_user,
-            password_check=runtime.password_check,
-            sessions=runtime.sessions,
-        )
+        ctx = runtime.context("metrics", request.scope, get_session(request.scope))
         try:
             if policy.needs_user:
                 await ctx.current_user()

@@ -548,15 +548,7 @@ def _context(call: Call, runtime: Runtime) -> Context:
     """The handler's Context, made once, when the call has passed the CSRF check."""
     if call.ctx is None:
         session = _session_of(call)
-        call.ctx = Context(
-            action=_spec(call).name,
-            scope=call.scope,
-            session=session,
-            client=runtime.client_address(call.scope),
-            load_user=runtime.load_user,
-            password_check=runtime.password_check,
-            sessions=runtime.sessions,
-        )
+        call.ctx = runtime.context(_spec(call).name, call.scope, session)
         call.principal = session.user_id
     return call.ctx
 

@@ -21,13 +21,14 @@ from bastion.actions.registry import Registry
 from bastion.actions.spec import ActionSpec, Fragment
 from bastion.auth import PasswordCheck, UserLoader
 from bastion.config import Config
+from bastion.context import Context
 from bastion.crypto.keys import KeyRing
 from bastion.errors import ConfigurationError
 from bastion.events import AuditSink
 from bastion.http import network
 from bastion.messages import DEFAULT, Messages
 from bastion.ratelimit import Counter
-from bastion.sessions import SessionManager
+from bastion.sessions import Session, SessionManager
 from bastion.stores import Store
 from bastion.taint import TaintSet
 from bastion.telemetry import Telemetry
@@ -111,6 +112,19 @@ class Runtime:
 
     def origins_for(self, scope: Scope) -> Collection[str]:
         return network.origins_for(self.config, scope)
+
+    def context(self, action: str, scope: Scope, session: Session) -> Context[Any]:
+        """What a handler or a policy knows of a call to ``action`` (an action's name, or
+        what a guarded route calls itself: "metrics", "openapi.json")."""
+        return Context(
+            action=action,
+            scope=scope,
+            session=session,
+            client=self.client_address(scope),
+            load_user=self.load_user,
+            password_check=self.password_check,
+            sessions=self.sessions,
+        )
 
     def render_fragment(self, spec: ActionSpec, scope: Scope, data: Any, user: Any) -> str | None:
         return self.fragments.render(spec, scope, data, user)
