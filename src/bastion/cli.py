@@ -297,11 +297,9 @@ def _probe_sarif(report: Any) -> dict[str, Any]:
     from bastion import sarif
     from bastion.probe import RULES, rule_for
 
-    docs = "https://github.com/bastion/bastion/blob/main/docs/probe.md"
-    rules = [
-        sarif.Rule(rule_id, name, short, level, f"{docs}#{rule_id.lower()}-{name}")
-        for rule_id, name, level, short, _ in RULES
-    ]
+    # No help URI: the rules' table is docs/probe.md in the package's own source, which
+    # has no published address to point at.
+    rules = [sarif.Rule(rule_id, name, short, level) for rule_id, name, level, short, _ in RULES]
     results = [
         sarif.Result(
             rule_for(r.case)[0],
@@ -313,7 +311,7 @@ def _probe_sarif(report: Any) -> dict[str, Any]:
         for r in report.results
         if r.status == "FAIL"
     ]
-    return sarif.log("bastion probe", _version(), rules, results, information_uri=docs)
+    return sarif.log("bastion probe", _version(), rules, results)
 
 
 def _version() -> str:
