@@ -186,8 +186,8 @@ probe: $(VENV)/.installed
 	[ $$status -eq 0 ] || { echo "--- server log"; tail -n 40 "$$tmp/server.log"; exit $$status; }
 	@tmp="$$(mktemp -d)"; port="$$($(BIN)/python -c '$(FREE_PORT)')"; \
 	BASTION_SECRET_KEY="$$($(BIN)/bastion keygen)" BASTION_ALLOWED_ORIGINS="http://127.0.0.1:$$port" \
-		$(BIN)/uvicorn --app-dir tests/fixtures weak_app:app --host 127.0.0.1 --port "$$port" \
-		$(UVICORN_FLAGS) > "$$tmp/server.log" 2>&1 & server=$$!; \
+		$(BIN)/uvicorn --app-dir tests/fixtures weak_app:app $(UVICORN_FLAGS) \
+		--host 127.0.0.1 --port "$$port" > "$$tmp/server.log" 2>&1 & server=$$!; \
 	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null; rm -rf "$$tmp"' EXIT; \
 	for i in $$(seq 300); do \
 		$(BIN)/python -c '$(PORT_OPEN)' "$$port" 2>/dev/null && break; \
