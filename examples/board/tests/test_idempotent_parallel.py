@@ -125,7 +125,11 @@ def test_twenty_parallel_calls_with_one_key_publish_one_post(served: Served) -> 
         assert all(r.json() == LIMITED for r in limited)
 
         # Once the rate lets calls through again: the same call is the first one's reply,
-        # the same key with another body is refused, and neither runs anything.
+        # the same key with another body is refused, and neither runs anything. The key
+        # and its reply live in bastion's session store, the same whatever the database:
+        # waited out (up to a minute) on SQLite only.
+        if served.engine_url.get_backend_name() != "sqlite":
+            return
         again = _past_the_rate(clients[0], compose.action, draft)
         assert (again.status_code, again.content) == (200, done[0].content)
         other = _past_the_rate(clients[1], compose.action, {**draft, "body": "Something else."})
