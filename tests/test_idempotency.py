@@ -283,6 +283,48 @@ def _session_headers(made: App, session: Session) -> list[tuple[bytes, bytes]]:
     ]
 
 
+async def _saved_session(made: App) -> Session:
+    """A session in ``made``'s store, as a rendered page leaves one."""
+    session = Session()
+    session.ensure()
+    name = cookie_name(made.bastion.config.sessions.cookie_name, False)
+    await made.bastion.session_manager.save(session, name, False)
+    return session
+
+
+async def _slow_pays_on_two_hosts(
+    hosts: list[App],
+    calls: int,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+    *,
+    stagger: float = 0.0,
+) -> list[httpx.Response]:
+    """``calls`` posts of ``body`` to ``slow_pay``, alternately on each host, call n
+    ``stagger * n`` seconds after the first; the replies, as they came. The hosts are
+    shut down after."""
+    clients = [
+        httpx.AsyncClient(transport=httpx.ASGITransport(h.app), base_url=ORIGIN) for h in hosts
+    ]
+    replies: list[httpx.Response] = []
+
+    async def one(n: int) -> None:
+        await anyio.sleep(stagger * n)
+        url = hosts[n % 2].bastion.url_for("slow_pay")
+        replies.append(await clients[n % 2].post(url, content=body, headers=headers))
+
+    try:
+        async with anyio.create_task_group() as group:
+            for n in range(calls):
+                group.start_soon(one, n)
+    finally:
+        for client in clients:
+            await client.aclose()
+        for host in hosts:
+            await host.bastion.shutdown()
+    return replies
+
+
 def test_twenty_parallel_calls_with_one_key_run_the_handler_once(store_factory: Any) -> None:
     """Twenty calls with one key at the same moment, ten on each of two hosts sharing the
     store, into a handler that takes 0.2 s: it runs once. Every other call gets the
@@ -291,31 +333,9 @@ def test_twenty_parallel_calls_with_one_key_run_the_handler_once(store_factory: 
     hosts = [App(store_factory(), runs), App(store_factory(), runs)]
 
     async def main() -> list[httpx.Response]:
-        session = Session()
-        session.ensure()
-        name = cookie_name(hosts[0].bastion.config.sessions.cookie_name, False)
-        await hosts[0].bastion.session_manager.save(session, name, False)
+        session = await _saved_session(hosts[0])
         headers = _session_headers(hosts[0], session)
-        clients = [
-            httpx.AsyncClient(transport=httpx.ASGITransport(h.app), base_url=ORIGIN) for h in hosts
-        ]
-        replies: list[httpx.Response] = []
-
-        async def one(n: int) -> None:
-            client = clients[n % 2]
-            url = hosts[n % 2].bastion.url_for("slow_pay")
-            replies.append(await client.post(url, content=b'{"amount": 7}', headers=headers))
-
-        try:
-            async with anyio.create_task_group() as group:
-                for n in range(20):
-                    group.start_soon(one, n)
-        finally:
-            for client in clients:
-                await client.aclose()
-            for host in hosts:
-                await host.bastion.shutdown()
-        return replies
+        return await _slow_pays_on_two_hosts(hosts, 20, b'{"amount": 7}', headers)
 
     replies = anyio.run(main)
     assert runs == [7]
@@ -341,10 +361,8 @@ def test_a_form_posted_again_while_the_first_runs_waits_and_lands_on_the_same_pa
     async def main() -> list[httpx.Response]:
         from bastion import csrf
 
-        session = Session()
-        session.ensure()
+        session = await _saved_session(hosts[0])
         name = cookie_name(hosts[0].bastion.config.sessions.cookie_name, False)
-        await hosts[0].bastion.session_manager.save(session, name, False)
         spec = hosts[0].bastion.registry.get("slow_pay")
         body = "&".join(
             (
@@ -359,27 +377,8 @@ def test_a_form_posted_again_while_the_first_runs_waits_and_lands_on_the_same_pa
             (b"origin", ORIGIN.encode()),
             (b"cookie", f"{name}={session.id}".encode()),
         ]
-        clients = [
-            httpx.AsyncClient(transport=httpx.ASGITransport(h.app), base_url=ORIGIN) for h in hosts
-        ]
-        replies: list[httpx.Response] = []
-
-        async def one(n: int) -> None:
-            await anyio.sleep(0.02 * n)  # each click after the first has claimed the key
-            client = clients[n % 2]
-            url = hosts[n % 2].bastion.url_for("slow_pay")
-            replies.append(await client.post(url, content=body, headers=headers))
-
-        try:
-            async with anyio.create_task_group() as group:
-                for n in range(8):
-                    group.start_soon(one, n)
-        finally:
-            for client in clients:
-                await client.aclose()
-            for host in hosts:
-                await host.bastion.shutdown()
-        return replies
+        # Each click after the first has claimed the key.
+        return await _slow_pays_on_two_hosts(hosts, 8, body, headers, stagger=0.02)
 
     replies = anyio.run(main)
     assert runs == [9]
@@ -394,10 +393,7 @@ def test_a_script_repeat_while_the_first_runs_is_409_at_once(app: App) -> None:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app.app), base_url=ORIGIN
         ) as client:
-            session = Session()
-            session.ensure()
-            name = cookie_name(app.bastion.config.sessions.cookie_name, False)
-            await app.bastion.session_manager.save(session, name, False)
+            session = await _saved_session(app)
             headers = _session_headers(app, session)
             url = app.bastion.url_for("slow_pay")
             replies: dict[int, httpx.Response] = {}

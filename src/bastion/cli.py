@@ -41,21 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "audit", help="list every action of an app and exit 1 on any violation"
     )
     audit.add_argument("target", help="MODULE:ATTR naming the app's Bastion, e.g. app:bastion")
-    audit.add_argument(
-        "--format",
-        choices=("text", "json", "sarif"),
-        default="text",
-        help="the report: text, JSON, or SARIF 2.1.0 for code scanning",
-    )
-    audit.add_argument(
-        "--json", action="store_const", const="json", dest="format", help="--format json"
-    )
-    audit.add_argument("--output", metavar="FILE", help="write the report to FILE, not stdout")
-    audit.add_argument(
-        "--fail-on",
-        choices=("error", "warning", "never"),
-        default="error",
-        help="exit 1 on an unwaived finding of this level or worse (default: error)",
+    _report_options(
+        audit, "error", "exit 1 on an unwaived finding of this level or worse (default: error)"
     )
     audit.add_argument(
         "--config",
@@ -88,21 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="HOST",
         help="probe this non-loopback host too (repeatable)",
     )
-    probe.add_argument(
-        "--format",
-        choices=("text", "json", "sarif"),
-        default="text",
-        help="the report: text, JSON, or SARIF 2.1.0 for code scanning",
-    )
-    probe.add_argument(
-        "--json", action="store_const", const="json", dest="format", help="--format json"
-    )
-    probe.add_argument("--output", metavar="FILE", help="write the report to FILE, not stdout")
-    probe.add_argument(
-        "--fail-on",
-        choices=("error", "warning", "never"),
-        default="warning",
-        help="exit 1 on a failed case of this level or worse (default: any failure)",
+    _report_options(
+        probe, "warning", "exit 1 on a failed case of this level or worse (default: any failure)"
     )
     probe.add_argument("--max-pages", type=int, default=20, metavar="N", help="pages to crawl")
     probe.add_argument(
@@ -285,11 +259,34 @@ def _probe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         text = json.dumps(_probe_sarif(report), indent=2) + "\n"
     else:
         text = report.text()
-    if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
+    _write(text, args.output)
     return exit_status(report, args.fail_on)
+
+
+def _report_options(command: argparse.ArgumentParser, fail_on: str, fail_help: str) -> None:
+    """What ``audit`` and ``probe`` share for CI: the report's format, where it goes, and
+    the level that makes the exit status 1."""
+    command.add_argument(
+        "--format",
+        choices=("text", "json", "sarif"),
+        default="text",
+        help="the report: text, JSON, or SARIF 2.1.0 for code scanning",
+    )
+    command.add_argument(
+        "--json", action="store_const", const="json", dest="format", help="--format json"
+    )
+    command.add_argument("--output", metavar="FILE", help="write the report to FILE, not stdout")
+    command.add_argument(
+        "--fail-on", choices=("error", "warning", "never"), default=fail_on, help=fail_help
+    )
+
+
+def _write(text: str, path: str | None) -> None:
+    """A report or document to ``path``, or to stdout without one."""
+    if path is None:
+        sys.stdout.write(text)
+    else:
+        Path(path).write_text(text, encoding="utf-8")
 
 
 def _probe_sarif(report: Any) -> dict[str, Any]:
@@ -398,10 +395,7 @@ def _audit(target: str, form: str, output: str | None, fail_on: str, config: str
         text = json.dumps(_audit_sarif(bastion, reports, unused, config_path, header), indent=2)
     else:
         text = _text(reports, unused, header).rstrip("\n")
-    if output is None:
-        sys.stdout.write(text + "\n")
-    else:
-        Path(output).write_text(text + "\n", encoding="utf-8")
+    _write(text + "\n", output)
     findings = [f for r in reports for f in r.findings] + unused
     failing = {"error": {"error"}, "warning": {"error", "warning"}, "never": set()}[fail_on]
     return 1 if any(f.waived is None and f.level in failing for f in findings) else 0
@@ -508,11 +502,7 @@ def _schema(target: str, out: str | None, title: str, version: str) -> int:
     bastion = _load("schema", target)
     if isinstance(bastion, int):
         return bastion
-    text = json.dumps(bastion.schema(title=title, version=version), indent=2) + "\n"
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        Path(out).write_text(text, encoding="utf-8")
+    _write(json.dumps(bastion.schema(title=title, version=version), indent=2) + "\n", out)
     return 0
 
 
