@@ -98,7 +98,13 @@ def main() -> int:
     seconds = int(os.environ.get("BENCH_PROFILE_SECONDS", "20"))
     output = Path(os.environ.get("BENCH_PROFILE_OUTPUT", "/tmp/bastion-profile.txt"))  # noqa: S108
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    target = next(t for t in SERVERS if t.key == "bastion")
+    # BENCH_PROFILE_SERVER: which bench server (bastion, bastion-sqlite, bastion-redis …).
+    key = os.environ.get("BENCH_PROFILE_SERVER", "bastion")
+    found = [t for t in SERVERS if t.key == key]
+    if not found:
+        print(f"bench.hotspots: no bench server {key!r}", file=sys.stderr)
+        return 2
+    target = found[0]
     try:
         with _server(target, settings.port, settings) as proc:
             creds = _sign_in(target, settings.port)

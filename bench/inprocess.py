@@ -245,11 +245,13 @@ def timed_stages(stages: tuple[Any, ...]) -> Timed:
     clock = StageClock([s.name for s in stages], [0] * len(stages), [0] * len(stages))
     now, totals, runs = time.perf_counter_ns, clock.ns, clock.runs
 
-    def timed(i: int, run: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    def timed(i: int, run: Callable[..., Awaitable[None] | None]) -> Callable[..., Awaitable[None]]:
         async def run_timed(call: Any, runtime: Any) -> None:
             started = now()
             try:
-                await run(call, runtime)
+                pending = run(call, runtime)  # a stage that waits returns what it waits for
+                if pending is not None:
+                    await pending
             finally:
                 totals[i] += now() - started
                 runs[i] += 1

@@ -35,6 +35,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 from bastion.errors import ConfigurationError, RateLimited, ServiceUnavailable
+from bastion.timeouts import within
 
 if TYPE_CHECKING:
     from limits import RateLimitItem
@@ -105,6 +106,9 @@ class Counter:
         uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
         options: dict[str, Any] = {}
         cluster = uri.startswith("async+redis+cluster://")
+        self._deadline: float | None = None
+        """bastion's deadline per call on one Redis (``RedisStore``'s reason: redis-py's
+        socket timeout costs a task per command); ``None``: the storage's own."""
         if uri.startswith(("async+redis://", "async+rediss://")):
             # redis-py (the redis extra), with bounded waits on every call, and a
             # connection that Redis dropped (a restart) replaced at once, not a 503.
@@ -112,10 +116,10 @@ class Counter:
 
             options = {
                 "implementation": "redispy",
-                "socket_timeout": timeout,
                 "socket_connect_timeout": timeout,
                 "retry": reconnect_once(),
             }
+            self._deadline = timeout
         elif cluster:
             # redis-py too; its client is then replaced by one like the store's.
             options = {"implementation": "redispy"}
@@ -128,7 +132,7 @@ class Counter:
     def moving(self) -> Counter:
         """Exact moving-window counters over this same storage (the log-in throttle's)."""
         other = object.__new__(Counter)
-        other.storage, other.strategy = self.storage, "moving"
+        other.storage, other.strategy, other._deadline = self.storage, "moving", self._deadline
         other.limiter = _limiter("moving", self.storage)
         return other
 
@@ -160,7 +164,11 @@ class Counter:
     async def healthy(self) -> bool:
         """Whether the storage answers now (for health checks)."""
         checked = self.storage.check()
-        return bool(await checked) if inspect.isawaitable(checked) else bool(checked)
+        if not inspect.isawaitable(checked):
+            return bool(checked)
+        if self._deadline is None:
+            return bool(await checked)
+        return bool(await within(self._deadline, lambda: checked))
 
     async def retry_after(self, rate: RateLimitItem, *key: str) -> int:
         """Whole seconds until one more call would pass (at least 1)."""
@@ -176,7 +184,9 @@ class Counter:
 
     async def _call(self, pending: Awaitable[T]) -> T:
         try:
-            return await pending
+            if self._deadline is None:
+                return await pending
+            return await within(self._deadline, lambda: pending)
         except Exception:
             logger.exception("bastion: the rate-limit storage failed; refusing the call")
             raise ServiceUnavailable() from None

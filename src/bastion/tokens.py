@@ -160,17 +160,17 @@ class ApiToken:
         )
 
 
-async def check(
-    tokens: Tokens,
+def presented(
     headers: Headers,
     query_string: bytes,
     cookie: str,
     accepted: frozenset[str] | None,
     action: str,
-) -> ApiToken | None:
-    """The API token a call is made with (``None``: a call without one, or a browser's),
-    or its refusal. ``cookie`` is the base name of the session cookie, ``accepted`` the
-    scopes that grant the action (``ActionSpec.tokens``)."""
+) -> str | None:
+    """The secret of the API token a call is made with, to ``check`` (``None``: a call
+    without one, or a browser's), or its refusal, from the request alone. ``cookie`` is
+    the base name of the session cookie, ``accepted`` the scopes that grant the action
+    (``ActionSpec.tokens``)."""
     if in_url(query_string):
         _refuse(action, "in the URL", TokenInURL())
     secret = bearer_of(headers.getlist("authorization"))
@@ -183,6 +183,14 @@ async def check(
         _refuse(action, "sent with a session cookie", TokenWithCookie())
     if accepted is None:
         _refuse(action, "not accepted by the action", TokenNotAccepted())
+    return secret
+
+
+async def check(
+    tokens: Tokens, secret: str, accepted: frozenset[str] | None, action: str
+) -> ApiToken:
+    """The live token behind a ``presented`` secret, granting ``accepted``, or its
+    refusal."""
     try:
         token = await tokens.authenticate(secret)
     except Exception as exc:
@@ -191,7 +199,7 @@ async def check(
         raise ServiceUnavailable() from exc
     if token is None:
         _refuse(action, "unknown, expired or revoked", InvalidToken())
-    if not token.grants(accepted):
+    if accepted is None or not token.grants(accepted):  # (None: refused by presented)
         _refuse(action, f"{token.id} lacks the scope", InsufficientScope())
     return token
 

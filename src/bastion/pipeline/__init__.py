@@ -139,7 +139,9 @@ class Call:
     """The words the module that refused the call gave for the security log's line."""
 
 
-StageFn = Callable[[Call, "Runtime"], Awaitable[None]]
+StageFn = Callable[[Call, "Runtime"], Awaitable[None] | None]
+"""A stage: a plain function for the checks that wait for nothing (most of them, and
+no coroutine made for each), or one returning what the call must wait for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +161,11 @@ class Stage:
 # --- the stages, in their order -------------------------------------------------------
 
 
-async def _session(call: Call, runtime: Runtime) -> None:
+def _session(call: Call, runtime: Runtime) -> None:
     call.session = get_session(call.scope)
 
 
-async def _route(call: Call, runtime: Runtime) -> None:
+def _route(call: Call, runtime: Runtime) -> None:
     spec = call.spec = runtime.registry.resolve(call.action_id)
     transport.check_method(call.scope)
     network.check_forwarding(call.scope, runtime.trusted_proxies)
@@ -173,49 +175,57 @@ async def _route(call: Call, runtime: Runtime) -> None:
     call.kind = transport.body_kind(spec, call.headers)
 
 
-async def _origin(call: Call, runtime: Runtime) -> None:
+def _origin(call: Call, runtime: Runtime) -> None:
     origin.check(call.headers, runtime.origins_for(call.scope), _spec(call).name)
 
 
-async def _api_token(call: Call, runtime: Runtime) -> None:
+def _api_token(call: Call, runtime: Runtime) -> Awaitable[None] | None:
     spec = _spec(call)
-    token = await tokens.check(
-        runtime.tokens,
+    secret = tokens.presented(
         call.headers,
         call.scope.get("query_string", b""),
         runtime.config.sessions.cookie_name,
         spec.tokens,
         spec.name,
     )
-    if token is not None:
-        # Counted before anything else is done for it: a leaked token in a loop.
-        await runtime.counter.hit(runtime.token_rate, "token", token.id)
-        call.token = token
-        call.session = Session.for_token(token.id, token.user_id)
+    return None if secret is None else _authenticate(call, runtime, secret)
 
 
-async def _form_fields(call: Call, runtime: Runtime) -> None:
+async def _authenticate(call: Call, runtime: Runtime, secret: str) -> None:
+    spec = _spec(call)
+    token = await tokens.check(runtime.tokens, secret, spec.tokens, spec.name)
+    # Counted before anything else is done for it: a leaked token in a loop.
+    await runtime.counter.hit(runtime.token_rate, "token", token.id)
+    call.token = token
+    call.session = Session.for_token(token.id, token.user_id)
+
+
+def _form_fields(call: Call, runtime: Runtime) -> Awaitable[None] | None:
     # A plain form's token is one of its flat fields: its body is read as far as the
     # token, within the smaller pre-token cap; the rest waits for the token to pass.
-    if call.form_post:
-        call.body, call.receive = await decoding.read_form_start(
-            _spec(call), _kind(call), call.headers, call.receive
-        )
+    return _read_form_start(call) if call.form_post else None
 
 
-async def _csrf(call: Call, runtime: Runtime) -> None:
+async def _read_form_start(call: Call) -> None:
+    call.body, call.receive = await decoding.read_form_start(
+        _spec(call), _kind(call), call.headers, call.receive
+    )
+
+
+def _csrf(call: Call, runtime: Runtime) -> None:
     if call.token is not None:
         return  # no cookie, so nothing a cross-site page could make the browser send
     form_token = call.body.reserved.get(csrf.FIELD) if call.body is not None else None
     csrf.verify(_session_of(call), call.headers, form_token, runtime.keys, _spec(call).name)
 
 
-async def _rate_limit(call: Call, runtime: Runtime) -> None:
+def _rate_limit(call: Call, runtime: Runtime) -> Awaitable[None] | None:
     call.counted = True
     spec = _spec(call)
     ctx = _context(call, runtime)
-    if spec.rate is not None:
-        await _count(runtime, spec, spec.rate, ctx.session, ctx.client)
+    if spec.rate is None:
+        return None
+    return _count(runtime, spec, spec.rate, ctx.session, ctx.client)
 
 
 async def _policy(call: Call, runtime: Runtime) -> None:
@@ -234,34 +244,34 @@ async def _body(call: Call, runtime: Runtime) -> None:
         raise csrf.CsrfFailed()
 
 
-async def _validation(call: Call, runtime: Runtime) -> None:
+def _validation(call: Call, runtime: Runtime) -> None:
     call.data = decoding.validate(_spec(call), _body_of(call), runtime.messages)
 
 
-async def _bound(call: Call, runtime: Runtime) -> None:
+def _bound(call: Call, runtime: Runtime) -> None:
     sealed = _body_of(call).reserved.get("_bound")
     ctx = _context(call, runtime)
     ctx.bound = binding.open_bound(runtime.keys, _spec(call), sealed, ctx.session)
 
 
-async def _dependencies(call: Call, runtime: Runtime) -> None:
+def _dependencies(call: Call, runtime: Runtime) -> Awaitable[None] | None:
     spec = _spec(call)
-    if spec.takes_dependencies:
-        call.resources = depends.Resources()
-        await depends.open_all(spec, _context(call, runtime), call.resources)
+    if not spec.takes_dependencies:
+        return None
+    call.resources = depends.Resources()
+    return depends.open_all(spec, _context(call, runtime), call.resources)
 
 
-async def _object_check(call: Call, runtime: Runtime) -> None:
+def _object_check(call: Call, runtime: Runtime) -> Awaitable[None] | None:
     spec = _spec(call)
     if spec.check is None:
-        return
+        return None
     ctx = _context(call, runtime)
     if spec.check_arguments is None:  # check(ctx, data), by position
-        await policy.check_object(spec.check, (ctx, call.data), {})
-    else:
-        values = call.resources.check if call.resources is not None else {}
-        kwargs = depends.bind(spec.check_arguments, ctx, call.data, values)
-        await policy.check_object(spec.check, (), kwargs)
+        return policy.check_object(spec.check, (ctx, call.data), {})
+    values = call.resources.check if call.resources is not None else {}
+    kwargs = depends.bind(spec.check_arguments, ctx, call.data, values)
+    return policy.check_object(spec.check, (), kwargs)
 
 
 async def _execute(call: Call, runtime: Runtime) -> None:
@@ -325,12 +335,13 @@ async def _refusals(call: Call, runtime: Runtime) -> None:
         pass  # the counters' storage is down (logged): the call stays refused as it was
 
 
-async def _release(call: Call, runtime: Runtime) -> None:
-    if call.resources is not None:
-        await depends.release(call.resources, call.raised)
+def _release(call: Call, runtime: Runtime) -> Awaitable[None] | None:
+    if call.resources is None:
+        return None
+    return depends.release(call.resources, call.raised)
 
 
-async def _respond(call: Call, runtime: Runtime) -> None:
+def _respond(call: Call, runtime: Runtime) -> None:
     headers = call.headers
     # Where the handler sends the caller (-> Redirect), else the form's `_next`.
     next_path = call.redirect or responses.safe_next(_body_of(call).reserved.get("_next"))
@@ -344,15 +355,17 @@ async def _respond(call: Call, runtime: Runtime) -> None:
         call.response = responses.success(call.payload, redirect=call.redirect)
 
 
-async def _taint_guard(call: Call, runtime: Runtime) -> None:
+def _taint_guard(call: Call, runtime: Runtime) -> None:
     if call.response is not None:
         call.response = _guard(runtime, call, call.response)
 
 
-async def _idempotency(call: Call, runtime: Runtime) -> None:
+def _idempotency(call: Call, runtime: Runtime) -> Awaitable[None] | None:
     held = call.claim
-    if held is None:
-        return
+    return None if held is None else _keep(call, runtime, held)
+
+
+async def _keep(call: Call, runtime: Runtime, held: idempotency.Claim) -> None:
     try:
         await idempotency.keep(runtime.store, held, call.response, call.error, call.ran, call.flash)
     except Exception:
@@ -464,7 +477,9 @@ async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
     stage = None
     try:
         for stage in groups["checks"]:
-            await stage.run(call, runtime)
+            pending = stage.run(call, runtime)
+            if pending is not None:
+                await pending
             if call.response is not None:
                 break  # the stage answered the call itself: an idempotent repeat
     except Exception as exc:
@@ -475,10 +490,12 @@ async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
             call.body.close()
     if call.response is not None:
         for stage in groups["refused"]:
-            await stage.run(call, runtime)
+            await _step(stage, call, runtime)
     for stage in groups["release"]:
         try:
-            await stage.run(call, runtime)
+            pending = stage.run(call, runtime)
+            if pending is not None:
+                await pending
         except Exception as exc:
             if call.response is None:
                 call.stage = stage.name
@@ -487,9 +504,19 @@ async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
                 _log_failure(call, exc)
     if call.response is None:
         for stage in groups["reply"]:
-            await stage.run(call, runtime)
+            pending = stage.run(call, runtime)
+            if pending is not None:
+                await pending
     for stage in groups["always"]:
-        await stage.run(call, runtime)
+        pending = stage.run(call, runtime)
+        if pending is not None:
+            await pending
+
+
+async def _step(stage: Stage, call: Call, runtime: Runtime) -> None:
+    pending = stage.run(call, runtime)
+    if pending is not None:
+        await pending
 
 
 @functools.lru_cache(maxsize=8)
