@@ -11,6 +11,7 @@ Redis that refuses or does not answer fails every call fast (< 1 s) with an exce
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -266,6 +267,69 @@ async def test_a_shorter_timeout_is_kept(black_hole: int) -> None:
         assert time.perf_counter() - started < 0.4
     finally:
         await store.close()
+
+
+class SlowProxy:
+    """A loopback TCP proxy to a Redis whose replies wait ``delay`` seconds first: a Redis
+    that answers late, then on time again."""
+
+    def __init__(self, redis_url: str) -> None:
+        target = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs
+        self.target = (target["host"], int(target["port"]))
+        self.db = int(target.get("db", 0))
+        self.delay = 0.0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/{self.db}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+
+        async def pipe(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, late: bool
+        ) -> None:
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                while data := await source.read(65536):
+                    if late and self.delay:
+                        await asyncio.sleep(self.delay)
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer, False), pipe(up_reader, writer, True))
+
+
+async def test_a_late_reply_is_never_read_as_the_next_commands(
+    redis_url: str, prefix: str, raw: redis.Redis
+) -> None:
+    """The deadline ends a command whose reply is late (TimeoutError) and closes its
+    connection: when the late reply comes, no later command reads it as its own. Each
+    later get answers its own key's value."""
+    raw.set(prefix + "a", b"value of a")
+    raw.set(prefix + "b", b"value of b")
+    proxy = SlowProxy(redis_url)
+    async with proxy as url:
+        store = RedisStore(url, prefix=prefix, timeout=0.2)
+        try:
+            assert await store.get("b") == b"value of b"  # a pooled connection
+            proxy.delay = 0.5
+            started = time.perf_counter()
+            with pytest.raises(redis.exceptions.TimeoutError):
+                await store.get("a")
+            assert 0.15 <= time.perf_counter() - started < 0.45
+            proxy.delay = 0.0
+            await asyncio.sleep(0.6)  # a's reply has arrived by now, had anyone waited
+            for _ in range(5):
+                assert await store.get("b") == b"value of b"
+        finally:
+            await store.close()
 
 
 async def test_calls_right_after_a_redis_restart_succeed(tmp_path: Path) -> None:
