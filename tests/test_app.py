@@ -115,6 +115,29 @@ def test_mount_leaves_other_routes_alone(bastion: Bastion) -> None:
         }
 
 
+def test_a_catch_all_route_of_the_app_does_not_take_action_calls(bastion: Bastion) -> None:
+    """An app serving a single-page front end has a catch-all route (``/{path:path}``),
+    declared before ``mount``: action calls still reach the actions (matched first), and
+    every other path still reaches the catch-all."""
+    greet = register_greet(bastion)
+
+    async def spa(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("spa " + request.path_params["path"])
+
+    app = Starlette(routes=[Route("/{path:path}", spa, methods=["GET", "POST"])])
+    bastion.mount(app)
+    with ActionClient(app, bastion) as client:
+        assert client.call(greet, {"name": "Bo"}).json() == {
+            "ok": True,
+            "data": {"message": "Hello, Bo!"},
+        }
+        assert (
+            client.get("/_actions/bastion.js").headers["content-type"].startswith("text/javascript")
+        )
+        assert client.get("/board/7").text == "spa board/7"
+        assert client.get("/_actionsX").text == "spa _actionsX"
+
+
 def test_mount_names_the_route_bastion(bastion: Bastion) -> None:
     """The mount is named "bastion", so the app can url_path_for it."""
     app = mounted(bastion)

@@ -26,7 +26,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from bastion import csrf, pipeline
@@ -528,7 +528,9 @@ class Bastion(Generic[U]):
         """Serve the actions from a Starlette or FastAPI app, under ``prefix``, and
         give every page of the app its session (for tokens and flash messages). The app's
         lifespan runs bastion's start-up checks first and closes its store last."""
-        app.mount(self.config.prefix, app=self, name="bastion")
+        # First among the app's routes: an action call is matched at once, not after every
+        # route the app declares, and no catch-all route of the app can take it.
+        app.router.routes.insert(0, Mount(self.config.prefix, app=self, name="bastion"))
         around = app.router.lifespan_context
 
         @contextlib.asynccontextmanager
@@ -543,7 +545,7 @@ class Bastion(Generic[U]):
         app.router.lifespan_context = lifespan
         # The prefix itself is bastion's too (a 404): else Starlette redirects it to
         # "prefix/" with an absolute URL built from the Host header.
-        app.router.routes.append(Route(self.config.prefix, self, include_in_schema=False))
+        app.router.routes.insert(1, Route(self.config.prefix, self, include_in_schema=False))
         app.add_middleware(SessionMiddleware, runtime=self.runtime)
         # Routes under `protect` refuse with the action's envelope, not FastAPI's.
         self.handle_refusals(app)

@@ -60,6 +60,7 @@ class SessionMiddleware:
             # Every route of the app, not only bastion's: debug replies leak detail.
             network.refuse_debug_off_loopback(scope, runtime.checked_servers)
         headers = RequestHeaders(scope)
+        headers.keep(scope)  # the pipeline reads the same index, if nothing changed them
         if config.trusted_hosts is not None and not host_trusted(headers, config.trusted_hosts):
             # Before the app runs: nothing it builds from Host (a redirect) may name a
             # host it does not serve.

@@ -98,7 +98,7 @@ async def emit(sinks: tuple[AuditSink, ...], event: AuditEvent) -> None:
     for sink in sinks:
         try:
             result = sink(event)
-            if inspect.isawaitable(result):
+            if result is not None and inspect.isawaitable(result):  # None: a plain sink
                 await result
         except Exception:
             # A broken sink must not turn a served call into an error; it is logged.

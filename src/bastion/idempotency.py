@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 from starlette.datastructures import Headers, UploadFile
 from starlette.responses import Response
 
+from bastion.crypto.tokens import mac
 from bastion.errors import ActionError, BadRequest, Timeout
 from bastion.messages import CATALOG
 
@@ -132,7 +133,7 @@ def issue(keys: KeyRing, spec: ActionSpec, session: Session) -> str:
 
 def _form_mac(key: bytes, spec: ActionSpec, session: Session, nonce: str, made: str) -> bytes:
     message = "\0".join((spec.id, nonce, made)).encode() + b"\0" + session.csrf_secret
-    return hmac.digest(key, message, hashlib.sha256)[:16]
+    return mac(key, message)[:16]
 
 
 def _checked_form_key(keys: KeyRing, spec: ActionSpec, session: Session, value: str) -> str:
@@ -284,7 +285,7 @@ async def keep(
 
 def _storage_key(keys: KeyRing, spec: ActionSpec, session: Session, key: str) -> str:
     scope = "\0".join((spec.id, key)).encode() + b"\0" + session.csrf_secret
-    return _PREFIX + hmac.digest(keys.current("idempotency"), scope, hashlib.sha256).hex()
+    return _PREFIX + mac(keys.current("idempotency"), scope).hex()
 
 
 def _fingerprint(fields: Fields, sealed: str | None) -> str:

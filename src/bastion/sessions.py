@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import json
 import logging
 import re
@@ -36,8 +35,11 @@ import time
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any, Final
 
+import pydantic_core
 from starlette.datastructures import Headers
 from starlette.types import Scope
+
+from bastion.crypto.tokens import mac
 
 if TYPE_CHECKING:
     from bastion.config import SessionConfig
@@ -238,11 +240,7 @@ class SessionManager:
     def store_keys(self, sid: str) -> list[str]:
         """Where a session is stored: under the current key first, then each fallback."""
         raw = sid.encode()
-        # hmac.digest: OpenSSL's one-shot HMAC, without building an hmac object per key.
-        return [
-            "session:" + hmac.digest(key, raw, hashlib.sha256).hex()
-            for key in self.keys.all("session")
-        ]
+        return ["session:" + mac(key, raw).hex() for key in self.keys.all("session")]
 
     async def load(self, sid: str | None) -> Session:
         if sid is None or not _ID.fullmatch(sid):
@@ -254,7 +252,9 @@ class SessionManager:
                 break
         if raw is None:
             return Session()
-        record = json.loads(raw)
+        # pydantic-core's parser: ~0.6 µs for a record, against ~3.5 µs for json.loads (every
+        # call reads one). Keys only in its string cache: never a session's secret.
+        record = pydantic_core.from_json(raw, cache_strings="keys")
         now = time.time()
         timeouts = self.config
         if (

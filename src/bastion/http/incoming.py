@@ -5,9 +5,9 @@ Every call reads a dozen headers (content type and length, ``Origin``, ``Referer
 Starlette's ``Headers`` scans and decodes the whole list on each lookup; this one builds
 a dict of the decoded values once and answers from it, with the same results: ASGI
 servers send header names in lower case, and a name sent twice keeps both values, in
-order. The session middleware and the pipeline each make their own: a middleware
-between them may change the headers in place, and an index kept across it would not see
-that.
+order. The session middleware makes one and the pipeline reuses it (``of``) only if the
+request's headers are still exactly the ones it indexed: a middleware between them may
+replace the list or change it in place, and then the pipeline indexes it afresh.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from starlette.datastructures import Headers
 from starlette.types import Scope
 
 __all__ = ["RequestHeaders"]
+
+_SCOPE_KEY = "bastion.headers"
 
 
 class RequestHeaders(Headers):
@@ -30,6 +32,24 @@ class RequestHeaders(Headers):
         for key, value in self._list:
             index.setdefault(key.decode("latin-1"), []).append(value.decode("latin-1"))
         self._index = index
+        self._snapshot = tuple(self._list)
+
+    @classmethod
+    def of(cls, scope: Scope) -> RequestHeaders:
+        """The index made earlier in this request (``keep``), if the scope still holds the
+        very headers it indexed, unchanged; else a new one."""
+        made: RequestHeaders | None = scope.get(_SCOPE_KEY)
+        if (
+            made is not None
+            and scope.get("headers") is made._list
+            and tuple(made._list) == made._snapshot
+        ):
+            return made
+        return cls(scope)
+
+    def keep(self, scope: Scope) -> None:
+        """Leave this index in the scope for ``of`` later in the same request."""
+        scope[_SCOPE_KEY] = self
 
     def getlist(self, key: str) -> list[str]:
         return list(self._index.get(key.lower(), ()))

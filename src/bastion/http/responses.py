@@ -109,11 +109,17 @@ def error(
     envelope: dict[str, Any] = {"ok": False, "error": body}
     if debug is not None:
         envelope["debug"] = debug
-    response = _json(exc.status, json.dumps(envelope, separators=(",", ":")).encode())
-    response.headers.update(exc.headers)
-    # An error's own headers (Retry-After, Allow) never undo the two every reply carries.
-    response.headers.update(_SECURITY_HEADERS)
+    response = _json(exc.status, _COMPACT.encode(envelope).encode())
+    if exc.headers:
+        response.headers.update(exc.headers)
+        # An error's own headers (Retry-After, Allow) never undo the two every reply carries.
+        response.headers.update(_SECURITY_HEADERS)
     return response
+
+
+_COMPACT: Final = json.JSONEncoder(separators=(",", ":"))
+"""``json.dumps(..., separators=...)`` builds an encoder on every call; this one is made
+once (a refusal's envelope is on the path a flood of forged calls takes)."""
 
 
 def redirect(location: str) -> Response:

@@ -441,7 +441,8 @@ async def handle(
     stages: tuple[Stage, ...] = STAGES,
 ) -> Response:
     """Run one call through ``stages`` (``STAGES``; the bench times each one); its reply."""
-    call = Call(scope, receive, action_id, RequestHeaders(scope), time.time(), time.perf_counter())
+    headers = RequestHeaders.of(scope)
+    call = Call(scope, receive, action_id, headers, time.time(), time.perf_counter())
     call.held, held = events.hold()
     try:
         if runtime.telemetry is None:  # off: this check is all it costs

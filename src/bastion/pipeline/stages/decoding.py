@@ -219,7 +219,8 @@ def validate(spec: ActionSpec, body: Body, messages: Messages = DEFAULT) -> Base
     in the app's ``messages``."""
     data = body.data if isinstance(body.data, dict) else _map_form(body.data, spec.form)
     try:
-        return spec.input_model.model_validate(data)
+        validated: BaseModel = spec.input_model.__pydantic_validator__.validate_python(data)
+        return validated
     except ValidationError as exc:
         raise ValidationFailed(_field_messages(exc, spec.input_model, messages)) from None
 
