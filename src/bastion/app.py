@@ -51,7 +51,7 @@ from bastion.messages import Messages
 from bastion.pipeline.runtime import Runtime
 from bastion.pipeline.stages.binding import DEFAULT_TTL, seal
 from bastion.ratelimit import Counter, parse_rate
-from bastion.sessions import Session, SessionManager, cookie_name, get_session
+from bastion.sessions import SCOPE_KEY, Session, SessionManager, cookie_name, get_session
 from bastion.stores import Store, store_from_url
 from bastion.taint import TaintSet, redactor, taint_env
 from bastion.telemetry import Telemetry
@@ -648,7 +648,10 @@ class Bastion(Generic[U]):
         return self.runtime.origins_for(scope)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self._entry(scope, receive, send)
+        if SCOPE_KEY in scope:  # mounted: the app's session middleware did its work
+            await self._dispatch(scope, receive, send)
+        else:  # served on its own: the session middleware around it does it now
+            await self._entry(scope, receive, send)
 
     async def _dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -474,7 +474,9 @@ async def _observed(
 async def run(stages: tuple[Stage, ...], call: Call, runtime: Runtime) -> None:
     """The checks until one refuses (its refusal is the reply), the reply if none did,
     then the stages that always run."""
-    groups = _groups(stages)
+    # By identity for the usual tuple: hashing 21 frozen Stage records for the cache's key
+    # cost ~3 µs a call.
+    groups = _STAGE_GROUPS if stages is STAGES else _groups(stages)
     stage = None
     try:
         for stage in groups["checks"]:
@@ -525,6 +527,9 @@ def _groups(stages: tuple[Stage, ...]) -> dict[str, tuple[Stage, ...]]:
     """The stages of each ``when``, in their order (worked out once per tuple)."""
     whens = ("checks", "refused", "release", "reply", "always")
     return {when: tuple(s for s in stages if s.when == when) for when in whens}
+
+
+_STAGE_GROUPS: Final = _groups(STAGES)
 
 
 def _fail(call: Call, runtime: Runtime, exc: Exception) -> None:

@@ -246,34 +246,41 @@ def _parse_json(raw: bytes, limits: Limits) -> dict[str, Any]:
 
 
 def _check_json_bounds(value: dict[str, Any], limits: Limits) -> None:
-    """Depth, key count, key length, finite numbers and no NUL, walked without recursion."""
+    """Depth, key count, key length, finite numbers and no NUL, walked without recursion.
+
+    Every call's body passes here, so each node is checked with C-level loops (``max``,
+    ``join``) and exact type tests: pydantic-core's parser gives plain dicts, lists, strs,
+    ints, floats, bools and ``None``, never subclasses."""
     keys = 0
+    max_depth, max_fields = limits.max_json_depth, limits.max_fields
+    max_name = limits.max_field_name_length
     stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if depth > limits.max_json_depth:
+        if depth > max_depth:
             raise BadRequest(_TOO_DEEP)
         items: Iterable[Any]
-        if isinstance(node, dict):
+        if type(node) is dict:
             keys += len(node)
-            if keys > limits.max_fields:
+            if keys > max_fields:
                 raise PayloadTooLarge("Too many fields.")
-            if any(len(k) > limits.max_field_name_length for k in node):
+            if node and max(map(len, node)) > max_name:
                 raise BadRequest("A field name is too long.")
-            if any("\x00" in k for k in node):
+            if "\x00" in "".join(node):
                 raise BadRequest(_JSON_NUL)
             items = node.values()
         else:
             items = node
         for item in items:
-            if isinstance(item, dict | list):
+            if type(item) is str:
+                if "\x00" in item:
+                    # As in forms: a NUL truncates C strings and PostgreSQL refuses it in text.
+                    raise BadRequest(_JSON_NUL)
+            elif type(item) is dict or type(item) is list:
                 stack.append((item, depth + 1))
-            elif isinstance(item, float) and not math.isfinite(item):
+            elif type(item) is float and not math.isfinite(item):
                 # 1e999 parses to infinity: refused like the NaN and Infinity literals.
                 raise BadRequest("A number in the JSON is out of range.")
-            elif isinstance(item, str) and "\x00" in item:
-                # As in forms: a NUL truncates C strings and PostgreSQL refuses it in text.
-                raise BadRequest(_JSON_NUL)
 
 
 # --- forms ----------------------------------------------------------------------------
