@@ -459,3 +459,63 @@ def test_default_rate_follows_whether_the_policy_admits_anonymous_callers(
 
     rate = bastion.registry.get("act").rate
     assert (str(rate) if rate else None) == ("7 per 1 minute" if limited else None)
+
+
+# --- memory counters: a hit's cost does not grow with the callers in the window ---------------
+
+
+def test_expired_counters_are_swept_at_most_once_a_second_not_every_turn() -> None:
+    """Attack: many addresses each leave counters (a refusal flood from a botnet). limits'
+    memory storage swept every key it held on every turn of the event loop, so each call
+    got slower with every caller in the window. Here 300 hits, a turn of the loop between
+    each, start one sweep, not 300, and every hit is still counted."""
+    import asyncio
+
+    from bastion.ratelimit import Counter
+
+    rate = parse_rate("100000/minute", "test")
+    counter = Counter()
+
+    async def hits() -> set[object]:
+        sweeps: set[object] = set()
+        for i in range(2_000):  # callers with counters in the window
+            await counter.hit(rate, "refused", f"10.0.{i // 256}.{i % 256}")
+        for _ in range(300):
+            await counter.hit(rate, "action", "post", "user:1")
+            sweeps.add(counter.storage.timer)  # type: ignore[attr-defined]
+            await asyncio.sleep(0)
+        return sweeps
+
+    sweeps = asyncio.run(hits())
+    assert len(sweeps - {None}) == 1
+    window = asyncio.run(
+        counter.storage.get_sliding_window(rate.key_for("action", "post", "user:1"), 60)
+    )  # type: ignore[attr-defined]
+    assert window[2] == 300  # this window's count: every hit counted
+
+
+def test_expired_counters_are_still_swept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep only frees memory, and still does: counters past their expiry (two
+    windows) are gone after the next sweep, the live ones stay."""
+    import asyncio
+
+    from bastion import ratelimit
+    from bastion.ratelimit import Counter
+
+    monkeypatch.setattr(ratelimit, "SWEEP_EVERY", 0.2)
+    rate = parse_rate("100/second", "test")
+    counter = Counter()
+    storage: Any = counter.storage
+
+    async def run() -> tuple[int, int]:
+        for i in range(100):
+            await counter.hit(rate, "action", "post", f"caller{i}")
+        before = len(storage.storage)
+        await asyncio.sleep(2.3)  # past 2 x the window: every counter expired
+        await counter.hit(rate, "action", "post", "live")  # starts a sweep
+        await asyncio.sleep(0.1)
+        return before, len(storage.storage)
+
+    before, after = asyncio.run(run())
+    assert before >= 100
+    assert after == 1  # the live caller's counter alone

@@ -27,6 +27,8 @@ Two of ``limits``' strategies, each where it fits:
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import inspect
 import logging
 import math
@@ -123,7 +125,9 @@ class Counter:
         elif cluster:
             # redis-py too; its client is then replaced by one like the store's.
             options = {"implementation": "redispy"}
-        self.storage = storage_from_string(uri, **options)
+        self.storage = (
+            _swept_memory()() if uri == "async+memory://" else storage_from_string(uri, **options)
+        )
         if cluster:
             _use_store_client(self.storage, uri.removeprefix("async+"), timeout)
         self.strategy: Strategy = strategy
@@ -221,6 +225,44 @@ def _use_store_client(storage: Any, url: str, timeout: float) -> None:
 
     storage.bridge.storage = cluster_client(url, timeout)
     storage.bridge.register_scripts()
+
+
+SWEEP_EVERY: float = 1.0
+"""Seconds between two sweeps of the expired counters in process memory."""
+
+
+@functools.cache
+def _swept_memory() -> type[Any]:
+    """``limits``' async memory storage, its sweep of expired keys run at most every
+    ``SWEEP_EVERY`` seconds.
+
+    ``limits`` starts a sweep of every key it holds whenever the last sweep is done: under
+    load, once per turn of the event loop. A sweep walks all the live counters, two per
+    caller and action, so a hit's cost grew with the number of callers in the window
+    (~11 µs a hit with one, ~80 µs with 1,000 keys, ~1.7 ms with 20,000, measured with a
+    turn of the loop between hits), and many addresses, each with its refusal counter,
+    made every call slower. The sweep only frees memory: a counter past its expiry reads
+    as zero whenever it is read (``get`` checks it first), so sweeping once a second
+    changes no count, and keeps memory bounded by the keys of the last window and a
+    second."""
+    from limits.aio.storage import MemoryStorage
+
+    class SweptMemoryStorage(MemoryStorage):
+        def __init__(self) -> None:
+            super().__init__()
+            self._next_sweep = 0.0
+
+        # limits' private ``__schedule_expiry`` (its name mangled), called by every
+        # increment and moving-window entry.
+        async def _MemoryStorage__schedule_expiry(self) -> None:
+            now = asyncio.get_running_loop().time()  # the loop's clock: monotonic
+            if now < self._next_sweep or (self.timer is not None and not self.timer.done()):
+                return
+            self._next_sweep = now + SWEEP_EVERY
+            sweep = getattr(self, "_MemoryStorage__expire_events")  # noqa: B009
+            self.timer = asyncio.create_task(sweep())
+
+    return SweptMemoryStorage
 
 
 def _limiter(strategy: Strategy, storage: Any) -> RateLimiter:
