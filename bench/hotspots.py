@@ -22,7 +22,18 @@ from collections import Counter
 from pathlib import Path
 
 from .common import BODY, ORIGIN
-from .run import SERVERS, Refused, Settings, _server, _sign_in, _verify, _wait_quiet, _wrk
+from .run import (
+    SERVERS,
+    Hostile,
+    Refused,
+    Settings,
+    _server,
+    _sign_in,
+    _verify,
+    _verify_refusal,
+    _wait_quiet,
+    _wrk,
+)
 
 _LINE = re.compile(r" \(([^()]*):\d+\)$")
 _WAITING = re.compile(r"^_worker \(concurrent/futures/thread\.py:\d+\)$")
@@ -98,7 +109,8 @@ def main() -> int:
     seconds = int(os.environ.get("BENCH_PROFILE_SECONDS", "20"))
     output = Path(os.environ.get("BENCH_PROFILE_OUTPUT", "/tmp/bastion-profile.txt"))  # noqa: S108
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    # BENCH_PROFILE_SERVER: which bench server (bastion, bastion-sqlite, bastion-redis …).
+    # BENCH_PROFILE_SERVER: which bench server (bastion, refused-json, refused-form,
+    # bastion-sqlite, bastion-redis …).
     key = os.environ.get("BENCH_PROFILE_SERVER", "bastion")
     found = [t for t in SERVERS if t.key == key]
     if not found:
@@ -109,10 +121,17 @@ def main() -> int:
         with _server(target, settings.port, settings) as proc:
             creds = _sign_in(target, settings.port)
             _verify(target, settings.port, creds)
+            # The refused rows (refused-json, refused-form) send their forged-token call.
+            hostile = Hostile.of(target.hostile, creds) if target.hostile else None
+            if hostile is not None:
+                _verify_refusal(target, settings.port, creds, hostile)
             _wait_quiet(settings)
-            _wrk(settings.port, creds, 2, settings)  # warm-up
+            _wrk(settings.port, creds, 2, settings, hostile=hostile)  # warm-up
             load = threading.Thread(
-                target=_wrk, args=(settings.port, creds, seconds + 3, settings), daemon=True
+                target=_wrk,
+                args=(settings.port, creds, seconds + 3, settings),
+                kwargs={"hostile": hostile},
+                daemon=True,
             )
             load.start()
             command = [

@@ -1,5 +1,6 @@
 """Stage 17, respond: the JSON envelope for scripts, 303 for plain forms, safe redirects."""
 
+import json
 import logging
 import re
 from typing import Any
@@ -413,3 +414,25 @@ def test_referer_path(referer: str, expected: str | None) -> None:
     """The referer's path and query only, checked like _next; its host is never used."""
     headers = Headers({"referer": referer} if referer else {})
     assert referer_path(headers) == expected
+
+
+def test_refusals_in_their_own_words_are_never_answered_from_another() -> None:
+    """A refusal's envelope in its class's words is kept and reused; one in words a
+    handler wrote (which may quote what was sent) is built for that refusal only. Two of
+    each with the same code each carry their own message."""
+    from bastion.errors import Forbidden
+
+    error = responses.error
+    plain = [error(Forbidden()).body for _ in range(2)]
+    assert plain[0] == plain[1]
+    assert json.loads(plain[0]) == {
+        "ok": False,
+        "error": {"code": "forbidden", "message": Forbidden.message},
+    }
+    first = error(ActionError("Title 'a' is taken.", code="title_taken", status=409))
+    second = error(ActionError("Title 'b' is taken.", code="title_taken", status=409))
+    assert json.loads(first.body)["error"]["message"] == "Title 'a' is taken."
+    assert json.loads(second.body)["error"]["message"] == "Title 'b' is taken."
+    translated = error(Forbidden(), message="Accès refusé.")
+    assert json.loads(translated.body)["error"]["message"] == "Accès refusé."
+    assert json.loads(error(Forbidden()).body)["error"]["message"] == Forbidden.message

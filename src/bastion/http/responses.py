@@ -7,6 +7,7 @@ Other`` so the browser lands on a page, never on raw JSON. Every reply carries
 
 from __future__ import annotations
 
+import functools
 import html
 import json
 from typing import Any, Final
@@ -95,9 +96,34 @@ def error(
 ) -> Response:
     """The error envelope; ``message`` is the refusal's words as the app's catalog has
     them (``bastion.messages``), by default the exception's own."""
+    words = exc.message if message is None else message
+    if (
+        digest is None
+        and debug is None
+        and not isinstance(exc, ValidationFailed | ReauthenticationRequired)
+        and exc.message == type(exc).message
+    ):
+        # A refusal in its class's own words (the catalog's, the app's): the same bytes
+        # every time, kept. Words a handler wrote itself (which may quote input) are not.
+        response = _json(exc.status, _plain_envelope(exc.code, words))
+    else:
+        response = _json(exc.status, _envelope(exc, words, digest, debug))
+    if exc.headers:
+        response.headers.update(exc.headers)
+        # An error's own headers (Retry-After, Allow) never undo the two every reply carries.
+        response.headers.update(_SECURITY_HEADERS)
+    return response
+
+
+@functools.lru_cache(maxsize=256)
+def _plain_envelope(code: str, message: str) -> bytes:
+    return _COMPACT.encode({"ok": False, "error": {"code": code, "message": message}}).encode()
+
+
+def _envelope(exc: ActionError, message: str, digest: str | None, debug: Any) -> bytes:
     body: dict[str, Any] = {
         "code": exc.code,
-        "message": exc.message if message is None else message,
+        "message": message,
     }
     if digest is not None:
         body["digest"] = digest
@@ -109,12 +135,7 @@ def error(
     envelope: dict[str, Any] = {"ok": False, "error": body}
     if debug is not None:
         envelope["debug"] = debug
-    response = _json(exc.status, _COMPACT.encode(envelope).encode())
-    if exc.headers:
-        response.headers.update(exc.headers)
-        # An error's own headers (Retry-After, Allow) never undo the two every reply carries.
-        response.headers.update(_SECURITY_HEADERS)
-    return response
+    return _COMPACT.encode(envelope).encode()
 
 
 _COMPACT: Final = json.JSONEncoder(separators=(",", ":"))
