@@ -129,3 +129,27 @@ def test_nested_deadlines_the_inner_one_passes_the_outer_goes_on(run: Any) -> No
         return await within(5, inner)
 
     assert run(main()) == "done"
+
+
+def test_a_closed_event_loop_is_freed() -> None:
+    """Servers and test clients make and close loops: none is kept alive by its deadlines
+    (its armed timer included, which holds them only weakly)."""
+    import gc
+    import weakref
+
+    from bastion import timeouts
+
+    def one_loop() -> weakref.ref[asyncio.AbstractEventLoop]:
+        loop = asyncio.new_event_loop()
+
+        async def main() -> None:
+            await within(30, lambda: _sleep(0))  # leaves a timer armed 30 s ahead
+
+        loop.run_until_complete(main())
+        loop.close()
+        return weakref.ref(loop)
+
+    refs = [one_loop() for _ in range(5)]
+    gc.collect()
+    assert [ref() for ref in refs] == [None] * 5
+    assert not any(ref() in timeouts._LOOPS for ref in refs)

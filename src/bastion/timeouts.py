@@ -46,41 +46,50 @@ class _Deadline:
 
 class Deadlines:
     """The deadlines of the calls in flight on one event loop, and the one timer, armed
-    at the earliest of them."""
+    at the earliest of them.
 
-    __slots__ = ("__weakref__", "_armed_at", "_loop", "_pending", "_timer")
+    Nothing here holds the loop or its timers (a timer holds this only weakly) while no
+    call is in flight, and ``_LOOPS`` holds the loops weakly: a closed loop is freed, and
+    its ``Deadlines`` with it. A timer made stale by an earlier deadline is left to fire,
+    and does nothing."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    __slots__ = ("__weakref__", "_armed_at", "_generation", "_pending")
+
+    def __init__(self) -> None:
         self._pending: set[_Deadline] = set()
-        self._timer: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
+        self._generation = 0
 
-    def add(self, deadline: _Deadline) -> None:
+    def add(self, deadline: _Deadline, loop: asyncio.AbstractEventLoop) -> None:
         self._pending.add(deadline)
         if deadline.when < self._armed_at:
-            self._arm(deadline.when)
+            self._arm(loop, deadline.when)
 
     def discard(self, deadline: _Deadline) -> None:
         # The timer stays: when it fires, it finds nothing due and re-arms (or stops).
         self._pending.discard(deadline)
 
-    def _arm(self, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_at(when, self._fire)
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        self._generation += 1
         self._armed_at = when
+        loop.call_at(when, _fire, weakref.ref(self), self._generation)
 
-    def _fire(self) -> None:
-        self._timer, self._armed_at = None, math.inf
-        now = self._loop.time() + _EARLY
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._armed_at = math.inf
+        now = loop.time() + _EARLY
         due = [d for d in self._pending if d.when <= now]
         for deadline in due:
             self._pending.discard(deadline)
             deadline.expired = True
             deadline.task.cancel()
         if self._pending:
-            self._arm(min(d.when for d in self._pending))
+            self._arm(loop, min(d.when for d in self._pending))
+
+
+def _fire(owner: weakref.ref[Deadlines], generation: int) -> None:
+    deadlines = owner()
+    if deadlines is not None and generation == deadlines._generation:  # else: stale
+        deadlines._expire(asyncio.get_running_loop())
 
 
 _LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
@@ -91,7 +100,7 @@ _LOOPS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Deadlines] = (
 def _deadlines(loop: asyncio.AbstractEventLoop) -> Deadlines:
     found = _LOOPS.get(loop)
     if found is None:
-        found = _LOOPS[loop] = Deadlines(loop)
+        found = _LOOPS[loop] = Deadlines()
     return found
 
 
@@ -108,7 +117,7 @@ async def within(seconds: float, work: Callable[[], Awaitable[T]]) -> T:
         raise RuntimeError("within() needs a task")
     deadlines = _deadlines(loop)
     deadline = _Deadline(task, loop.time() + seconds)
-    deadlines.add(deadline)
+    deadlines.add(deadline, loop)
     try:
         return await work()
     except asyncio.CancelledError:
