@@ -736,7 +736,14 @@ async def test_a_session_survives_a_master_failover(tmp_path: Path, prefix: str)
             await store.set("session:a", b"kept", TTL)
             await store.compare_and_set("session:a", b"kept", b"kept", TTL)  # script loaded
             owner = cluster.owner(prefix + "session:a")
-            assert owner.command("WAIT", "1", "2000") == 1  # its replica has the session
+            # WAIT counts the replicas that have the writes of its own connection: on a
+            # connection that wrote nothing it answers at once, proving nothing (a replica
+            # still in its first sync then lost the session with its master). So one more
+            # write of the same value on this connection, and WAIT for it: replication is
+            # in order, so the replica then has the store's writes too.
+            with redis.Redis(port=owner.port, socket_timeout=5) as direct:
+                direct.set(prefix + "session:a", b"kept", px=int(TTL * 1000))
+                assert direct.execute_command("WAIT", 1, 5000) == 1  # the replica has it
             owner.stop(signal.SIGKILL)
 
             failures: list[tuple[str, float]] = []
