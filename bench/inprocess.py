@@ -22,9 +22,10 @@ wrapper that passes its own copy of ``bastion.pipeline.STAGES`` in which every s
 BENCH_INPROC_STAGE_CALLS times (20,000) after a warm-up, each call through the app timed
 too, and batches of the same calls untimed interleaved with them. A stage's figure is
 its total ÷ the calls (a stage that runs only after a refusal shows 0); "outside the
-stages" is the timed full call's mean less the stages' sum: the session middleware's load
-and save, the Starlette app and router, the sending of the reply, and the wrappers' own
-cost (the timed full call less the untimed one shows that cost).
+stages" is the timed full call's mean less the stages' sum: the session middleware's
+save (an action call's session is read by stage 5), the Starlette app and router, the
+sending of the reply, and the wrappers' own cost (the timed full call less the untimed
+one shows that cost).
 """
 
 from __future__ import annotations
@@ -450,7 +451,7 @@ def stage_table(st: dict[str, Any]) -> list[str]:
         lines.append(f"  {row['n']:>3}  {row['name']:<{width}}  {row['us']:7.2f}{partial}")
     lines += [
         f"       {'outside the stages':<{width}}  {st['outside_us']:7.2f}"
-        "  (session middleware's load and save, Starlette app and router, the reply's sending)",
+        "  (the session's save, Starlette app and router, the reply's sending)",
         f"       {'sum of the stages':<{width}}  {st['stages_us']:7.2f}",
         f"       {'full call, this run':<{width}}  {st['full_us']:7.2f}"
         f"  (the same calls untimed, interleaved: {st['untimed_us']:.2f};"

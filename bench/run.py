@@ -324,6 +324,8 @@ class Run:
     """Redis commands during the measured run, by name (INFO commandstats' calls=)."""
     redis_others: int = 0
     """Other clients of the Redis that were active during the run."""
+    redis_trips: int | None = None
+    """Requests Redis read during the run (``total_reads_processed``): round trips."""
     redis_calls: int = 0
     """The calls those commands served: wrk's requests, and those still in flight when
     wrk stopped, which the server finished (its handler's count between the readings)."""
@@ -375,6 +377,16 @@ class Result:
     @property
     def redis_others(self) -> int:
         return max((r.redis_others for r in self.runs), default=0)
+
+    @property
+    def redis_trips_per_call(self) -> float | None:
+        """Round trips to Redis per request over the runs read."""
+        read = [r for r in self.runs if r.redis_trips is not None]
+        if not read:
+            return None
+        return sum(r.redis_trips or 0 for r in read) / sum(
+            r.redis_calls or r.requests for r in read
+        )
 
 
 @dataclass
@@ -604,12 +616,17 @@ class RedisReader:
     def commandstats(self) -> dict[str, int]:
         return parse_commandstats(self.command("INFO", "commandstats"))
 
-    def connections_received(self) -> int:
-        """``total_connections_received`` (INFO stats): connections ever accepted."""
-        for line in self.command("INFO", "stats").splitlines():
-            if line.startswith("total_connections_received:"):
-                return int(line.partition(":")[2])
-        raise OSError("Redis: no total_connections_received in INFO stats")
+    def stats(self) -> tuple[int, int | None]:
+        """From INFO stats: ``total_connections_received`` (connections ever accepted) and
+        ``total_reads_processed`` (requests ever read: one per round trip, however many
+        commands a pipeline held; ``None`` before Redis 6)."""
+        found = dict(
+            line.partition(":")[::2] for line in self.command("INFO", "stats").splitlines()
+        )
+        if "total_connections_received" not in found:
+            raise OSError("Redis: no total_connections_received in INFO stats")
+        reads = found.get("total_reads_processed")
+        return int(found["total_connections_received"]), int(reads) if reads else None
 
     def clients(self) -> list[dict[str, str]]:
         """``CLIENT LIST``, one dict a connection."""
@@ -662,7 +679,7 @@ class RedisCount:
             self.reader = RedisReader(self.url)
             self.own_id = self.reader.id
             self.ports = _socket_ports(server_pid)
-            self.connections = self.reader.connections_received()
+            self.connections, self.reads = self.reader.stats()
             self.before = self.reader.commandstats()
         except (OSError, ValueError) as exc:
             _log(f"  WARNING: Redis INFO commandstats could not be read ({exc}): not reported")
@@ -670,14 +687,17 @@ class RedisCount:
             return
         self.started = time.monotonic()
 
-    def stop(self, server_pid: int) -> tuple[dict[str, int], int] | None:
+    def stop(self, server_pid: int) -> tuple[dict[str, int], int, int | None] | None:
+        """The commands run, by name; the other clients active; the requests Redis read
+        (round trips), the reader's own taken out."""
         if self.reader is None:
             return None
         try:
             after = self.reader.commandstats()
             elapsed = time.monotonic() - self.started
             clients = self.reader.clients()
-            connections = self.reader.connections_received() - self.connections
+            connections, reads = self.reader.stats()
+            connections -= self.connections
         except OSError as exc:
             _log(f"  WARNING: Redis INFO commandstats could not be read ({exc}): not reported")
             return None
@@ -696,7 +716,10 @@ class RedisCount:
                 active += 1
         # The server's pool may have opened connections of its own during the run.
         arrived = connections - len(ports - self.ports)
-        return diff, max(active, arrived)
+        # The reader's own requests after the first INFO stats: INFO commandstats twice,
+        # CLIENT LIST, and the last INFO stats (each counted once Redis has read it).
+        trips = reads - self.reads - 4 if reads is not None and self.reads is not None else None
+        return diff, max(active, arrived), trips
 
     def close(self) -> None:
         if self.reader is not None:
@@ -884,7 +907,7 @@ def _one_run(target: Target, port: int, settings: Settings) -> Run:
                 time.sleep(0.5)
                 counted = redis.stop(server.pid)
                 if counted is not None:
-                    run.redis, run.redis_others = counted
+                    run.redis, run.redis_others, run.redis_trips = counted
         finally:
             if redis is not None:
                 redis.close()
@@ -1111,12 +1134,15 @@ def targets(
         per_call = r.redis_per_call
         if per_call is not None:
             flag = " ⚠" if r.redis_others else ""
+            trips = r.redis_trips_per_call
             rows.append(
                 (
-                    "Redis commands per call",
-                    f"{sum(per_call.values()):.2f}{flag}",
+                    "Redis round trips per call",
+                    f"{trips:.2f}{flag} ({sum(per_call.values()):.2f} commands)"
+                    if trips is not None
+                    else f"? ({sum(per_call.values()):.2f} commands){flag}",
                     "1 round trip",
-                    "informational",
+                    _verdict(trips is not None and trips < 1.05),
                 )
             )
     return rows
@@ -1183,6 +1209,13 @@ def render(
             out += [
                 "",
                 f"Redis commands per call: {format_per_call(per_call)}",
+                "Redis round trips per call: "
+                + (
+                    f"{r.redis_trips_per_call:.2f} (total_reads_processed: the requests Redis "
+                    "read, each as many commands as a pipeline held)"
+                    if r.redis_trips_per_call is not None
+                    else "not read (no total_reads_processed: Redis before 6)"
+                ),
                 f"  ({r.target.key}: INFO commandstats read just before and after the measured "
                 f"run; ÷ {calls:,} calls served, wrk's {requests:,} and "
                 f"{calls - requests:,} in flight when it stopped; the calls it abandoned "

@@ -508,7 +508,7 @@ def test_issued_token_is_86_urlsafe_characters_and_masked_each_time() -> None:
     assert all(TOKEN.fullmatch(t) for t in tokens)
     assert len(set(tokens)) == 20
     for t in tokens:
-        verify(session, Headers({"x-csrf-token": t}), None, keys, "a")  # no CsrfFailed
+        verify(session.id, Headers({"x-csrf-token": t}), None, keys, "a")  # no CsrfFailed
 
 
 def test_issue_creates_the_session() -> None:
@@ -520,36 +520,47 @@ def test_issue_creates_the_session() -> None:
     assert session.cookie_changed
 
 
-def test_token_does_not_carry_the_session_secret_or_id() -> None:
-    """Unmasked, a token is an HMAC of the session's CSRF secret: neither the secret
-    nor the session ID appears in it."""
+def test_token_does_not_carry_the_session_id_or_its_storage_key() -> None:
+    """Unmasked, a token is an HMAC of the session ID under the CSRF key: the ID (the
+    cookie, a bearer credential) appears nowhere in it, nor does the key the store keeps
+    the session under (an HMAC of the ID under the session key), nor the session's other
+    secret."""
     keys = KeyRing(Secret(SECRET.encode()))
     session = Session()
     token = issue(session, keys)
     blob = base64.urlsafe_b64decode(token + "==")
     raw = bytes(a ^ b for a, b in zip(blob[32:], blob[:32], strict=True))
-    assert session.csrf_secret not in blob
-    assert raw != session.csrf_secret
     assert session.id is not None
     assert session.id not in token
+    assert session.id.encode() not in blob
+    assert session.id.encode() not in raw
+    stored_under = hmac.new(keys.current("session"), session.id.encode(), hashlib.sha256)
+    assert raw != stored_under.digest()
+    assert raw == hmac.new(keys.current("csrf"), session.id.encode(), hashlib.sha256).digest()
+    assert session.csrf_secret not in blob
 
 
 def test_form_token_is_used_when_no_header_is_sent() -> None:
     """verify() takes the _csrf field's token when the header is absent."""
     keys = KeyRing(Secret(SECRET.encode()))
     session = Session()
-    verify(session, Headers({}), issue(session, keys), keys, "a")  # no CsrfFailed
+    token = issue(session, keys)
+    verify(session.id, Headers({}), token, keys, "a")  # no CsrfFailed
 
 
 def test_token_for_one_key_purpose_does_not_verify() -> None:
-    """A token made with the session key (another purpose) is refused: HKDF purposes
-    keep keys apart."""
+    """The attack: a copy of the store holds every session under HMAC(session key, ID).
+    Sent as a token (unmasked: a zero mask), that HMAC is refused: the token's is made
+    with the CSRF key, and HKDF purposes keep the keys apart. The real token passes."""
     keys = KeyRing(Secret(SECRET.encode()))
     session = Session()
-    raw = hmac.new(keys.current("session"), session.csrf_secret, hashlib.sha256).digest()
+    issue(session, keys)
+    assert session.id is not None
+    raw = hmac.new(keys.current("session"), session.id.encode(), hashlib.sha256).digest()
     forged = base64.urlsafe_b64encode(bytes(32) + raw).rstrip(b"=").decode()
     with pytest.raises(CsrfFailed):
-        verify(session, Headers({"x-csrf-token": forged}), None, keys, "a")
+        verify(session.id, Headers({"x-csrf-token": forged}), None, keys, "a")
+    verify(session.id, Headers({"x-csrf-token": issue(session, keys)}), None, keys, "a")
 
 
 def test_token_survives_key_rotation_through_fallbacks() -> None:

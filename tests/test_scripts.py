@@ -25,7 +25,7 @@ from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
 import bastion as bastion_package
-from bastion import Bastion, Bound, Context, User, public
+from bastion import Bastion, Bound, Context, User, csrf, public
 from bastion.sessions import Session, get_session
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
@@ -284,12 +284,16 @@ def test_call_without_a_token_or_a_cookie_is_csrf_failed(site: Site) -> None:
 
 
 def test_call_with_an_ended_session_is_no_session(site: Site) -> None:
-    """A cookie for a session the store no longer has (ended, expired) is no session."""
+    """A cookie for a session the store no longer has (ended, expired), with the token
+    made for it, is no session; with the token of another session, a forged token."""
     with site.client() as client:
         token = client.get("/token").json()["token"]
         client.cookies.clear()
-        client.cookies.set("bastion_session", "A" * 43)  # well-formed, never issued
-        assert_reply(client.call("note", {"text": "x"}, token=token), 403, NO_SESSION)
+        sid = "A" * 43  # well-formed, never stored
+        client.cookies.set("bastion_session", sid)
+        assert_reply(client.call("note", {"text": "x"}, token=token), 403, CSRF_FAILED)
+        own = csrf.issue(Session(sid), site.bastion.keys)
+        assert_reply(client.call("note", {"text": "x"}, token=own), 403, NO_SESSION)
     assert site.calls == []
 
 

@@ -36,7 +36,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from bastion import Bastion, Context, public
+from bastion import Bastion, Context, csrf, public
 from bastion import sessions as sessions_module
 from bastion.config import SessionConfig
 from bastion.sessions import Session
@@ -722,18 +722,23 @@ def test_session_under_a_fallback_key_loads_and_moves_to_the_new_key() -> None:
 
 
 def test_session_under_a_dropped_key_is_gone() -> None:
-    """Once the old key leaves the fallbacks, its sessions no longer load."""
+    """Once the old key leaves the fallbacks, its sessions no longer load: a page of the
+    old key's time posts a token of that key too, refused before any store read; a token
+    of the new key for that cookie finds no session."""
     store = MemoryStore()
     old = build(store=store)
     with old.client() as client:
         client.call("remember", {"text": "x"})
         sid = client.session_id
         token = client.token()
+    assert sid is not None
     new = build(store=store, secret_key=OTHER_SECRET)
     with new.client() as client:
-        client.cookies.set("bastion_session", sid or "", domain="127.0.0.1")
+        client.cookies.set("bastion_session", sid, domain="127.0.0.1")
         reply = client.call("recall", token=token)
-    assert (reply.status_code, reply.json()) == (403, NO_SESSION)
+        assert (reply.status_code, reply.json()) == (403, CSRF_FAILED)
+        reply = client.call("recall", token=csrf.issue(Session(sid), new.bastion.keys))
+        assert (reply.status_code, reply.json()) == (403, NO_SESSION)
     assert new.calls == []
 
 
@@ -809,8 +814,11 @@ def test_store_failure_on_load_is_503_and_the_handler_does_not_run(
     assert isinstance(down, Store)
     app = build(store=down)
     with app.client() as client:
-        client.cookies.set("bastion_session", secrets.token_urlsafe(32), domain="127.0.0.1")
-        assert_unavailable(client.call("remember", {"text": "x"}, token="A" * 86))
+        sid = secrets.token_urlsafe(32)
+        client.cookies.set("bastion_session", sid, domain="127.0.0.1")
+        # The cookie's own token: the CSRF check (before any store read) passes.
+        token = csrf.issue(Session(sid), app.bastion.keys)
+        assert_unavailable(client.call("remember", {"text": "x"}, token=token))
         assert_unavailable(client.get("/form"))
     assert app.calls == []
     errors = [r for r in caplog.records if r.name == "bastion"]

@@ -43,12 +43,13 @@ from bastion.errors import ActionError, ConfigurationError, NotFound
 from bastion.events import AuditSink, log_sink
 from bastion.http import network
 from bastion.http.headers import Policy, SecurityHeaders, check_paths, check_policy, default_csp
+from bastion.http.incoming import path_below
 from bastion.http.origin import parse_origin
 from bastion.http.responses import error
 from bastion.integrations import protect as protecting
 from bastion.messages import DEFAULT as DEFAULT_MESSAGES
 from bastion.messages import Messages
-from bastion.pipeline.runtime import Runtime
+from bastion.pipeline.runtime import ReadAndCount, Runtime
 from bastion.pipeline.stages.binding import DEFAULT_TTL, seal
 from bastion.ratelimit import Counter, parse_rate
 from bastion.sessions import SCOPE_KEY, Session, SessionManager, cookie_name, get_session
@@ -278,6 +279,7 @@ class Bastion(Generic[U]):
             taints=self.taints,
             messages=messages or DEFAULT_MESSAGES,
             telemetry=_telemetry(telemetry),
+            read_and_count=_read_and_count(self.store, self.counter),
         )
         self._entry = SessionMiddleware(self._dispatch, self.runtime)
         self._schema_served: tuple[ActionPolicy, str, str] | None = None
@@ -663,7 +665,7 @@ class Bastion(Generic[U]):
             await send({"type": "websocket.close", "code": 1008})  # actions are HTTP only
             return
         # (Debug mode off loopback was refused by the session middleware around this.)
-        path = _relative_path(scope, self.config.prefix)
+        path = path_below(scope, self.config.prefix)
         response: Response
         if path == _SCRIPT and scope["method"] in ("GET", "HEAD"):
             response = _script_response()
@@ -784,18 +786,14 @@ def _resolve_hosts(
     return tuple(v.lower() for v in values)
 
 
-def _relative_path(scope: Scope, prefix: str) -> str:
-    """The path below the prefix, whether mounted with Starlette or served directly;
-    ``""`` for a path outside the prefix (answered 404)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    if root.endswith(prefix):  # mounted: the mount point consumed the prefix
-        return path
-    if path.startswith(prefix + "/"):  # served on its own
-        return path[len(prefix) :]
-    return ""
+def _read_and_count(store: Store, counter: Counter) -> ReadAndCount | None:
+    """The store's read with the counters' hits in one round trip, when the counters are
+    on the store's own Redis (its default for them)."""
+    get_and_run = getattr(store, "get_and_run", None)
+    if get_and_run is None or not counter.shares(getattr(store, "rate_limit_storage", None)):
+        return None
+    # One Redis, not a cluster: there a session and a counter live on different nodes.
+    return None if getattr(store, "url", "").startswith("redis+cluster://") else get_and_run
 
 
 @functools.cache

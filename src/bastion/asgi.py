@@ -18,11 +18,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bastion.errors import ActionError, ServiceUnavailable
 from bastion.http import network
-from bastion.http.incoming import RequestHeaders
+from bastion.http.incoming import RequestHeaders, path_below
 from bastion.http.network import host_trusted
 from bastion.http.responses import error
 from bastion.messages import CATALOG, Messages
-from bastion.sessions import FLASH_KEY, SCOPE_KEY, cookie_name, session_cookie
+from bastion.sessions import (
+    FLASH_KEY,
+    SCOPE_KEY,
+    Pending,
+    Session,
+    cookie_name,
+    session_cookie,
+)
 
 if TYPE_CHECKING:
     from bastion.pipeline.runtime import Runtime
@@ -70,19 +77,26 @@ class SessionMiddleware:
             return
         secure = runtime.is_https(scope)
         name = cookie_name(config.sessions.cookie_name, secure)
-        try:
-            session = await runtime.sessions.load(session_cookie(headers, name))
-        except Exception:
-            # Fail closed: without its session, no request of this visitor goes on.
-            logger.exception("bastion: the session store failed to load a session")
-            await _unavailable(scope, headers, config.prefix, runtime.messages)(
-                scope, receive, send
-            )
-            return
-        scope[SCOPE_KEY] = session
-        if scope["method"] == "GET" and "text/html" in headers.get("accept", ""):
-            # Shown once: the flash moves from the session to this page's request.
-            scope[FLASH_KEY] = session.pop_flash()
+        cookie = session_cookie(headers, name)
+        loaded: Session | Pending
+        if scope["method"] not in ("GET", "HEAD") and _is_action_call(scope, config.prefix):
+            # An action call's session is loaded by its pipeline, after the checks that
+            # need none, with the call's rate-limit hit (one round trip on Redis).
+            loaded = Pending(cookie)
+        else:
+            try:
+                loaded = await runtime.sessions.load(cookie)
+            except Exception:
+                # Fail closed: without its session, no request of this visitor goes on.
+                logger.exception("bastion: the session store failed to load a session")
+                await _unavailable(scope, headers, config.prefix, runtime.messages)(
+                    scope, receive, send
+                )
+                return
+            if scope["method"] == "GET" and "text/html" in headers.get("accept", ""):
+                # Shown once: the flash moves from the session to this page's request.
+                scope[FLASH_KEY] = loaded.pop_flash()
+        scope[SCOPE_KEY] = loaded
 
         failed = False
 
@@ -90,7 +104,12 @@ class SessionMiddleware:
             nonlocal failed
             if failed:
                 return  # the app's own body, after its reply was replaced by a 503
-            if message["type"] == "http.response.start" and session.needs_saving:
+            session = loaded.session if isinstance(loaded, Pending) else loaded
+            if (
+                message["type"] == "http.response.start"
+                and session is not None
+                and session.needs_saving
+            ):
                 try:
                     extra = await runtime.sessions.save(session, name, secure)
                 except Exception:
@@ -106,6 +125,12 @@ class SessionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_session)
+
+
+def _is_action_call(scope: Scope, prefix: str) -> bool:
+    """Whether the request goes to one of bastion's actions (``{prefix}/{action}``)."""
+    path = path_below(scope, prefix)
+    return len(path) > 1 and path.count("/") == 1
 
 
 def _unavailable(scope: Scope, headers: Headers, prefix: str, messages: Messages) -> Response:

@@ -1,4 +1,4 @@
-"""Pipeline stage 21: the audit trail, one structured event per action call.
+"""Pipeline stage 22: the audit trail, one structured event per action call.
 
 Every call, whatever its outcome, produces one ``AuditEvent``: when, which action, who
 (principal ID and client address), how it ended, the status, how long it took, and the

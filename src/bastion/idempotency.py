@@ -1,4 +1,4 @@
-"""Pipeline stage 20, with the claim stage 14 makes: exactly-once calls, for actions
+"""Pipeline stage 21, with the claim stage 14 makes: exactly-once calls, for actions
 declared ``idempotent=True``.
 
 A call carries an idempotency key: a script in an ``Idempotency-Key`` header (the IETF
@@ -245,7 +245,7 @@ def _replay(record: dict[str, Any], session: Session) -> Response:
     return response
 
 
-# --- the reply, kept (stage 20) ---------------------------------------------------------
+# --- the reply, kept (stage 21) ---------------------------------------------------------
 
 
 async def keep(

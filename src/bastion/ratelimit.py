@@ -50,6 +50,9 @@ logger = logging.getLogger("bastion")
 
 T = TypeVar("T")
 
+ScriptCall = tuple[Any, list[str], list[Any]]
+"""A Lua script (redis-py's, registered by ``limits``), its keys and its arguments."""
+
 
 @overload
 def parse_rate(rate: str, where: str) -> RateLimitItem: ...
@@ -125,6 +128,8 @@ class Counter:
         elif cluster:
             # redis-py too; its client is then replaced by one like the store's.
             options = {"implementation": "redispy"}
+        self.uri = uri.removeprefix("async+")
+        """Where the counters are (a ``limits`` storage URI)."""
         self.storage = (
             _swept_memory()() if uri == "async+memory://" else storage_from_string(uri, **options)
         )
@@ -137,6 +142,7 @@ class Counter:
         """Exact moving-window counters over this same storage (the log-in throttle's)."""
         other = object.__new__(Counter)
         other.storage, other.strategy, other._deadline = self.storage, "moving", self._deadline
+        other.uri = self.uri
         other.limiter = _limiter("moving", self.storage)
         return other
 
@@ -152,6 +158,42 @@ class Counter:
         """Count one call; 429 with ``Retry-After`` once the window is full."""
         if not await self._call(self.limiter.hit(rate, *key)):
             raise RateLimited(await self.retry_after(rate, *key))
+
+    def scripts(self, rate: RateLimitItem, keys: list[tuple[str, ...]]) -> list[ScriptCall]:
+        """The hits of ``keys`` as the Lua script calls ``limits`` makes for them on one
+        Redis (its sliding-window script, its key names), for a caller that sends them
+        with a command of its own in one round trip (``RedisStore.get_and_run``: the
+        session's read). ``settle`` reads their replies. Only for a sliding-window counter
+        on one Redis (``shares``)."""
+        storage = cast("Any", self.storage)
+        script = storage.bridge.lua_acquire_sliding_window
+        calls = []
+        for key in keys:
+            name = rate.key_for(*key)
+            current = storage.bridge.prefixed_key(storage._current_window_key(name))
+            previous = storage.bridge.prefixed_key(storage._previous_window_key(name))
+            calls.append((script, [previous, current], [rate.amount, rate.get_expiry(), 1]))
+        return calls
+
+    def shares(self, url: str | None) -> bool:
+        """Whether these are sliding-window counters on the one Redis at ``url`` (not a
+        cluster: a session and a counter there live on different nodes), so that a hit
+        can go with a read of the store's in one round trip."""
+        return (
+            url is not None
+            and url == self.uri
+            and self.strategy == "sliding"
+            and self._deadline is not None  # one Redis through redis-py
+        )
+
+    async def settle(
+        self, rate: RateLimitItem, keys: list[tuple[str, ...]], replies: list[Any]
+    ) -> None:
+        """429 if one of the hits ``scripts`` sent was refused (its ``Retry-After`` from
+        that counter)."""
+        for key, accepted in zip(keys, replies, strict=True):
+            if not accepted:
+                raise RateLimited(await self.retry_after(rate, *key))
 
     async def count(self, rate: RateLimitItem, *key: str) -> None:
         """Count one event without refusing anything (a failed log-in)."""

@@ -1,4 +1,4 @@
-"""Pipeline stage 1: server-side sessions behind an opaque cookie.
+"""Pipeline stage 6: server-side sessions behind an opaque cookie.
 
 The cookie holds only a random ID (256 bits); the data lives in a store, under an
 HMAC of that ID, so a copy of the store holds no usable cookie. A session is made
@@ -46,7 +46,15 @@ if TYPE_CHECKING:
     from bastion.crypto.keys import KeyRing
     from bastion.stores import Store
 
-__all__ = ["Session", "SessionManager", "cookie_name", "get_session", "session_cookie"]
+__all__ = [
+    "Pending",
+    "Session",
+    "SessionManager",
+    "cookie_name",
+    "get_session",
+    "session_cookie",
+    "session_id",
+]
 
 logger = logging.getLogger("bastion")
 
@@ -60,6 +68,10 @@ _INDEX: Final = "user-sessions:"
 _INDEX_ATTEMPTS: Final = 20
 """Compare-and-set attempts on a user's list of sessions before giving up (only
 simultaneous sign-ins of one user contend for it)."""
+_HINTS: Final = 10_000
+"""Sessions whose user this process keeps in mind (``SessionManager.hint``): ~2 MB."""
+UNKNOWN: Final = object()
+"""``SessionManager.hint`` for a session this process has not loaded lately."""
 _CONFIRM_AFTER: Final = 0.1
 """Seconds after its session was loaded past which a call confirms that the session
 still exists before its handler runs (a log-out may have ended it meanwhile)."""
@@ -215,9 +227,36 @@ class Session(MutableMapping[str, Any]):
         return f"Session(exists={self.exists}, keys={sorted(self._data)})"
 
 
+def session_id(cookie: str | None) -> str | None:
+    """``cookie`` if it has the shape of a session ID bastion issues, else ``None``."""
+    return cookie if cookie is not None and _ID.fullmatch(cookie) else None
+
+
+class Pending:
+    """The session of an action call until bastion's pipeline loads it, after the
+    checks that need no state (route, origin), so that its read can go with the call's
+    rate-limit hit in one round trip to a shared Redis. The middleware saves what the
+    pipeline put here; it is one object, so a middleware that copies the scope between
+    them sees it too."""
+
+    __slots__ = ("cookie", "session")
+
+    def __init__(self, cookie: str | None) -> None:
+        self.cookie = cookie
+        """The session ID the call's cookie names, if any."""
+        self.session: Session | None = None
+
+
 def get_session(scope: Scope) -> Session:
     """The session of this request; bastion's middleware put it in the scope."""
-    session: Session | None = scope.get(SCOPE_KEY)
+    session: Session | Pending | None = scope.get(SCOPE_KEY)
+    if isinstance(session, Pending):
+        if session.session is None:
+            raise RuntimeError(
+                "this action call's session is not loaded yet: bastion's pipeline loads it "
+                "after the route and origin checks; an action reads it as ctx.session"
+            )
+        return session.session
     if session is None:
         raise RuntimeError(
             "no bastion session here: add bastion to the app with bastion.mount(app)"
@@ -236,21 +275,50 @@ class SessionManager:
         self.store = store
         self.keys = keys
         self.config = config
+        self._users: dict[str, Any] = {}
+        """The user of each session this process loaded lately, by storage key (``hint``)."""
+
+    def hint(self, sid: str | None) -> tuple[str, Any] | None:
+        """The storage key of ``sid`` and the user its session had when this process last
+        loaded it (``None``: anonymous), or ``UNKNOWN``; ``None`` when ``sid`` is not a
+        session ID at all (no store read is needed to know there is no session).
+
+        A session ID's user never changes: signing in or out gives the session a new ID.
+        So the rate-limit hit of a call can be sent with its session's read, keyed by
+        this user; if the session turns out to have ended, the call is counted again
+        under what it is now (``forget``)."""
+        if sid is None or session_id(sid) is None:
+            return None
+        key = self.store_keys(sid)[0]
+        return key, self._users.get(key, UNKNOWN)
+
+    def forget(self, key: str) -> None:
+        self._users.pop(key, None)
+
+    def _remember_user(self, key: str, user: Any) -> None:
+        users = self._users
+        if len(users) >= _HINTS and key not in users:
+            del users[next(iter(users))]  # the oldest: dicts keep their insertion order
+        users[key] = user
 
     def store_keys(self, sid: str) -> list[str]:
         """Where a session is stored: under the current key first, then each fallback."""
         raw = sid.encode()
         return ["session:" + mac(key, raw).hex() for key in self.keys.all("session")]
 
-    async def load(self, sid: str | None) -> Session:
+    async def load(self, sid: str | None, first: tuple[str, bytes | None] | None = None) -> Session:
+        """The session ``sid`` names, or a new one (not yet in the store) if none is live.
+        ``first``: what the store held under its current storage key, read already."""
         if sid is None or not _ID.fullmatch(sid):
             return Session()
         raw, generation = None, 0
-        for generation, key in enumerate(self.store_keys(sid)):  # noqa: B007 - used below
-            raw = await self.store.get(key)
+        keys = self.store_keys(sid)
+        for generation, key in enumerate(keys):
+            raw = first[1] if first is not None and generation == 0 else await self.store.get(key)
             if raw is not None:
                 break
         if raw is None:
+            self.forget(keys[0])
             return Session()
         # pydantic-core's parser: ~0.6 µs for a record, against ~3.5 µs for json.loads (every
         # call reads one). Keys only in its string cache: never a session's secret.
@@ -261,9 +329,12 @@ class SessionManager:
             now - record["created"] > timeouts.absolute_timeout
             or now - record["seen"] > timeouts.idle_timeout
         ):
+            self.forget(keys[0])
             return Session()
         session = Session(sid, record)
         session._stored = (key, raw)
+        if not generation:
+            self._remember_user(key, session.user_id)
         if generation:
             # Stored under a key now in the fallbacks: move it under the current one.
             session._dead.append(sid)

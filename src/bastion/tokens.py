@@ -1,10 +1,10 @@
-"""Pipeline stage 4: API tokens, how a script or another service calls an action without
+"""Pipeline stage 3: API tokens, how a script or another service calls an action without
 a browser.
 
 A user (or an admin, for a service account) creates a named token with scopes and an
 expiry; its secret is shown once and kept only as its SHA-256. A call that sends it as
 ``Authorization: Bearer bst_…`` is that user's call, with no cookie and so no CSRF token
-(pipeline stage 4, "API token"), but only to an action that accepts tokens
+(pipeline stage 3, "API token"), but only to an action that accepts tokens
 (``@bastion.action(tokens=...)``) and whose scopes the token holds. Refused, always:
 
 - a token and a session cookie on one call: which of the two is the caller? (400)

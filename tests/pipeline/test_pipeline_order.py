@@ -21,14 +21,24 @@ def numbered() -> list[tuple[int, str, str]]:
 
 def test_the_stages_run_checks_then_the_reply_then_guard_and_audit() -> None:
     """The refusing checks first, the count of an early refusal, the release of
-    dependencies whatever happened, the reply once, then the taint guard, the keeping of
-    an idempotent reply (after the guard: a reply it refused is never replayed) and the
-    audit last."""
+    dependencies whatever happened, the reply once, then the taint guard, the flash kept
+    (after the guard: a flash it refused is never kept), the keeping of an idempotent
+    reply (likewise) and the audit last. The checks that need no state (the CSRF token is
+    bound to the cookie's session ID) come before the session is read; the rate limit
+    right after it (one round trip on Redis)."""
     whens = [stage.when for stage in pipeline.STAGES]
-    assert whens == ["checks"] * 15 + ["refused", "release", "reply"] + ["always"] * 3
-    names = [stage.name for stage in pipeline.STAGES][-3:]
-    assert names == ["taint guard", "idempotency", "audit"]
-    assert [stage.name for stage in pipeline.STAGES][:3] == ["session", "route", "origin"]
+    assert whens == ["checks"] * 15 + ["refused", "release", "reply"] + ["always"] * 4
+    names = [stage.name for stage in pipeline.STAGES]
+    assert names[-4:] == ["taint guard", "flash", "idempotency", "audit"]
+    assert names[:7] == [
+        "route",
+        "origin",
+        "API token",
+        "form fields",
+        "CSRF token",
+        "session",
+        "rate limit",
+    ]
 
 
 def test_the_docstring_table_is_the_tuple() -> None:

@@ -229,17 +229,21 @@ def _tokens_and_cookies() -> list[tuple[str, Attack]]:
     )
     in_body = b'{"name":"a","_csrf":"{csrf}"}'
     cases.append(("token-in-the-json-body", Attack("greet", *CSRF, in_body, token="none")))
-    # A valid token whose session cookie is missing, forged or mangled: no session.
+    # A valid token whose session cookie is missing or mangled: no session. A cookie
+    # swapped for a well-formed one of the attacker's making (cookie tossing): the token
+    # is not that cookie's, refused as forged before the store is read.
     for kind in corpus.COOKIES:
-        cases.append((f"cookie-{kind}", Attack("greet", *NO_SESSION, GREETING, cookie=kind)))
+        refusal = CSRF if kind == "forged" else NO_SESSION
+        cases.append((f"cookie-{kind}", Attack("greet", *refusal, GREETING, cookie=kind)))
     for kind in ("none", "forged", "twice"):
-        form = Attack("greet", *NO_SESSION, b"name=a", FORM, cookie=kind, plain=True)
+        refusal = CSRF if kind == "forged" else NO_SESSION
+        form = Attack("greet", *refusal, b"name=a", FORM, cookie=kind, plain=True)
         cases.append((f"plain-form-cookie-{kind}", form))
     publish = b'{"title":"a"}'
     cases.append(
         (
             "signed-in-action-with-a-forged-cookie",
-            Attack("publish", *NO_SESSION, publish, cookie="forged", caller="admin"),
+            Attack("publish", *CSRF, publish, cookie="forged", caller="admin"),
         )
     )
     return cases

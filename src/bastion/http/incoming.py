@@ -17,7 +17,7 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.types import Scope
 
-__all__ = ["RequestHeaders"]
+__all__ = ["RequestHeaders", "path_below"]
 
 _SCOPE_KEY = "bastion.headers"
 
@@ -66,3 +66,17 @@ class RequestHeaders(Headers):
 
     def __contains__(self, key: Any) -> bool:
         return isinstance(key, str) and key.lower() in self._index
+
+
+def path_below(scope: Scope, prefix: str) -> str:
+    """The path below bastion's prefix, whether mounted with Starlette or served
+    directly; ``""`` for a path outside the prefix (answered 404)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if root.endswith(prefix):  # mounted: the mount point consumed the prefix
+        return path
+    if path.startswith(prefix + "/"):  # served on its own
+        return path[len(prefix) :]
+    return ""

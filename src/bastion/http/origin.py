@@ -1,4 +1,4 @@
-"""Pipeline stage 3: where the call comes from, judged before any state is touched.
+"""Pipeline stage 2: where the call comes from, judged before any state is touched.
 
 In this order:
 
@@ -9,8 +9,8 @@ In this order:
    host and port). ``null`` (sandboxed frames, some redirects) and anything malformed
    are 403, never a 500 and never "missing".
 3. No ``Origin`` but a ``Referer`` → the Referer's origin must be allowed.
-4. Neither → allowed here; the CSRF token (stage 6) is still required (a script's call
-   may bring an API token, stage 4, instead).
+4. Neither → allowed here; the CSRF token (stage 5) is still required (a script's call
+   may bring an API token, stage 3, instead).
 
 ``Host`` and ``X-Forwarded-*`` decide nothing: origins are compared with the
 configured list, never with what the request says it was sent to.

@@ -80,13 +80,13 @@ def check(runtime: Runtime, connection: HTTPConnection) -> None:
     scope = connection.scope
     if scope.get("method") in SAFE_METHODS:
         return
-    # The session first, as stage 1: no session middleware is a set-up mistake (a 500
+    # The session first, as in an action call: no session middleware is a set-up mistake (a 500
     # naming bastion.mount), never a call let through.
     session = get_session(scope)
     headers = Headers(scope=scope)
     label = _label(connection)
     origin.check(headers, runtime.origins_for(scope), label)
-    csrf.verify(session, headers, None, runtime.keys, label)
+    csrf.verify(session.id, headers, None, runtime.keys, label)
 
 
 def respond(request: Request, exc: Exception) -> Response:

@@ -3,22 +3,26 @@
 Every action call runs these stages, in this order; each is one small function here
 that calls the module doing the work. Cheap, stateless refusals come first, and nothing
 decoded from the body reaches a model, a handler or a database before every earlier
-stage has passed. The first stage to refuse ends the call with its refusal; a refusal
-that came before the rate limit is counted against the caller's address instead; the
-taint guard and the audit event run whatever happened.
+stage has passed. The session is read once the checks that need no state (the CSRF
+token included: it is bound to the cookie's session ID) have passed, and on a Redis that
+also holds the counters its read and the rate-limit hit are one round trip. The first
+stage to refuse ends the call with its refusal; a refusal that came before the rate
+limit is counted against the caller's address instead; the taint guard and the audit
+event run whatever happened.
 (``tests/pipeline/test_pipeline_order.py`` holds this table, the tuple, each module's
 first line and the security model's table to one order.)
 
-    1  session          sessions         loaded by the middleware before the app  503
-    2  route            transport        action, method, forwarding, content     404 405 400
+    1  route            transport        action, method, forwarding, content     404 405 400
                                          type, declared length                   415 413
-    3  origin           origin           Sec-Fetch-Site, Origin, Referer         403
-    4  API token        tokens           a Bearer token: not in the URL, no      400 401 403
+    2  origin           origin           Sec-Fetch-Site, Origin, Referer         403
+    3  API token        tokens           a Bearer token: not in the URL, no      400 401 403
                                          cookie too, accepted and scoped, live   429 503
-    5  form fields      decoding         a plain form's body as far as its       400 408 413
+    4  form fields      decoding         a plain form's body as far as its       400 408 413
                                          token (the pre-token cap)
-    6  CSRF token       csrf             bound to the session (every call with   403
-                                         a cookie)
+    5  CSRF token       csrf             bound to the cookie's session ID        403
+                                         (every call with a cookie)
+    6  session          sessions         the cookie's session, read from the     503 403
+                                         store (with stage 7's hit, on Redis)
     7  rate limit       ratelimit        per address and per user                429
     8  policy           policy           who may call (loads the user if needed) 401 403
     9  body             decoding         a script's capped body; the session     400 408 413
@@ -36,9 +40,11 @@ first line and the security model's table to one order.)
                                          output and before the reply
     18 respond          responses        JSON, 303 + flash, or htmx              200 303
     19 taint guard      taint            no tainted value in reply, flash, URL   500
-    20 idempotency      idempotency      an idempotent call's reply kept for its
+    20 flash            flash            the flash kept in the session (read
+                                         now for a call refused before stage 6)
+    21 idempotency      idempotency      an idempotent call's reply kept for its
                                          repeats (or its key released)
-    21 audit            events           one AuditEvent per call
+    22 audit            events           one AuditEvent per call
 """
 
 from __future__ import annotations
@@ -73,7 +79,8 @@ from bastion.http import network, origin, responses
 from bastion.http.incoming import RequestHeaders
 from bastion.pipeline import flash
 from bastion.pipeline.stages import binding, decoding, depends, execute, output, transport
-from bastion.sessions import Session, get_session
+from bastion.sessions import SCOPE_KEY, Pending, Session, get_session, session_id
+from bastion.sessions import UNKNOWN as NOT_SEEN
 from bastion.taint import TaintedOutput
 from bastion.telemetry import UNKNOWN, Outcome, Telemetry
 
@@ -129,6 +136,10 @@ class Call:
     principal: Any = None
     counted: bool = False
     """Whether the rate-limit stage was reached (a refusal after it is not counted again)."""
+    read: bool = False
+    """Whether the session stage ran (a store that failed it is not asked again)."""
+    ahead: Ahead | None = None
+    """The rate-limit hits sent with the session's read (one round trip), for stage 7."""
     claim: idempotency.Claim | None = None
     """The idempotency key this call holds (an ``idempotent=True`` action's)."""
     ran: bool = False
@@ -158,11 +169,19 @@ class Stage:
     when nothing refused; ``always``: last."""
 
 
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """Rate-limit hits sent with the session's read: the storage key read, the user they
+    were keyed by (the session's when this process last loaded it), the keys, and what
+    the counters answered."""
+
+    key: str
+    user: Any
+    keys: list[tuple[str, ...]]
+    replies: list[Any]
+
+
 # --- the stages, in their order -------------------------------------------------------
-
-
-def _session(call: Call, runtime: Runtime) -> None:
-    call.session = get_session(call.scope)
 
 
 def _route(call: Call, runtime: Runtime) -> None:
@@ -216,7 +235,43 @@ def _csrf(call: Call, runtime: Runtime) -> None:
     if call.token is not None:
         return  # no cookie, so nothing a cross-site page could make the browser send
     form_token = call.body.reserved.get(csrf.FIELD) if call.body is not None else None
-    csrf.verify(_session_of(call), call.headers, form_token, runtime.keys, _spec(call).name)
+    csrf.verify(_cookie_session_id(call), call.headers, form_token, runtime.keys, _spec(call).name)
+
+
+def _session(call: Call, runtime: Runtime) -> Awaitable[None] | None:
+    call.read = True
+    if call.token is not None:
+        return None  # the API token's own session (a token call sends no cookie)
+    held = call.scope.get(SCOPE_KEY)
+    if isinstance(held, Pending) and held.session is None:
+        return _load_session(call, runtime, held)
+    call.session = get_session(call.scope)  # the middleware loaded it (or the pipeline)
+    return None
+
+
+async def _load_session(call: Call, runtime: Runtime, held: Pending) -> None:
+    spec, sessions = _spec(call), runtime.sessions
+    try:
+        hint = sessions.hint(held.cookie)
+        read_and_count = runtime.read_and_count
+        if hint is None or hint[1] is NOT_SEEN or spec.rate is None or read_and_count is None:
+            session = await sessions.load(held.cookie)
+        else:
+            # One round trip: the session's read and the hits of stage 7, keyed by the
+            # user this session had (a session ID's user never changes).
+            key, user = hint
+            keys = _count_keys(spec, user, runtime.client_address(call.scope))
+            raw, replies = await read_and_count(key, runtime.counter.scripts(spec.rate, keys))
+            call.ahead = Ahead(key, user, keys, replies)
+            session = await sessions.load(held.cookie, (key, raw))
+    except Exception:
+        # Fail closed: without its session, the call does not go on.
+        logger.exception("bastion: the session store failed to load a session")
+        raise ServiceUnavailable() from None
+    held.session = call.session = session
+    if session.id is None:
+        # The token (stage 5) was made for the cookie's session, which has ended since.
+        csrf.session_ended(spec.name)
 
 
 def _rate_limit(call: Call, runtime: Runtime) -> Awaitable[None] | None:
@@ -225,7 +280,14 @@ def _rate_limit(call: Call, runtime: Runtime) -> Awaitable[None] | None:
     ctx = _context(call, runtime)
     if spec.rate is None:
         return None
-    return _count(runtime, spec, spec.rate, ctx.session, ctx.client)
+    ahead, user = call.ahead, ctx.session.user_id
+    if ahead is not None:
+        if ahead.user == user and type(ahead.user) is type(user):
+            return runtime.counter.settle(spec.rate, ahead.keys, ahead.replies)
+        # The session ended since (or this process's note of it was wrong): counted
+        # again as what it is now; the hits sent ahead stay on the counters they named.
+        runtime.sessions.forget(ahead.key)
+    return _count(runtime, spec, spec.rate, _count_keys(spec, user, ctx.client))
 
 
 async def _policy(call: Call, runtime: Runtime) -> None:
@@ -360,6 +422,36 @@ def _taint_guard(call: Call, runtime: Runtime) -> None:
         call.response = _guard(runtime, call, call.response)
 
 
+def _keep_flash(call: Call, runtime: Runtime) -> Awaitable[None] | None:
+    if call.session is None and call.token is None and not call.read:
+        return _session_after_refusal(call, runtime)
+    if call.flash is not None:
+        _session_of(call).set_flash(call.flash)
+    return None
+
+
+async def _session_after_refusal(call: Call, runtime: Runtime) -> None:
+    """A call refused before stage 6 (an unknown action, another origin): its session
+    now, for its flash and its audit line's user."""
+    held = call.scope.get(SCOPE_KEY)
+    try:
+        if isinstance(held, Pending):
+            if held.session is None:
+                held.session = await runtime.sessions.load(held.cookie)
+            call.session = held.session
+        elif held is not None:
+            call.session = held
+    except Exception:
+        logger.exception("bastion: the session store failed to load a session")
+        if call.flash is not None:
+            # The page it would send the browser to could not show why: 503 instead.
+            call.flash, call.error, call.stage = None, UNAVAILABLE, "flash"
+            call.response = responses.error(UNAVAILABLE, message=_words(runtime, UNAVAILABLE))
+        return
+    if call.flash is not None and call.session is not None:
+        call.session.set_flash(call.flash)
+
+
 def _idempotency(call: Call, runtime: Runtime) -> Awaitable[None] | None:
     held = call.claim
     return None if held is None else _keep(call, runtime, held)
@@ -408,12 +500,12 @@ async def _audit(call: Call, runtime: Runtime) -> None:
 
 
 STAGES: Final[tuple[Stage, ...]] = (
-    Stage("session", "sessions", _session),
     Stage("route", "pipeline.stages.transport", _route),
     Stage("origin", "http.origin", _origin),
     Stage("API token", "tokens", _api_token),
     Stage("form fields", "pipeline.stages.decoding", _form_fields),
     Stage("CSRF token", "csrf", _csrf),
+    Stage("session", "sessions", _session),
     Stage("rate limit", "ratelimit", _rate_limit),
     Stage("policy", "actions.policy", _policy),
     Stage("body", "pipeline.stages.decoding", _body),
@@ -427,6 +519,7 @@ STAGES: Final[tuple[Stage, ...]] = (
     Stage("release", "pipeline.stages.depends", _release, "release"),
     Stage("respond", "http.responses", _respond, "reply"),
     Stage("taint guard", "taint", _taint_guard, "always"),
+    Stage("flash", "pipeline.flash", _keep_flash, "always"),
     Stage("idempotency", "idempotency", _idempotency, "always"),
     Stage("audit", "events", _audit, "always"),
 )
@@ -565,6 +658,15 @@ def _kind(call: Call) -> BodyKind:
     return call.kind
 
 
+def _cookie_session_id(call: Call) -> str | None:
+    """The session ID the call's cookie names (its session not read yet, or read by the
+    middleware: then its ID, ``None`` if it had ended)."""
+    held = call.scope.get(SCOPE_KEY)
+    if isinstance(held, Pending):
+        return session_id(held.cookie) if held.session is None else held.session.id
+    return get_session(call.scope).id
+
+
 def _session_of(call: Call) -> Session:
     if call.session is None:  # pragma: no cover - the session stage comes first
         raise RuntimeError("no session yet")
@@ -586,17 +688,23 @@ def _context(call: Call, runtime: Runtime) -> Context:
     return call.ctx
 
 
-async def _count(
-    runtime: Runtime, spec: ActionSpec, rate: RateLimitItem, session: Session, client: str | None
-) -> None:
-    """Stage 7: one call counted per signed-in user, and per client address for every
+def _count_keys(spec: ActionSpec, user_id: Any, client: str | None) -> list[tuple[str, ...]]:
+    """Stage 6's counters: one per signed-in user, and one per client address for every
     anonymous call and every call of an action anyone may call: signing in (with any
     account) must not lift a public action's limit for an address that spent it."""
-    user_id = session.user_id
+    keys: list[tuple[str, ...]] = []
     if user_id is not None:
-        await runtime.counter.hit(rate, "action", spec.name, f"user:{user_id}")
+        keys.append(("action", spec.name, f"user:{user_id}"))
     if user_id is None or spec.policy.admits_anonymous:
-        await runtime.counter.hit(rate, "action", spec.name, str(client))
+        keys.append(("action", spec.name, str(client)))
+    return keys
+
+
+async def _count(
+    runtime: Runtime, spec: ActionSpec, rate: RateLimitItem, keys: list[tuple[str, ...]]
+) -> None:
+    for key in keys:
+        await runtime.counter.hit(rate, *key)
 
 
 def _log_failure(call: Call, exc: BaseException) -> str:
@@ -621,8 +729,7 @@ def _guard(runtime: Runtime, call: Call, response: Response) -> Response:
     body = bytes(response.body)
     for found in (t.find(body, location, flash_json) for t in taints):
         if found is not None:
-            if call.flash is not None:
-                _session_of(call).pop_flash()
+            call.flash = None  # never kept: it holds the tainted value
             call.error, call.digest = INTERNAL, _log_failure(call, TaintedOutput(found))
             call.stage = "taint guard"
             return responses.error(INTERNAL, digest=call.digest, message=_words(runtime, INTERNAL))
@@ -636,8 +743,8 @@ def _is_form_post(headers: Headers) -> bool:
 
 
 def _flash(call: Call, outcome: flash.Flash) -> None:
+    # Kept in the session after the taint guard (stage 20).
     call.flash = outcome.to_dict()
-    _session_of(call).set_flash(call.flash)
 
 
 def _words(runtime: Runtime, exc: ActionError) -> str:

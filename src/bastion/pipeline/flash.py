@@ -1,4 +1,4 @@
-"""The flash: what a plain form post (no JavaScript) left for the next page.
+"""Pipeline stage 20: the flash, what a plain form post (no JavaScript) left for the next page.
 
 A browser that posts a form gets a 303 and then loads a page; the outcome travels
 in the session and is shown once. It holds the public message, the field errors,

@@ -10,7 +10,7 @@ sits in its own holder, ``Fragments``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from bastion.errors import ConfigurationError
 from bastion.events import AuditSink
 from bastion.http import network
 from bastion.messages import DEFAULT, Messages
-from bastion.ratelimit import Counter
+from bastion.ratelimit import Counter, ScriptCall
 from bastion.sessions import Session, SessionManager
 from bastion.stores import Store
 from bastion.taint import TaintSet
@@ -37,6 +37,9 @@ from bastion.tokens import Tokens
 if TYPE_CHECKING:
     import jinja2
     from limits import RateLimitItem
+
+ReadAndCount = Callable[[str, Sequence[ScriptCall]], Awaitable[tuple[bytes | None, list[Any]]]]
+"""A store key's value and the counters' replies, from one round trip."""
 
 __all__ = ["Fragments", "Runtime"]
 
@@ -97,6 +100,9 @@ class Runtime:
     telemetry: Telemetry | None = None
     """Spans and metrics per call (``Bastion(telemetry=...)``); ``None``: off."""
     fragments: Fragments = field(default_factory=Fragments)
+    read_and_count: ReadAndCount | None = None
+    """The store's read of a key with the counters' hits in one round trip, when both are
+    on one Redis (``RedisStore.get_and_run``); ``None``: a read, then the hits."""
     checked_servers: set[tuple[object, ...]] = field(default_factory=set)
     """Listening addresses found on loopback, for debug mode (checked once each)."""
 

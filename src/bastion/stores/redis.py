@@ -21,7 +21,8 @@ and keys copied from a single Redis into a cluster keep their sessions valid.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -31,7 +32,7 @@ try:
     from redis.asyncio.cluster import ClusterNode, RedisCluster
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import ClusterDownError, SlotNotCoveredError
+    from redis.exceptions import ClusterDownError, NoScriptError, SlotNotCoveredError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as missing:  # pragma: no cover - depends on what is installed
@@ -225,6 +226,39 @@ class RedisStore:
     async def get(self, key: str) -> bytes | None:
         value = await self._bounded(lambda: self._redis.get(self.prefix + key))
         return value.encode() if isinstance(value, str) else value
+
+    async def get_and_run(
+        self, key: str, scripts: Sequence[tuple[Any, list[str], list[Any]]]
+    ) -> tuple[bytes | None, list[Any]]:
+        """``get(key)`` and each Lua script (a redis-py ``Script``, its keys and arguments:
+        the rate-limit counters' hits, ``Counter.scripts``) in one round trip: a pipeline,
+        not a transaction (each command stands on its own, as when sent apart).
+
+        Only on one Redis: on a cluster the key and the scripts' keys live on different
+        nodes. A script Redis no longer holds (it restarted) is loaded and run again."""
+        if self._deadline is None:
+            raise RuntimeError("get_and_run is for one Redis, not a cluster")
+
+        async def send() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.get(self.prefix + key)
+            for script, keys, args in scripts:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return await pipe.execute(raise_on_error=False)
+
+        value, *replies = await self._bounded(send)
+        for at, reply in enumerate(replies):
+            if isinstance(reply, NoScriptError):
+                # The script's own call loads it on this Redis, then runs it.
+                replies[at] = await self._bounded(functools.partial(self._run, *scripts[at]))
+            elif isinstance(reply, Exception):
+                raise reply
+        if isinstance(value, Exception):
+            raise value
+        return (value.encode() if isinstance(value, str) else value), replies
+
+    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        return await script(keys=keys, args=args, client=self._redis)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
         px = max(1, int(ttl * 1000))

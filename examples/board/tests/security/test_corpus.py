@@ -234,10 +234,14 @@ def _tokens() -> list[tuple[str, Attack]]:
     for kind in ("none", "forged", "other-session", "other-secret", "flipped", "twice"):
         attack = Attack("create_post", *CSRF, draft, token=kind, caller="author")
         cases.append((f"create-post-token-{kind}", attack))
-    for kind in ("forged", "twice", "none"):
-        # The page's own token, sent with no live session: told so (no_session).
+    for kind in ("twice", "none"):
+        # The page's own token, sent with no session cookie: told so (no_session).
         attack = Attack("create_post", *NO_SESSION, draft, cookie=kind, caller="author")
         cases.append((f"create-post-cookie-{kind}", attack))
+    # A cookie swapped for one of the attacker's making (cookie tossing): the page's token
+    # is not that cookie's, refused before the store is read.
+    tossed = Attack("create_post", *CSRF, draft, cookie="forged", caller="author")
+    cases.append(("create-post-cookie-forged", tossed))
     role = Attack("change_role", *CSRF, b'{"role":"admin"}', token="none", caller="admin")
     cases.append(("change-role-without-a-token", role))
     # A forged "sign out everywhere" from another site would sign a victim out of

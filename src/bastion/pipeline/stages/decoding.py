@@ -1,4 +1,4 @@
-"""Pipeline stages 5, 9 and 10: the capped body, split into flat fields, then validated.
+"""Pipeline stages 4, 9 and 10: the capped body, split into flat fields, then validated.
 
 Three steps, kept apart because other stages sit between them: ``read_form_start``
 reads a plain form only as far as its CSRF token (``_csrf``, one of its fields), within

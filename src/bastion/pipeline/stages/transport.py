@@ -1,4 +1,4 @@
-"""Pipeline stage 2: route and transport, from the headers alone.
+"""Pipeline stage 1: route and transport, from the headers alone.
 
 Nothing of the body is read here: an unknown action, a wrong method, an unaccepted
 content type or a declared length over the cap is refused before the first byte.
