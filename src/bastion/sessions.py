@@ -312,11 +312,16 @@ class SessionManager:
         if sid is None or not _ID.fullmatch(sid):
             return Session()
         raw, generation = None, 0
-        keys = self.store_keys(sid)
-        for generation, key in enumerate(keys):
-            raw = first[1] if first is not None and generation == 0 else await self.store.get(key)
-            if raw is not None:
-                break
+        if first is not None and first[1] is not None:
+            keys, (key, raw) = [first[0]], first
+        else:
+            keys = self.store_keys(sid)
+            for generation, key in enumerate(keys):
+                # Under the current key: what the caller read already (nothing), if it did.
+                read = first is not None and not generation
+                raw = None if read else await self.store.get(key)
+                if raw is not None:
+                    break
         if raw is None:
             self.forget(keys[0])
             return Session()

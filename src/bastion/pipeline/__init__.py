@@ -252,16 +252,16 @@ def _session(call: Call, runtime: Runtime) -> Awaitable[None] | None:
 async def _load_session(call: Call, runtime: Runtime, held: Pending) -> None:
     spec, sessions = _spec(call), runtime.sessions
     try:
-        hint = sessions.hint(held.cookie)
-        read_and_count = runtime.read_and_count
-        if hint is None or hint[1] is NOT_SEEN or spec.rate is None or read_and_count is None:
+        read_and_count, rate = runtime.read_and_count, spec.rate
+        hint = None if read_and_count is None or rate is None else sessions.hint(held.cookie)
+        if read_and_count is None or rate is None or hint is None or hint[1] is NOT_SEEN:
             session = await sessions.load(held.cookie)
         else:
             # One round trip: the session's read and the hits of stage 7, keyed by the
             # user this session had (a session ID's user never changes).
             key, user = hint
             keys = _count_keys(spec, user, runtime.client_address(call.scope))
-            raw, replies = await read_and_count(key, runtime.counter.scripts(spec.rate, keys))
+            raw, replies = await read_and_count(key, runtime.counter.scripts(rate, keys))
             call.ahead = Ahead(key, user, keys, replies)
             session = await sessions.load(held.cookie, (key, raw))
     except Exception:
