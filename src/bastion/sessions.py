@@ -234,10 +234,10 @@ def session_id(cookie: str | None) -> str | None:
 
 class Pending:
     """The session of an action call until bastion's pipeline loads it, after the
-    checks that need no state (route, origin), so that its read can go with the call's
-    rate-limit hit in one round trip to a shared Redis. The middleware saves what the
-    pipeline put here; it is one object, so a middleware that copies the scope between
-    them sees it too."""
+    checks that need no state (route, origin, the CSRF token), so that its read can go
+    with the call's rate-limit hit in one round trip to a shared Redis. The middleware
+    saves what the pipeline put here; it is one object, so a middleware that copies the
+    scope between them sees it too."""
 
     __slots__ = ("cookie", "session")
 
@@ -254,7 +254,7 @@ def get_session(scope: Scope) -> Session:
         if session.session is None:
             raise RuntimeError(
                 "this action call's session is not loaded yet: bastion's pipeline loads it "
-                "after the route and origin checks; an action reads it as ctx.session"
+                "after the checks that need none; an action reads it as ctx.session"
             )
         return session.session
     if session is None:
@@ -340,7 +340,7 @@ class SessionManager:
         session._stored = (key, raw)
         if not generation:
             self._remember_user(key, session.user_id)
-        if generation:
+        else:
             # Stored under a key now in the fallbacks: move it under the current one.
             session._dead.append(sid)
             session.modified = True
@@ -363,8 +363,11 @@ class SessionManager:
     async def save(self, session: Session, name: str, secure: bool) -> list[tuple[bytes, bytes]]:
         store = self.store
         for dead in session._dead:
-            for key in self.store_keys(dead)[0 if dead != session.id else 1 :]:
+            keys = self.store_keys(dead)
+            for key in keys[0 if dead != session.id else 1 :]:
                 await store.delete(key)
+            if dead != session.id:
+                self.forget(keys[0])
         session._dead.clear()
         sid = session.id
         if sid is not None and session.modified:
@@ -383,6 +386,7 @@ class SessionManager:
             expected = stored[1] if stored is not None and stored[0] == key else None
             if await store.compare_and_set(key, expected, value, max(ttl, 1.0)):
                 session._stored = (key, value)
+                self._remember_user(key, record.get("user"))
                 if expected is None and record.get("user") is not None:
                     # A new storage key of a signed-in session (a sign-in, or a move
                     # from a fallback key): listed under its user, to be ended with

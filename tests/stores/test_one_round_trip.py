@@ -11,7 +11,7 @@ session that ended, with one round trip instead of two.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,10 +103,9 @@ def build(url: str, counted: Counted) -> Bastion[Member]:
     return app
 
 
-def calls_cost(raw: redis.Redis, call: object) -> int:
+def calls_cost(raw: redis.Redis, call: Callable[[], object]) -> int:
     """The round trips ``call()`` made to Redis."""
     before = round_trips(raw)
-    assert callable(call)
     call()
     # The second reading's own request is counted by the time it answers.
     return round_trips(raw) - before - 1
@@ -115,11 +114,10 @@ def calls_cost(raw: redis.Redis, call: object) -> int:
 def test_a_signed_in_call_is_one_round_trip_and_keeps_its_limit(
     server: RedisServer, raw: redis.Redis
 ) -> None:
-    """A signed-in author calls an action limited to 3 a minute. The first call after
-    signing in reads the session, then counts (this process has not seen the session
-    yet); every later one sends the read and the hit together: one round trip. The limit
-    holds exactly as before: the fourth call is 429 with a Retry-After, and its handler
-    does not run."""
+    """A signed-in author calls an action limited to 3 a minute. This process wrote the
+    session at sign-in, so it knows the session's user: every call sends the read and the
+    hit together, one round trip. The limit holds exactly as before: the fourth call is
+    429 with a Retry-After, and its handler does not run."""
     counted = Counted()
     app = build(server.url, counted)
     with ActionClient(mounted(app), app, origin=ORIGIN) as client:
@@ -153,8 +151,8 @@ def test_an_anonymous_caller_and_a_public_action_are_one_round_trip_too(
     app = build(server.url, counted)
     with ActionClient(mounted(app), app, origin=ORIGIN) as client:
         token = client.token()  # the page rendered a token: the visitor has a session
-        assert client.call("ping", token=token).status_code == 200  # seen, then counted
-        assert calls_cost(raw, lambda: client.call("ping", token=token)) == 1
+        assert client.call("ping", token=token).status_code == 200  # the first call opens
+        assert calls_cost(raw, lambda: client.call("ping", token=token)) == 1  # connections
         assert client.call("sign_in", {"user": 8}, token=token).status_code == 200
         token = client.token()
         assert client.call("ping", token=token).status_code == 200  # the address's third
@@ -265,3 +263,40 @@ def test_counters_elsewhere_are_read_then_hit(server: RedisServer) -> None:
     assert shared.runtime.read_and_count is not None
     anyio.run(app.shutdown)
     anyio.run(shared.shutdown)
+
+
+def test_a_session_this_process_has_not_seen_is_read_then_counted(
+    server: RedisServer, raw: redis.Redis
+) -> None:
+    """Another worker signed the user in: this process knows nothing of the session, so
+    its first call reads it, then counts (two round trips), and the next ones send both
+    together (one)."""
+    counted = Counted()
+    signing_in, serving = build(server.url, counted), build(server.url, counted)
+    with ActionClient(mounted(signing_in), signing_in, origin=ORIGIN) as first:
+        assert first.call("sign_in", {"user": 5}).status_code == 200
+        token = first.token()
+        cookie = first.session_id
+    anyio.run(signing_in.shutdown)
+    with ActionClient(mounted(serving), serving, origin=ORIGIN) as client:
+        # Another visitor first, whose session this process has not seen either: the
+        # worker's connections (the store's and the counters') are open after it.
+        other = client.token()
+        hint = serving.session_manager.hint(client.session_id)
+        assert hint is not None
+        serving.session_manager.forget(hint[0])
+        assert client.call("ping", token=other).status_code == 200
+        client.cookies.clear()
+        client.cookies.set("bastion_session", cookie or "")
+        replies: list[int] = []
+        costs: list[int] = []
+        for _ in range(2):
+            costs.append(
+                calls_cost(
+                    raw, lambda: replies.append(client.call("note", token=token).status_code)
+                )
+            )
+        assert replies == [200, 200]
+        assert costs == [2, 1]
+    assert counted.runs == 3
+    anyio.run(serving.shutdown)
