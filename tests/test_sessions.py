@@ -819,12 +819,15 @@ def test_store_failure_on_load_is_503_and_the_handler_does_not_run(
         # The cookie's own token: the CSRF check (before any store read) passes.
         token = csrf.issue(Session(sid), app.bastion.keys)
         assert_unavailable(client.call("remember", {"text": "x"}, token=token))
+        # A browser's plain form: the 503 itself, never a 303 to a page that could not
+        # show why (its flash has no session to be kept in).
+        assert_unavailable(client.submit("remember", {"text": "x"}, token=token))
         assert_unavailable(client.get("/form"))
     assert app.calls == []
     errors = [r for r in caplog.records if r.name == "bastion"]
     assert [r.getMessage() for r in errors] == [
         "bastion: the session store failed to load a session"
-    ] * 2
+    ] * 3
     assert all(r.exc_info is not None for r in errors)
 
 

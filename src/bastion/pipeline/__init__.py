@@ -426,8 +426,18 @@ def _keep_flash(call: Call, runtime: Runtime) -> Awaitable[None] | None:
     if call.session is None and call.token is None and not call.read:
         return _session_after_refusal(call, runtime)
     if call.flash is not None:
-        _session_of(call).set_flash(call.flash)
+        if call.session is None:  # the store failed the session's read (a 503 already)
+            _flash_lost(call, runtime)
+        else:
+            call.session.set_flash(call.flash)
     return None
+
+
+def _flash_lost(call: Call, runtime: Runtime) -> None:
+    """No session to keep the flash in: the page the reply sends the browser to could not
+    show why, so the reply is the 503 itself."""
+    call.flash, call.error, call.stage = None, UNAVAILABLE, "flash"
+    call.response = responses.error(UNAVAILABLE, message=_words(runtime, UNAVAILABLE))
 
 
 async def _session_after_refusal(call: Call, runtime: Runtime) -> None:
@@ -444,9 +454,7 @@ async def _session_after_refusal(call: Call, runtime: Runtime) -> None:
     except Exception:
         logger.exception("bastion: the session store failed to load a session")
         if call.flash is not None:
-            # The page it would send the browser to could not show why: 503 instead.
-            call.flash, call.error, call.stage = None, UNAVAILABLE, "flash"
-            call.response = responses.error(UNAVAILABLE, message=_words(runtime, UNAVAILABLE))
+            _flash_lost(call, runtime)
         return
     if call.flash is not None and call.session is not None:
         call.session.set_flash(call.flash)
