@@ -172,8 +172,8 @@ class Stage:
 @dataclass(frozen=True, slots=True)
 class Ahead:
     """Rate-limit hits sent with the session's read: the storage key read, the user they
-    were keyed by (the session's when this process last loaded it), the keys, and what
-    the counters answered."""
+    were keyed by (the session's when this process last read or wrote it), the keys,
+    and what the counters answered."""
 
     key: str
     user: Any
@@ -441,8 +441,8 @@ def _flash_lost(call: Call, runtime: Runtime) -> None:
 
 
 async def _session_after_refusal(call: Call, runtime: Runtime) -> None:
-    """A call refused before stage 6 (an unknown action, another origin): its session
-    now, for its flash and its audit line's user."""
+    """A call refused before stage 6 (an unknown action, another origin, a forged
+    token): its session now, for its flash and its audit line's user."""
     held = call.scope.get(SCOPE_KEY)
     try:
         if isinstance(held, Pending):
@@ -697,7 +697,7 @@ def _context(call: Call, runtime: Runtime) -> Context:
 
 
 def _count_keys(spec: ActionSpec, user_id: Any, client: str | None) -> list[tuple[str, ...]]:
-    """Stage 6's counters: one per signed-in user, and one per client address for every
+    """Stage 7's counters: one per signed-in user, and one per client address for every
     anonymous call and every call of an action anyone may call: signing in (with any
     account) must not lift a public action's limit for an address that spent it."""
     keys: list[tuple[str, ...]] = []
