@@ -495,6 +495,20 @@ def traffic(server: Board, author: Author) -> list[Kind]:
             1,
             {413},
             raw_request(
+                port,
+                "POST",
+                author.create,
+                form,
+                f"_csrf={author.token}&a=".encode() + b"x" * (CAP + 4096),
+                chunked=True,
+            ),
+        ),
+        kind(
+            # Its token is not within the pre-token cap (64 KiB): refused there, unread.
+            "chunked form with no token up front",
+            1,
+            {403},
+            raw_request(
                 port, "POST", author.create, form, b"a=" + b"x" * (CAP + 4096), chunked=True
             ),
         ),
