@@ -789,11 +789,11 @@ def _resolve_hosts(
 def _read_and_count(store: Store, counter: Counter) -> ReadAndCount | None:
     """The store's read with the counters' hits in one round trip, when the counters are
     on the store's own Redis (its default for them)."""
-    get_and_run = getattr(store, "get_and_run", None)
+    get_and_run: ReadAndCount | None = getattr(store, "get_and_run", None)
+    # ``shares`` is false on a cluster: there a session and a counter live on different nodes.
     if get_and_run is None or not counter.shares(getattr(store, "rate_limit_storage", None)):
         return None
-    # One Redis, not a cluster: there a session and a counter live on different nodes.
-    return None if getattr(store, "url", "").startswith("redis+cluster://") else get_and_run
+    return get_and_run
 
 
 @functools.cache

@@ -239,11 +239,11 @@ class Pending:
     saves what the pipeline put here; it is one object, so a middleware that copies the
     scope between them sees it too."""
 
-    __slots__ = ("cookie", "session")
+    __slots__ = ("session", "sid")
 
     def __init__(self, cookie: str | None) -> None:
-        self.cookie = cookie
-        """The session ID the call's cookie names, if any."""
+        self.sid = session_id(cookie)
+        """The session ID the call's cookie names, if it has the shape of one."""
         self.session: Session | None = None
 
 

@@ -14,20 +14,13 @@ import pytest
 from conftest import SECRET, mounted
 from pydantic import BaseModel, ConfigDict
 
-from bastion import Bastion, Context, authenticated, get_session, public
+from bastion import Bastion, Context, User, authenticated, get_session, public
 from bastion.events import AuditEvent
 from bastion.sessions import SCOPE_KEY, Pending, Session
 from bastion.stores import MemoryStore
 from bastion.testing import ActionClient
 
 ORIGIN = "http://127.0.0.1"
-
-
-@dataclass(frozen=True)
-class Member:
-    id: int
-    roles: frozenset[str] = frozenset()
-    permissions: frozenset[str] = frozenset()
 
 
 class SignIn(BaseModel):
@@ -41,7 +34,7 @@ class Done(BaseModel):
 
 @dataclass
 class Site:
-    bastion: Bastion[Member]
+    bastion: Bastion[User]
     events: list[AuditEvent]
     runs: list[str]
 
@@ -52,21 +45,21 @@ class Site:
 def build() -> Site:
     events: list[AuditEvent] = []
     runs: list[str] = []
-    app: Bastion[Member] = Bastion(
+    app: Bastion[User] = Bastion(
         secret_key=SECRET,
         allowed_origins=[ORIGIN],
         store=MemoryStore(),
-        load_user=lambda user_id: Member(id=user_id),
+        load_user=lambda user_id: User(id=user_id),
         audit_sinks=[events.append],
     )
 
     @app.action(policy=public)
-    async def sign_in(ctx: Context[Member], data: SignIn) -> Done:
-        await ctx.login(Member(id=data.user))
+    async def sign_in(ctx: Context[User], data: SignIn) -> Done:
+        await ctx.login(User(id=data.user))
         return Done()
 
     @app.action(policy=authenticated)
-    def publish(ctx: Context[Member]) -> Done:
+    def publish(ctx: Context[User]) -> Done:
         runs.append("publish")
         return Done()
 

@@ -12,7 +12,6 @@ session that ended, with one round trip instead of two.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -23,7 +22,7 @@ from limits import parse
 from pydantic import BaseModel, ConfigDict
 from services import RedisServer, redis_server
 
-from bastion import Bastion, Context, authenticated, public
+from bastion import Bastion, Context, User, authenticated, public
 from bastion.errors import RateLimited
 from bastion.ratelimit import Counter
 from bastion.sessions import UNKNOWN
@@ -51,13 +50,6 @@ def round_trips(raw: redis.Redis) -> int:
     return int(raw.info("stats")["total_reads_processed"])
 
 
-@dataclass(frozen=True)
-class Member:
-    id: int
-    roles: frozenset[str] = frozenset()
-    permissions: frozenset[str] = frozenset()
-
-
 class SignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: int
@@ -72,31 +64,31 @@ class Counted:
         self.runs = 0
 
 
-def build(url: str, counted: Counted) -> Bastion[Member]:
-    app: Bastion[Member] = Bastion(
+def build(url: str, counted: Counted) -> Bastion[User]:
+    app: Bastion[User] = Bastion(
         secret_key=SECRET,
         allowed_origins=[ORIGIN],
         store=RedisStore(url),  # the counters default to the same Redis
-        load_user=lambda user_id: Member(id=user_id),
+        load_user=lambda user_id: User(id=user_id),
     )
 
     @app.action(policy=public, rate="100/minute")
-    async def sign_in(ctx: Context[Member], data: SignIn) -> Done:
-        await ctx.login(Member(id=data.user))
+    async def sign_in(ctx: Context[User], data: SignIn) -> Done:
+        await ctx.login(User(id=data.user))
         return Done()
 
     @app.action(policy=authenticated, rate="3/minute")
-    def note(ctx: Context[Member]) -> Done:
+    def note(ctx: Context[User]) -> Done:
         counted.runs += 1
         return Done()
 
     @app.action(policy=authenticated)
-    async def everywhere(ctx: Context[Member]) -> Done:
+    async def everywhere(ctx: Context[User]) -> Done:
         await ctx.end_sessions()
         return Done()
 
     @app.action(policy=public, rate="3/minute")
-    def ping(ctx: Context[Member]) -> Done:
+    def ping(ctx: Context[User]) -> Done:
         counted.runs += 1
         return Done()
 

@@ -79,7 +79,7 @@ from bastion.http import network, origin, responses
 from bastion.http.incoming import RequestHeaders
 from bastion.pipeline import flash
 from bastion.pipeline.stages import binding, decoding, depends, execute, output, transport
-from bastion.sessions import SCOPE_KEY, Pending, Session, get_session, session_id
+from bastion.sessions import SCOPE_KEY, Pending, Session, get_session
 from bastion.sessions import UNKNOWN as NOT_SEEN
 from bastion.taint import TaintedOutput
 from bastion.telemetry import UNKNOWN, Outcome, Telemetry
@@ -253,9 +253,9 @@ async def _load_session(call: Call, runtime: Runtime, held: Pending) -> None:
     spec, sessions = _spec(call), runtime.sessions
     try:
         read_and_count, rate = runtime.read_and_count, spec.rate
-        hint = None if read_and_count is None or rate is None else sessions.hint(held.cookie)
+        hint = None if read_and_count is None or rate is None else sessions.hint(held.sid)
         if read_and_count is None or rate is None or hint is None or hint[1] is NOT_SEEN:
-            session = await sessions.load(held.cookie)
+            session = await sessions.load(held.sid)
         else:
             # One round trip: the session's read and the hits of stage 7, keyed by the
             # user this session had (a session ID's user never changes).
@@ -263,7 +263,7 @@ async def _load_session(call: Call, runtime: Runtime, held: Pending) -> None:
             keys = _count_keys(spec, user, runtime.client_address(call.scope))
             raw, replies = await read_and_count(key, runtime.counter.scripts(rate, keys))
             call.ahead = Ahead(key, user, keys, replies)
-            session = await sessions.load(held.cookie, (key, raw))
+            session = await sessions.load(held.sid, (key, raw))
     except Exception:
         # Fail closed: without its session, the call does not go on.
         logger.exception("bastion: the session store failed to load a session")
@@ -447,7 +447,7 @@ async def _session_after_refusal(call: Call, runtime: Runtime) -> None:
     try:
         if isinstance(held, Pending):
             if held.session is None:
-                held.session = await runtime.sessions.load(held.cookie)
+                held.session = await runtime.sessions.load(held.sid)
             call.session = held.session
         elif held is not None:
             call.session = held
@@ -671,7 +671,7 @@ def _cookie_session_id(call: Call) -> str | None:
     middleware: then its ID, ``None`` if it had ended)."""
     held = call.scope.get(SCOPE_KEY)
     if isinstance(held, Pending):
-        return session_id(held.cookie) if held.session is None else held.session.id
+        return held.sid if held.session is None else held.session.id
     return get_session(call.scope).id
 
 
